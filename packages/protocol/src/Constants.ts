@@ -1,0 +1,25 @@
+/** Numbers every TV and every shard must agree on. */
+
+/** Width of every embedding: MiniLM-class sentence encoders produce 384 dimensions. */
+export const EMBEDDING_DIMENSIONS = 384
+
+/** Patterns at or above this success rate are the ones worth syncing. */
+export const SUCCESS_THRESHOLD = 0.7
+
+/** A viewing counts as a success when at least this share of the item was watched. */
+export const SUCCESS_WATCH_SHARE = 0.7
+
+/** Upper bound on patterns a TV keeps in its skills tier. */
+export const MAX_SKILL_PATTERNS = 10_000
+
+/** Upper bound on patterns one delta may carry (keeps uploads near 1 KB on the wire). */
+export const MAX_DELTA_PATTERNS = 64
+
+/** Upper bound on global patterns in one download. */
+export const MAX_GLOBAL_PATTERNS = 512
+
+/** Upper bound on trend signals in one download. */
+export const MAX_TRENDS = 256
+
+/** Upper bound on recent watches carried in a context. */
+export const MAX_RECENT_WATCHES = 20

@@ -1,0 +1,114 @@
+/**
+ * Learned patterns and what the constellation sends back. A pattern is a taste
+ * (a centroid in embedding space) with quality statistics in a coarse context; it
+ * carries no content id, title or timestamp of anything watched.
+ */
+import { Schema } from "effect"
+import { MAX_DELTA_PATTERNS, MAX_GLOBAL_PATTERNS, MAX_TRENDS } from "./Constants.ts"
+import { Embedding } from "./Embedding.ts"
+import { ContentId, DayType, Mood, TimeOfDay, Timestamp, UnitInterval } from "./Viewing.ts"
+
+export const PatternId = Schema.String.check(Schema.isBetweenLength(1, 64)).pipe(Schema.brand("PatternId"))
+export type PatternId = typeof PatternId.Type
+
+export const Region = Schema.String.check(Schema.isBetweenLength(1, 32))
+
+/** Monotonic version counter (local pattern versions, global versions). */
+export const Version = Schema.Int.check(Schema.isGreaterThanOrEqualTo(0))
+
+export const SampleCount = Schema.Finite.check(Schema.isGreaterThanOrEqualTo(0))
+
+/** The coarse context a pattern applies in; no recent watches, nothing identifying. */
+export const PatternContext = Schema.Struct({
+  timeOfDay: Schema.optionalKey(TimeOfDay),
+  dayType: Schema.optionalKey(DayType),
+  mood: Schema.optionalKey(Mood)
+})
+export type PatternContext = typeof PatternContext.Type
+
+/** A pattern as the brain stores it. */
+export const ViewingPattern = Schema.Struct({
+  id: PatternId,
+  embedding: Embedding,
+  successRate: UnitInterval,
+  /** Decayed count of viewings folded into this pattern. */
+  sampleCount: SampleCount,
+  context: PatternContext,
+  createdAt: Timestamp,
+  updatedAt: Timestamp
+})
+export type ViewingPattern = typeof ViewingPattern.Type
+
+/** A pattern as it leaves the TV: the stored pattern without its timestamps. */
+export const SharedPattern = Schema.Struct({
+  id: PatternId,
+  embedding: Embedding,
+  successRate: UnitInterval,
+  sampleCount: SampleCount,
+  context: PatternContext
+})
+export type SharedPattern = typeof SharedPattern.Type
+
+/** Changes to a TV's shareable patterns since `baseVersion`, up to `version`. */
+export const PatternDelta = Schema.Struct({
+  baseVersion: Version,
+  version: Version,
+  added: Schema.Array(SharedPattern).check(Schema.isMaxLength(MAX_DELTA_PATTERNS)),
+  updated: Schema.Array(SharedPattern).check(Schema.isMaxLength(MAX_DELTA_PATTERNS)),
+  removed: Schema.Array(PatternId).check(Schema.isMaxLength(MAX_DELTA_PATTERNS))
+}).check(
+  Schema.makeFilter((d) =>
+    d.version >= d.baseVersion || `version ${d.version} is older than baseVersion ${d.baseVersion}`
+  )
+)
+export type PatternDelta = typeof PatternDelta.Type
+
+/** A pattern aggregated across devices by the constellation. */
+export const GlobalPattern = Schema.Struct({
+  id: PatternId,
+  embedding: Embedding,
+  successRate: UnitInterval,
+  sampleCount: SampleCount,
+  /** Distinct devices folded into this pattern; never below the k-anonymity floor. */
+  deviceCount: Schema.Int.check(Schema.isGreaterThanOrEqualTo(1)),
+  context: PatternContext
+})
+export type GlobalPattern = typeof GlobalPattern.Type
+
+/** Something gaining viewers in a region. */
+export const TrendSignal = Schema.Struct({
+  contentId: ContentId,
+  region: Region,
+  /** Relative momentum, higher is hotter; decays over time. */
+  score: Schema.Finite.check(Schema.isGreaterThanOrEqualTo(0)),
+  /** Momentum change per hour. */
+  velocity: Schema.Finite
+})
+export type TrendSignal = typeof TrendSignal.Type
+
+/** An item of the catalog with its embedding; new content is announced this way. */
+export const ContentEmbedding = Schema.Struct({
+  contentId: ContentId,
+  title: Schema.String.check(Schema.isMaxLength(512)),
+  genres: Schema.Array(Schema.String.check(Schema.isBetweenLength(1, 64))).check(Schema.isMaxLength(32)),
+  embedding: Embedding
+})
+export type ContentEmbedding = typeof ContentEmbedding.Type
+
+/** What a TV pulls from the constellation. */
+export const GlobalPatterns = Schema.Struct({
+  version: Version,
+  similar: Schema.Array(GlobalPattern).check(Schema.isMaxLength(MAX_GLOBAL_PATTERNS)),
+  trending: Schema.Array(TrendSignal).check(Schema.isMaxLength(MAX_TRENDS))
+})
+export type GlobalPatterns = typeof GlobalPatterns.Type
+
+/** One ranked suggestion with the reason shown to the viewer. */
+export const Recommendation = Schema.Struct({
+  contentId: ContentId,
+  title: Schema.String,
+  score: Schema.Finite,
+  reason: Schema.String,
+  confidence: UnitInterval
+})
+export type Recommendation = typeof Recommendation.Type

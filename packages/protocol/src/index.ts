@@ -1,0 +1,6 @@
+export * from "./Constants.ts"
+export * from "./Decode.ts"
+export * from "./Embedding.ts"
+export * from "./Errors.ts"
+export * from "./Pattern.ts"
+export * from "./Viewing.ts"

@@ -1,0 +1,17 @@
+import { defineConfig } from "vitest/config"
+
+// vitest 5 removed vitest.workspace.ts: the projects are listed here instead.
+const project = (name: string, root: string) => ({
+  test: { name, root, include: ["**/*.test.ts"], exclude: ["**/node_modules/**", "**/dist/**"] }
+})
+
+export default defineConfig({
+  test: {
+    projects: [
+      project("protocol", "packages/protocol"),
+      project("brain", "packages/brain"),
+      project("cli", "apps/cli"),
+      project("e2e", "test")
+    ]
+  }
+})
