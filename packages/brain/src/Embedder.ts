@@ -21,7 +21,7 @@ export class Embedder extends Context.Service<Embedder, {
   readonly embedContent: (item: ContentText) => Effect.Effect<Embedding, EmbedError>
 }>()("omega/brain/Embedder") {
   /** The weight-free default: feature hashing of title, year and genre tokens. */
-  static readonly layerHashing = Layer.succeed(Embedder, makeHashing())
+  static readonly layerHashing = Layer.sync(Embedder, () => makeHashing())
 }
 
 /** The embedder could not produce a vector (model failed to load or run). */
@@ -30,9 +30,10 @@ export class EmbedError extends Data.TaggedError("EmbedError")<{
   readonly cause?: unknown
 }> {}
 
-// Genre and decade tokens describe taste more than individual title words do.
+// Genre, decade and year tokens describe taste more than individual title words do.
 const GENRE_WEIGHT = 2.0
 const DECADE_WEIGHT = 0.75
+const YEAR_WEIGHT = 1.0
 const WORD_WEIGHT = 0.5
 
 const STOP_WORDS = new Set(["the", "a", "an", "of", "and", "in", "on", "to", "la", "le", "il", "de"])
@@ -63,7 +64,10 @@ const contentTokens = (item: ContentText): Array<readonly [string, number]> => {
   const tokens: Array<readonly [string, number]> = []
   for (const genre of item.genres) tokens.push([`genre:${genre.toLowerCase()}`, GENRE_WEIGHT])
   const year = /\((\d{4})\)/.exec(item.title)?.[1]
-  if (year !== undefined) tokens.push([`decade:${year.slice(0, 3)}`, DECADE_WEIGHT])
+  if (year !== undefined) {
+    tokens.push([`decade:${year.slice(0, 3)}`, DECADE_WEIGHT])
+    tokens.push([`year:${year}`, YEAR_WEIGHT])
+  }
   for (const word of words(item.title.replace(/\(\d{4}\)/, ""))) tokens.push([`word:${word}`, WORD_WEIGHT])
   return tokens
 }
