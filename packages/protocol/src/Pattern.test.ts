@@ -32,7 +32,7 @@ describe("PatternDelta", () => {
     Effect.gen(function*() {
       const delta = yield* decodeDelta({ baseVersion: 1, version: 3, added: [shared()], updated: [], removed: ["p0"] })
       assert.strictEqual(delta.added[0]?.embedding.length, EMBEDDING_DIMENSIONS)
-      assert.deepStrictEqual(delta.removed, ["p0"])
+      assert.deepStrictEqual([...delta.removed], ["p0"] as Array<string>)
     }))
 
   it.effect("rejects an embedding of the wrong width with a typed error naming the schema", () =>

@@ -1,0 +1,216 @@
+/**
+ * The brain's working memory, in four tiers on different time scales:
+ * episodes (recent raw events, bounded), skills (consolidated local patterns with a
+ * nearest-neighbour index, up to 10,000), collective (global patterns from the
+ * constellation, bounded) and causal (which recommendation source led to a good watch).
+ * Purely in memory: BrainStore persists, OmegaBrain decides what goes where.
+ */
+import {
+  type ContentId,
+  EMBEDDING_DIMENSIONS,
+  type GlobalPattern,
+  MAX_SKILL_PATTERNS,
+  type PatternId,
+  type TrendSignal,
+  type ViewingEvent
+} from "@omega/protocol"
+import { Context, Effect, Layer } from "effect"
+import type { LocalPattern } from "./BrainStore.ts"
+import { KeyMap } from "./internal/KeyMap.ts"
+import { type IndexError, type IndexHandle, VectorIndex } from "./VectorIndex.ts"
+
+export interface TierLimits {
+  readonly episodes: number
+  readonly skills: number
+  readonly collective: number
+  /** Recommendations remembered while waiting to see whether they were watched. */
+  readonly pendingActions: number
+}
+
+export const defaultTierLimits: TierLimits = {
+  episodes: 500,
+  skills: MAX_SKILL_PATTERNS,
+  collective: 2_000,
+  pendingActions: 200
+}
+
+/** Where a recommendation came from; the causal tier learns which sources pay off. */
+export type RecommendationSource = "local" | "collective" | "trend"
+
+export interface SourceOutcome {
+  /** Recommendations from this source that were then watched. */
+  readonly watched: number
+  /** Of those, how many were watched through (successes). */
+  readonly successes: number
+}
+
+export interface Neighbour<A> {
+  readonly value: A
+  readonly similarity: number
+}
+
+export class MemoryTiers extends Context.Service<MemoryTiers, {
+  readonly limits: TierLimits
+  readonly episodes: {
+    readonly remember: (event: ViewingEvent) => void
+    /** Newest last. */
+    readonly recent: (n: number) => ReadonlyArray<ViewingEvent>
+    readonly hasWatched: (id: ContentId) => boolean
+    readonly markWatched: (ids: Iterable<ContentId>) => void
+    readonly watchedCount: () => number
+  }
+  readonly skills: {
+    readonly get: (id: PatternId) => LocalPattern | undefined
+    readonly all: () => IterableIterator<LocalPattern>
+    readonly size: () => number
+    readonly upsert: (pattern: LocalPattern) => Effect.Effect<void, IndexError>
+    /** Loads many patterns at once (start-up). */
+    readonly upsertMany: (patterns: ReadonlyArray<LocalPattern>) => Effect.Effect<void, IndexError>
+    readonly remove: (id: PatternId) => Effect.Effect<void>
+    readonly nearest: (v: Float32Array, k: number) => Effect.Effect<ReadonlyArray<Neighbour<LocalPattern>>, IndexError>
+  }
+  readonly collective: {
+    /** Replaces the tier with a new global version, keeping the best `limits.collective`. */
+    readonly replace: (
+      patterns: ReadonlyArray<GlobalPattern>,
+      trends: ReadonlyArray<TrendSignal>
+    ) => Effect.Effect<void, IndexError>
+    readonly all: () => ReadonlyArray<GlobalPattern>
+    readonly trends: () => ReadonlyArray<TrendSignal>
+    readonly nearest: (v: Float32Array, k: number) => Effect.Effect<ReadonlyArray<Neighbour<GlobalPattern>>, IndexError>
+  }
+  readonly causal: {
+    /** Remembers that `id` was recommended because of `source`. */
+    readonly recordAction: (id: ContentId, source: RecommendationSource) => void
+    /** Credits the source of an earlier recommendation of `id`, if any, with this outcome. */
+    readonly recordOutcome: (id: ContentId, success: boolean) => RecommendationSource | undefined
+    readonly outcomes: () => Readonly<Record<RecommendationSource, SourceOutcome>>
+  }
+}>()("omega/brain/MemoryTiers") {
+  static readonly layer = (limits: TierLimits = defaultTierLimits) => Layer.effect(MemoryTiers, make(limits))
+}
+
+function make(limits: TierLimits) {
+  return Effect.gen(function*() {
+    const vectorIndex = yield* VectorIndex
+
+    // Episodes: a ring buffer of the newest events, plus the set of everything watched.
+    const ring: Array<ViewingEvent> = []
+    let ringStart = 0
+    const watched = new Set<ContentId>()
+    const episodes = {
+      remember: (event: ViewingEvent) => {
+        watched.add(event.contentId)
+        if (ring.length < limits.episodes) ring.push(event)
+        else {
+          ring[ringStart] = event
+          ringStart = (ringStart + 1) % limits.episodes
+        }
+      },
+      recent: (n: number) => {
+        const ordered = ring.length < limits.episodes ? ring : [...ring.slice(ringStart), ...ring.slice(0, ringStart)]
+        return ordered.slice(Math.max(0, ordered.length - n))
+      },
+      hasWatched: (id: ContentId) => watched.has(id),
+      markWatched: (ids: Iterable<ContentId>) => {
+        for (const id of ids) watched.add(id)
+      },
+      watchedCount: () => watched.size
+    }
+
+    // Skills: patterns by id, with index keys assigned on first sight.
+    const skillIndex = yield* vectorIndex.create({
+      dimensions: EMBEDDING_DIMENSIONS,
+      quantization: "f16",
+      capacity: 1_024
+    })
+    const patterns = new Map<PatternId, LocalPattern>()
+    const keys = new KeyMap<PatternId>()
+    const skills = {
+      get: (id: PatternId) => patterns.get(id),
+      all: () => patterns.values(),
+      size: () => patterns.size,
+      upsert: (pattern: LocalPattern) =>
+        skillIndex.upsert(keys.keyOf(pattern.id), pattern.embedding).pipe(
+          Effect.tap(() => Effect.sync(() => patterns.set(pattern.id, pattern)))
+        ),
+      upsertMany: (many: ReadonlyArray<LocalPattern>) =>
+        skillIndex.upsertMany(many.map((p) => [keys.keyOf(p.id), p.embedding] as const)).pipe(
+          Effect.tap(() =>
+            Effect.sync(() => {
+              for (const p of many) patterns.set(p.id, p)
+            })
+          )
+        ),
+      remove: (id: PatternId) =>
+        Effect.suspend(() => {
+          const key = keys.release(id)
+          patterns.delete(id)
+          return key === undefined ? Effect.void : skillIndex.remove(key)
+        }),
+      nearest: (v: Float32Array, k: number) =>
+        skillIndex.search(v, k).pipe(Effect.map((hits) => keys.resolve(hits, patterns)))
+    }
+
+    // Collective: rebuilt on every new global version (they arrive every few minutes at most).
+    let collectivePatterns: ReadonlyArray<GlobalPattern> = []
+    let collectiveIndex: IndexHandle | undefined
+    let trendSignals: ReadonlyArray<TrendSignal> = []
+    const collectiveById = new Map<PatternId, GlobalPattern>()
+    const collectiveKeys = new KeyMap<PatternId>()
+    const collective = {
+      replace: Effect.fnUntraced(function*(incoming: ReadonlyArray<GlobalPattern>, trends: ReadonlyArray<TrendSignal>) {
+        const kept = [...incoming]
+          .sort((a, b) => quality(b) - quality(a))
+          .slice(0, limits.collective)
+        const index = yield* vectorIndex.create({
+          dimensions: EMBEDDING_DIMENSIONS,
+          quantization: "f16",
+          capacity: Math.max(16, kept.length)
+        })
+        collectiveKeys.clear()
+        yield* index.upsertMany(kept.map((p) => [collectiveKeys.keyOf(p.id), p.embedding] as const))
+        collectiveById.clear()
+        for (const p of kept) collectiveById.set(p.id, p)
+        collectivePatterns = kept
+        collectiveIndex = index
+        trendSignals = trends
+      }),
+      all: () => collectivePatterns,
+      trends: () => trendSignals,
+      nearest: (v: Float32Array, k: number) =>
+        collectiveIndex === undefined ?
+          Effect.succeed([]) :
+          collectiveIndex.search(v, k).pipe(Effect.map((hits) => collectiveKeys.resolve(hits, collectiveById)))
+    }
+
+    // Causal: recommendation -> outcome, credited to the source that produced it.
+    const pending = new Map<ContentId, RecommendationSource>()
+    const outcomes: Record<RecommendationSource, { watched: number; successes: number }> = {
+      local: { watched: 0, successes: 0 },
+      collective: { watched: 0, successes: 0 },
+      trend: { watched: 0, successes: 0 }
+    }
+    const causal = {
+      recordAction: (id: ContentId, source: RecommendationSource) => {
+        pending.delete(id)
+        pending.set(id, source)
+        if (pending.size > limits.pendingActions) pending.delete(pending.keys().next().value!)
+      },
+      recordOutcome: (id: ContentId, success: boolean) => {
+        const source = pending.get(id)
+        if (source === undefined) return undefined
+        pending.delete(id)
+        outcomes[source].watched += 1
+        if (success) outcomes[source].successes += 1
+        return source
+      },
+      outcomes: () => outcomes
+    }
+
+    return MemoryTiers.of({ limits, episodes, skills, collective, causal })
+  })
+}
+
+/** Quality of a global pattern: success weighted by how much evidence backs it. */
+const quality = (p: GlobalPattern) => p.successRate * Math.log1p(p.sampleCount)

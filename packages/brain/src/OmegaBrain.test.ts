@@ -1,0 +1,333 @@
+import { assert, describe, it } from "@effect/vitest"
+import {
+  type ContentEmbedding,
+  type ContentId,
+  EMBEDDING_DIMENSIONS,
+  type GlobalPatterns,
+  type PatternId,
+  type ViewContext,
+  type ViewingEvent
+} from "@omega/protocol"
+import { Effect, Exit, Layer } from "effect"
+import { TestClock } from "effect/testing"
+import { mkdtempSync, rmSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { BrainStore } from "./BrainStore.ts"
+import { Embedder, makeHashing } from "./Embedder.ts"
+import { defaultLearningConfig } from "./Learning.ts"
+import { type BrainConfig, defaultBrainConfig, OmegaBrain } from "./OmegaBrain.ts"
+import { VectorIndex } from "./VectorIndex.ts"
+
+const hashing = makeHashing()
+const GENRES = ["Comedy", "Horror", "Documentary", "Romance"] as const
+const WORDS = ["Harbor", "Winter", "Signal", "Meadow", "Copper", "Lantern", "Orbit", "Willow", "Falcon", "Ember"]
+
+/** 10 items per genre, embedded with the default embedder. */
+const catalog: Array<ContentEmbedding> = GENRES.flatMap((genre) =>
+  Array.from({ length: 10 }, (_, i) => {
+    const title = `${genre} ${WORDS[i]} (199${i})`
+    return {
+      contentId: `${genre.toLowerCase()}-${i}` as ContentId,
+      title,
+      genres: [genre],
+      embedding: Effect.runSync(hashing.embedContent({ title, genres: [genre] }))
+    }
+  })
+)
+const item = (id: string) => catalog.find((c) => c.contentId === id)!
+
+const evening: ViewContext = { timeOfDay: "evening", dayType: "weekday", recentWatches: [] }
+const morning: ViewContext = { timeOfDay: "morning", dayType: "weekend", recentWatches: [] }
+
+const watch = (
+  id: string,
+  watchShare: number,
+  context: ViewContext = evening,
+  at = 1_700_000_000_000
+): ViewingEvent => {
+  const c = item(id)
+  return { contentId: c.contentId, title: c.title, genres: c.genres, watchedAt: at, watchShare, context }
+}
+
+const config = (overrides: Partial<BrainConfig> = {}): BrainConfig => ({
+  ...defaultBrainConfig,
+  runLearningLoops: false,
+  ...overrides
+})
+
+const withBrain = <A, E>(body: (brain: OmegaBrain["Service"]) => Effect.Effect<A, E>, c = config()) =>
+  Effect.gen(function*() {
+    const brain = yield* OmegaBrain
+    yield* brain.addContent(catalog)
+    return yield* body(brain)
+  }).pipe(Effect.provide(OmegaBrain.layerTest(c)))
+
+describe("OmegaBrain.observe", () => {
+  it.effect("reinforces a pattern for similar items in the same context and starts one in a new context", () =>
+    withBrain((brain) =>
+      Effect.gen(function*() {
+        const first = yield* brain.observe(watch("comedy-1", 0.9))
+        const second = yield* brain.observe(watch("comedy-1", 0.95))
+        assert.isTrue(first.newPattern)
+        assert.isFalse(second.newPattern)
+        assert.strictEqual(second.patternId, first.patternId)
+        const other = yield* brain.observe(watch("comedy-1", 0.9, morning))
+        assert.isTrue(other.newPattern)
+        assert.notStrictEqual(other.patternId, first.patternId)
+        assert.strictEqual((yield* brain.stats).patterns, 2)
+      })
+    ))
+
+  it.effect("rejects malformed events with a typed error and leaves stored state untouched", () =>
+    withBrain((brain) =>
+      Effect.gen(function*() {
+        yield* brain.observe(watch("comedy-1", 0.9))
+        const before = yield* brain.stats
+        for (const bad of [{ ...watch("comedy-2", 0.9), watchShare: NaN }, { ...watch("comedy-2", 2) }, { nope: 1 }]) {
+          const error = yield* Effect.flip(brain.observe(bad))
+          assert.strictEqual(error._tag, "ProtocolDecodeError")
+        }
+        const after = yield* brain.stats
+        assert.deepStrictEqual(after.versions, before.versions)
+        assert.strictEqual(after.patterns, before.patterns)
+      })
+    ))
+
+  it.effect("embeds and catalogs an item it has never seen", () =>
+    withBrain((brain) =>
+      Effect.gen(function*() {
+        const before = (yield* brain.stats).catalogItems
+        yield* brain.observe({ ...watch("comedy-1", 0.9), contentId: "brand-new", title: "Brand New Comedy (2026)" })
+        assert.strictEqual((yield* brain.stats).catalogItems, before + 1)
+      })
+    ))
+})
+
+describe("OmegaBrain.recommend", () => {
+  it.effect("ranks items like the ones watched through above others, excludes watched items, explains", () =>
+    withBrain((brain) =>
+      Effect.gen(function*() {
+        for (const id of ["comedy-1", "comedy-2", "comedy-3", "comedy-4"]) yield* brain.observe(watch(id, 0.95))
+        yield* brain.observe(watch("horror-1", 0.1))
+        const recs = yield* brain.recommend(evening, 5)
+        assert.strictEqual(recs.length, 5)
+        for (const rec of recs) {
+          assert.isTrue(rec.contentId.startsWith("comedy-"), `${rec.contentId} should be a comedy`)
+          assert.notInclude(["comedy-1", "comedy-2", "comedy-3", "comedy-4"], rec.contentId as string)
+          assert.match(rec.reason, /^Because you watched Comedy /)
+          assert.isTrue(rec.confidence > 0 && rec.confidence < 1)
+        }
+        for (let i = 1; i < recs.length; i++) assert.isTrue(recs[i - 1]!.score >= recs[i]!.score)
+      })
+    ))
+
+  it.effect("steers by recent watches in the context", () =>
+    withBrain((brain) =>
+      Effect.gen(function*() {
+        for (const id of ["comedy-1", "comedy-2", "romance-1", "romance-2"]) yield* brain.observe(watch(id, 0.95))
+        const recentWatches = ["romance-1", "romance-2"] as Array<ContentId>
+        const recs = yield* brain.recommend({ ...evening, recentWatches }, 3)
+        assert.isTrue(
+          recs[0]!.contentId.startsWith("romance-"),
+          `top pick ${recs[0]!.contentId} should follow recent watches`
+        )
+      })
+    ))
+
+  it.effect("rejects a malformed context with a typed error", () =>
+    withBrain((brain) =>
+      Effect.gen(function*() {
+        const error = yield* Effect.flip(
+          brain.recommend({ timeOfDay: "teatime", dayType: "weekday", recentWatches: [] })
+        )
+        assert.strictEqual(error._tag, "ProtocolDecodeError")
+      })
+    ))
+})
+
+const globalPatterns = (version: number, genre: string, deviceCount = 5): GlobalPatterns => ({
+  version,
+  similar: [{
+    id: `g-${genre}` as PatternId,
+    embedding: Effect.runSync(hashing.embedContent({ title: "", genres: [genre] })),
+    successRate: 0.9,
+    sampleCount: 50,
+    deviceCount,
+    context: {}
+  }],
+  trending: [{ contentId: "documentary-7" as ContentId, region: "eu-west", score: 10, velocity: 1 }]
+})
+
+describe("OmegaBrain.applyGlobalPatterns", () => {
+  it.effect("lets collective patterns and trends recommend to a TV with no history, ignores stale versions", () =>
+    withBrain((brain) =>
+      Effect.gen(function*() {
+        assert.isTrue(yield* brain.applyGlobalPatterns(globalPatterns(3, "Horror")))
+        assert.isFalse(yield* brain.applyGlobalPatterns(globalPatterns(2, "Romance")))
+        const recs = yield* brain.recommend(evening, 12)
+        const horror = recs.filter((r) => r.contentId.startsWith("horror-"))
+        assert.isAtLeast(horror.length, 8)
+        assert.strictEqual(horror[0]!.reason, "Popular with viewers who share your taste")
+        const trending = recs.find((r) => r.contentId === "documentary-7")
+        assert.strictEqual(trending?.reason, "Trending in your region")
+        assert.strictEqual((yield* brain.stats).versions.global, 3)
+      })
+    ))
+
+  it.effect("rejects global patterns with a bad embedding and keeps the previous ones", () =>
+    withBrain((brain) =>
+      Effect.gen(function*() {
+        yield* brain.applyGlobalPatterns(globalPatterns(1, "Horror"))
+        const bad = globalPatterns(2, "Romance")
+        const broken = { ...bad, similar: [{ ...bad.similar[0]!, embedding: new Float32Array(12) }] }
+        const error = yield* Effect.flip(brain.applyGlobalPatterns(broken))
+        assert.strictEqual(error._tag, "ProtocolDecodeError")
+        const stats = yield* brain.stats
+        assert.strictEqual(stats.versions.global, 1)
+        assert.strictEqual(stats.collectivePatterns, 1)
+      })
+    ))
+})
+
+describe("OmegaBrain.prepareSyncDelta", () => {
+  it.effect("shares only patterns with success >= 0.7 and enough evidence, and keeps them until acknowledged", () =>
+    withBrain((brain) =>
+      Effect.gen(function*() {
+        for (let i = 0; i < 3; i++) yield* brain.observe(watch("comedy-1", 0.9))
+        for (let i = 0; i < 3; i++) yield* brain.observe(watch("horror-1", 0.2))
+        yield* brain.observe(watch("romance-1", 0.9)) // one sample only: not yet worth sharing
+        const delta = yield* brain.prepareSyncDelta()
+        assert.strictEqual(delta.baseVersion, 0)
+        assert.strictEqual(delta.added.length, 1)
+        assert.isAtLeast(delta.added[0]!.successRate, 0.7)
+        assert.strictEqual(delta.added[0]!.embedding.length, EMBEDDING_DIMENSIONS)
+        assert.notProperty(delta.added[0]!, "createdAt")
+        assert.strictEqual((yield* brain.pendingDeltas).length, 1)
+
+        yield* brain.acknowledgeDelta(delta.version)
+        assert.strictEqual((yield* brain.pendingDeltas).length, 0)
+        const next = yield* brain.prepareSyncDelta()
+        assert.strictEqual(next.baseVersion, delta.version)
+        assert.strictEqual(next.added.length + next.updated.length, 0)
+
+        // Reinforcing a shared pattern later makes it an update, not an addition.
+        yield* brain.observe(watch("comedy-1", 0.95))
+        const later = yield* brain.prepareSyncDelta()
+        assert.strictEqual(later.added.length, 0)
+        assert.strictEqual(later.updated.length, 1)
+      })
+    ))
+
+  it.effect("caps the delta and carries what was left behind in the next one", () =>
+    withBrain(
+      (brain) =>
+        Effect.gen(function*() {
+          for (const genre of ["comedy", "horror", "documentary", "romance"]) {
+            for (let i = 0; i < 2; i++) yield* brain.observe(watch(`${genre}-1`, 0.9))
+          }
+          const first = yield* brain.prepareSyncDelta()
+          assert.strictEqual(first.added.length, 2)
+          yield* brain.acknowledgeDelta(first.version)
+          const second = yield* brain.prepareSyncDelta()
+          assert.strictEqual(second.added.length + second.updated.length, 2)
+          const ids = new Set([...first.added, ...second.added, ...second.updated].map((p) => p.id))
+          assert.strictEqual(ids.size, 4)
+        }),
+      config({ maxDeltaPatterns: 2 })
+    ))
+})
+
+describe("learning loops", () => {
+  it.effect("consolidate near-duplicate patterns every session", () =>
+    Effect.gen(function*() {
+      const brain = yield* OmegaBrain
+      yield* brain.addContent(catalog)
+      // Items of one genre differ only in title words: with a strict assignment threshold each
+      // starts its own pattern, and consolidation should fold them together.
+      for (const id of ["comedy-1", "comedy-2", "comedy-3"]) yield* brain.observe(watch(id, 0.9))
+      assert.strictEqual((yield* brain.stats).patterns, 3)
+      yield* TestClock.adjust("31 minutes")
+      assert.isBelow((yield* brain.stats).patterns, 3)
+    }).pipe(
+      Effect.provide(OmegaBrain.layerTest(config({
+        runLearningLoops: true,
+        learning: { ...defaultLearningConfig, assignThreshold: 0.999, mergeThreshold: 0.5 }
+      })))
+    ))
+
+  it.effect("decay daily and forget patterns whose evidence faded", () =>
+    Effect.gen(function*() {
+      const brain = yield* OmegaBrain
+      yield* brain.addContent(catalog)
+      yield* brain.observe(watch("comedy-1", 0.9, evening, 0))
+      yield* brain.observe(watch("horror-1", 0.9, evening, 0))
+      yield* brain.observe(watch("horror-1", 0.9, evening, 0))
+      assert.strictEqual((yield* brain.stats).patterns, 2)
+      // The single-sample pattern falls under the floor first; the reinforced one lasts a day longer.
+      yield* TestClock.adjust("1 day")
+      assert.strictEqual((yield* brain.stats).patterns, 1)
+      yield* TestClock.adjust("1 day")
+      assert.strictEqual((yield* brain.stats).patterns, 0)
+    }).pipe(
+      Effect.provide(OmegaBrain.layerTest(config({
+        runLearningLoops: true,
+        learning: { ...defaultLearningConfig, dailyDecay: 0.5, forgetBelow: 0.6 }
+      })))
+    ))
+})
+
+describe("persistence", () => {
+  it.effect("a restarted brain resumes its patterns, versions, watched items and outbox", () =>
+    Effect.gen(function*() {
+      const dir = mkdtempSync(join(tmpdir(), "omega-brain-"))
+      yield* Effect.addFinalizer(() => Effect.sync(() => rmSync(dir, { recursive: true, force: true })))
+      const layer = () =>
+        OmegaBrain.layer(config()).pipe(
+          Layer.provide(Layer.mergeAll(
+            Embedder.layerHashing,
+            VectorIndex.layerTest,
+            BrainStore.layer({ path: join(dir, "brain.db") })
+          ))
+        )
+      const first = yield* Effect.gen(function*() {
+        const brain = yield* OmegaBrain
+        yield* brain.addContent(catalog)
+        for (let i = 0; i < 3; i++) yield* brain.observe(watch("comedy-1", 0.9))
+        yield* brain.prepareSyncDelta()
+        yield* brain.applyGlobalPatterns(globalPatterns(4, "Horror"))
+        return { stats: yield* brain.stats, recs: yield* brain.recommend(evening, 5) }
+      }).pipe(Effect.provide(layer()))
+
+      const second = yield* Effect.gen(function*() {
+        const brain = yield* OmegaBrain
+        return { stats: yield* brain.stats, recs: yield* brain.recommend(evening, 5) }
+      }).pipe(Effect.provide(layer()))
+
+      assert.deepStrictEqual(second.stats.versions, first.stats.versions)
+      assert.strictEqual(second.stats.patterns, first.stats.patterns)
+      assert.strictEqual(second.stats.catalogItems, catalog.length)
+      assert.strictEqual(second.stats.pendingDeltas, 1)
+      assert.strictEqual(second.stats.collectivePatterns, 1)
+      assert.deepStrictEqual(second.recs.map((r) => r.contentId), first.recs.map((r) => r.contentId))
+      assert.notInclude(second.recs.map((r): string => r.contentId), "comedy-1")
+    }))
+
+  it.effect("fails with a typed error when the database cannot be opened", () =>
+    Effect.gen(function*() {
+      const exit = yield* Effect.exit(
+        Effect.provide(
+          Effect.asVoid(OmegaBrain),
+          OmegaBrain.layer(config()).pipe(
+            Layer.provide(Layer.mergeAll(
+              Embedder.layerHashing,
+              VectorIndex.layerTest,
+              BrainStore.layer({ path: "/nonexistent/dir/brain.db" })
+            ))
+          )
+        )
+      )
+      assert.isTrue(Exit.isFailure(exit))
+      assert.include(String(Exit.isFailure(exit) ? exit.cause : ""), "StoreError")
+    }))
+})

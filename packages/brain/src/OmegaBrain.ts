@@ -1,0 +1,368 @@
+/**
+ * The TV brain as one service: observe what is watched, recommend for a context, and
+ * exchange pattern deltas with the constellation. Restores its state from BrainStore on
+ * start and runs the session and daily learning loops while it lives.
+ */
+import {
+  type ContentEmbedding,
+  decoder,
+  GlobalPatterns,
+  MAX_DELTA_PATTERNS,
+  type PatternDelta,
+  type PatternId,
+  type ProtocolDecodeError,
+  type Recommendation,
+  type SharedPattern,
+  SUCCESS_THRESHOLD,
+  ViewContext,
+  ViewingEvent
+} from "@omega/protocol"
+import { Clock, Context, Effect, Layer, Schedule } from "effect"
+import { BrainStore, type BrainVersions, type LocalPattern, type StoreError } from "./BrainStore.ts"
+import { Catalog } from "./Catalog.ts"
+import { Embedder, type EmbedError } from "./Embedder.ts"
+import {
+  decayPattern,
+  defaultLearningConfig,
+  foldObservation,
+  isSuccess,
+  type LearningConfig,
+  mergePatterns,
+  patternContextOf,
+  patternWeight,
+  sameContext
+} from "./Learning.ts"
+import { defaultTierLimits, MemoryTiers, type RecommendationSource, type TierLimits } from "./MemoryTiers.ts"
+import { defaultRecommenderConfig, Recommender, type RecommenderConfig } from "./Recommender.ts"
+import { type IndexError, VectorIndex } from "./VectorIndex.ts"
+
+export interface BrainConfig {
+  readonly learning: LearningConfig
+  readonly recommender: RecommenderConfig
+  readonly tiers: TierLimits
+  /** Patterns below this success rate are not worth syncing. */
+  readonly shareThreshold: number
+  /** A pattern needs this much evidence before it is shared. */
+  readonly minSamplesToShare: number
+  readonly maxDeltaPatterns: number
+  /** Run the session and daily loops on their schedules (off in benchmarks that drive them by hand). */
+  readonly runLearningLoops: boolean
+}
+
+export const defaultBrainConfig: BrainConfig = {
+  learning: defaultLearningConfig,
+  recommender: defaultRecommenderConfig,
+  tiers: defaultTierLimits,
+  shareThreshold: SUCCESS_THRESHOLD,
+  minSamplesToShare: 2,
+  maxDeltaPatterns: 20,
+  runLearningLoops: true
+}
+
+export interface ObserveResult {
+  readonly patternId: PatternId
+  /** True when the event started a new pattern rather than reinforcing one. */
+  readonly newPattern: boolean
+  readonly version: number
+}
+
+export interface ConsolidationReport {
+  readonly merged: number
+  readonly patterns: number
+}
+
+export interface DecayReport {
+  readonly forgotten: number
+  readonly patterns: number
+}
+
+export interface BrainStats {
+  readonly patterns: number
+  readonly collectivePatterns: number
+  readonly trends: number
+  readonly catalogItems: number
+  readonly watchedItems: number
+  readonly versions: BrainVersions
+  readonly pendingDeltas: number
+  readonly outcomes: Readonly<Record<RecommendationSource, { readonly watched: number; readonly successes: number }>>
+}
+
+/** Anything the brain could not do for a reason other than bad input. */
+export type BrainError = StoreError | IndexError | EmbedError
+
+export class OmegaBrain extends Context.Service<OmegaBrain, {
+  /** Learns from one viewing event (validated against the protocol schema). */
+  readonly observe: (event: unknown) => Effect.Effect<ObserveResult, ProtocolDecodeError | BrainError>
+  /** Ranked suggestions for a context; works offline and never fails on storage. */
+  readonly recommend: (
+    context: unknown,
+    limit?: number
+  ) => Effect.Effect<ReadonlyArray<Recommendation>, ProtocolDecodeError | IndexError>
+  /**
+   * Shareable changes since `sinceVersion` (default: the last acknowledged version): patterns
+   * with success rate >= the threshold, best first, capped. The delta waits in the outbox until
+   * acknowledged.
+   */
+  readonly prepareSyncDelta: (sinceVersion?: number) => Effect.Effect<PatternDelta, BrainError>
+  /** The constellation has durably received everything up to `version`. */
+  readonly acknowledgeDelta: (version: number) => Effect.Effect<void, StoreError>
+  /** Deltas prepared but not yet acknowledged, oldest first (they survive restarts). */
+  readonly pendingDeltas: Effect.Effect<ReadonlyArray<PatternDelta>, StoreError>
+  /** Takes in global patterns and trends; an older or equal version is ignored (returns false). */
+  readonly applyGlobalPatterns: (global: unknown) => Effect.Effect<boolean, ProtocolDecodeError | BrainError>
+  /** Adds or updates catalog items the brain can recommend. */
+  readonly addContent: (items: ReadonlyArray<ContentEmbedding>) => Effect.Effect<void, BrainError>
+  /** Session-scale loop: merges near-duplicate patterns. */
+  readonly consolidate: Effect.Effect<ConsolidationReport, BrainError>
+  /** Daily loop: fades evidence not reinforced for a day and forgets what faded away. */
+  readonly decay: Effect.Effect<DecayReport, BrainError>
+  readonly stats: Effect.Effect<BrainStats, StoreError>
+}>()("omega/brain/OmegaBrain") {
+  /** The brain on whatever Embedder, VectorIndex and BrainStore are provided. */
+  static readonly layer = (config: BrainConfig = defaultBrainConfig) =>
+    Layer.effect(OmegaBrain, make(config)).pipe(
+      Layer.provide(Recommender.layer(config.recommender)),
+      Layer.provideMerge(Layer.mergeAll(MemoryTiers.layer(config.tiers), Catalog.layer))
+    )
+
+  /** A complete in-memory brain: hashing embedder, brute-force index, SQLite in memory. */
+  static readonly layerTest = (config: BrainConfig = defaultBrainConfig) =>
+    OmegaBrain.layer(config).pipe(
+      Layer.provide(Layer.mergeAll(Embedder.layerHashing, VectorIndex.layerTest, BrainStore.layerTest))
+    )
+}
+
+const decodeEvent = decoder(ViewingEvent, "ViewingEvent")
+const decodeContext = decoder(ViewContext, "ViewContext")
+const decodeGlobal = decoder(GlobalPatterns, "GlobalPatterns")
+
+const DAY_MS = 86_400_000
+
+function make(config: BrainConfig) {
+  return Effect.gen(function*() {
+    const store = yield* BrainStore
+    const embedder = yield* Embedder
+    const tiers = yield* MemoryTiers
+    const catalog = yield* Catalog
+    const recommender = yield* Recommender
+
+    // Resume where the last run stopped.
+    const snapshot = yield* store.load(config.tiers.episodes)
+    let versions = snapshot.versions
+    yield* catalog.upsert(snapshot.catalog)
+    yield* tiers.skills.upsertMany(snapshot.patterns)
+    yield* tiers.collective.replace(snapshot.collective, snapshot.trends)
+    tiers.episodes.markWatched(snapshot.watched)
+    for (const event of snapshot.recentEvents) tiers.episodes.remember(event)
+
+    const nextVersion = () => {
+      versions = { ...versions, local: versions.local + 1 }
+      return versions.local
+    }
+
+    /** The embedding of the watched item: from the catalog, or embedded and added to it. */
+    const itemEmbedding = Effect.fnUntraced(function*(event: ViewingEvent) {
+      const known = catalog.get(event.contentId)
+      if (known !== undefined) return known.embedding
+      const embedding = yield* embedder.embedContent(event)
+      const item: ContentEmbedding = { contentId: event.contentId, title: event.title, genres: event.genres, embedding }
+      yield* store.upsertCatalog([item])
+      yield* catalog.upsert([item])
+      return embedding
+    })
+
+    const observe = Effect.fn("OmegaBrain.observe")(function*(input: unknown) {
+      const event = yield* decodeEvent(input)
+      const item = yield* itemEmbedding(event)
+      const context = patternContextOf(event.context)
+      const match = (yield* tiers.skills.nearest(item, 8)).find((n) =>
+        n.similarity >= config.learning.assignThreshold && sameContext(n.value.context, context)
+      )
+      const version = versions.local + 1
+      const pattern = foldObservation({
+        pattern: match?.value,
+        newId,
+        event,
+        item,
+        version,
+        config: config.learning
+      })
+      // Durable first: if the write fails, memory still matches what is stored.
+      yield* store.recordObservation(event, pattern)
+      nextVersion()
+      yield* tiers.skills.upsert(pattern)
+      tiers.episodes.remember(event)
+      tiers.causal.recordOutcome(event.contentId, isSuccess(event))
+      if (match === undefined && tiers.skills.size() > config.tiers.skills) yield* evictWeakest(pattern.id)
+      return { patternId: pattern.id, newPattern: match === undefined, version } satisfies ObserveResult
+    })
+
+    /** Keeps the skills tier within its bound by forgetting the least valuable pattern. */
+    const evictWeakest = Effect.fnUntraced(function*(keep: PatternId) {
+      let weakest: LocalPattern | undefined
+      for (const p of tiers.skills.all()) {
+        if (p.id !== keep && (weakest === undefined || evictionScore(p) < evictionScore(weakest))) weakest = p
+      }
+      if (weakest === undefined) return
+      yield* store.rewritePatterns([], [weakest.id], nextVersion())
+      yield* tiers.skills.remove(weakest.id)
+    })
+
+    const recommend = Effect.fn("OmegaBrain.recommend")(function*(input: unknown, limit = 10) {
+      const context = yield* decodeContext(input)
+      return yield* recommender.recommend(context, limit)
+    })
+
+    const prepareSyncDelta = Effect.fn("OmegaBrain.prepareSyncDelta")(function*(sinceVersion?: number) {
+      const base = sinceVersion ?? versions.acknowledged
+      const changed = [...tiers.skills.all()].filter((p) => p.version > base)
+      const cap = Math.min(config.maxDeltaPatterns, MAX_DELTA_PATTERNS)
+      const shareable = changed
+        .filter((p) => p.successRate >= config.shareThreshold && p.sampleCount >= config.minSamplesToShare)
+        .sort((a, b) => patternWeight(b) - patternWeight(a))
+      const sent = shareable.slice(0, cap)
+      // A pattern that existed at `base` and is no longer worth sharing may have been shared: withdraw it.
+      const withdrawn = changed
+        .filter((p) => p.createdVersion <= base && p.successRate < config.shareThreshold)
+        .map((p) => ({ id: p.id, version: p.version }))
+      const removals = [...(yield* store.removedSince(base)), ...withdrawn].sort((a, b) => a.version - b.version)
+      const removed = removals.slice(0, MAX_DELTA_PATTERNS)
+      // When the cap leaves changes behind, stop the delta's version below them so the next delta carries them.
+      const leftBehind = [...shareable.slice(cap), ...removals.slice(MAX_DELTA_PATTERNS)]
+      const version = leftBehind.length === 0 ? versions.local : Math.min(...leftBehind.map((p) => p.version)) - 1
+      const delta: PatternDelta = {
+        baseVersion: base,
+        version,
+        added: sent.filter((p) => p.createdVersion > base).map(toShared),
+        updated: sent.filter((p) => p.createdVersion <= base).map(toShared),
+        removed: removed.map((r) => r.id)
+      }
+      yield* store.enqueueDelta(delta, yield* Clock.currentTimeMillis)
+      return delta
+    })
+
+    const acknowledgeDelta = Effect.fn("OmegaBrain.acknowledgeDelta")(function*(version: number) {
+      yield* store.acknowledge(version)
+      versions = { ...versions, acknowledged: Math.max(versions.acknowledged, version) }
+    })
+
+    const pendingDeltas = store.outbox.pipe(Effect.map((entries) => entries.map((e) => e.delta)))
+
+    const applyGlobalPatterns = Effect.fn("OmegaBrain.applyGlobalPatterns")(function*(input: unknown) {
+      const global = yield* decodeGlobal(input)
+      if (global.version <= versions.global) return false
+      yield* store.saveGlobal(global.version, global.similar, global.trending)
+      yield* tiers.collective.replace(global.similar, global.trending)
+      versions = { ...versions, global: global.version }
+      return true
+    })
+
+    const addContent = Effect.fn("OmegaBrain.addContent")(function*(items: ReadonlyArray<ContentEmbedding>) {
+      yield* store.upsertCatalog(items)
+      yield* catalog.upsert(items)
+    })
+
+    const consolidate = Effect.gen(function*() {
+      const patterns = [...tiers.skills.all()].sort((a, b) => b.sampleCount - a.sampleCount)
+      const absorbed = new Set<PatternId>()
+      const changed = new Map<PatternId, LocalPattern>()
+      const version = versions.local + 1
+      for (const pattern of patterns) {
+        if (absorbed.has(pattern.id)) continue
+        let merged = changed.get(pattern.id) ?? pattern
+        for (const { similarity, value: other } of yield* tiers.skills.nearest(merged.embedding, 8)) {
+          if (
+            other.id === merged.id || absorbed.has(other.id) || similarity < config.learning.mergeThreshold ||
+            !sameContext(other.context, merged.context)
+          ) continue
+          merged = mergePatterns(merged, changed.get(other.id) ?? other, version)
+          absorbed.add(other.id)
+          changed.delete(other.id)
+        }
+        if (merged !== pattern) changed.set(merged.id, merged)
+      }
+      if (absorbed.size > 0) {
+        yield* store.rewritePatterns([...changed.values()], [...absorbed], version)
+        nextVersion()
+        for (const id of absorbed) yield* tiers.skills.remove(id)
+        for (const p of changed.values()) yield* tiers.skills.upsert(p)
+      }
+      return { merged: absorbed.size, patterns: tiers.skills.size() } satisfies ConsolidationReport
+    }).pipe(Effect.withSpan("OmegaBrain.consolidate"))
+
+    const decay = Effect.gen(function*() {
+      const now = yield* Clock.currentTimeMillis
+      const version = versions.local + 1
+      const changed: Array<LocalPattern> = []
+      const forgotten: Array<PatternId> = []
+      for (const p of tiers.skills.all()) {
+        const days = Math.floor((now - p.updatedAt) / DAY_MS)
+        if (days < 1) continue
+        const next = decayPattern(p, 1, version, config.learning)
+        if (next === undefined) forgotten.push(p.id)
+        else changed.push(next)
+      }
+      if (changed.length + forgotten.length > 0) {
+        yield* store.rewritePatterns(changed, forgotten, version)
+        nextVersion()
+        for (const id of forgotten) yield* tiers.skills.remove(id)
+        for (const p of changed) yield* tiers.skills.upsert(p)
+      }
+      yield* store.trimEvents(config.tiers.episodes * 20)
+      return { forgotten: forgotten.length, patterns: tiers.skills.size() } satisfies DecayReport
+    }).pipe(Effect.withSpan("OmegaBrain.decay"))
+
+    const stats = Effect.gen(function*() {
+      const outbox = yield* store.outbox
+      return {
+        patterns: tiers.skills.size(),
+        collectivePatterns: tiers.collective.all().length,
+        trends: tiers.collective.trends().length,
+        catalogItems: catalog.size(),
+        watchedItems: tiers.episodes.watchedCount(),
+        versions,
+        pendingDeltas: outbox.length,
+        outcomes: tiers.causal.outcomes()
+      } satisfies BrainStats
+    })
+
+    if (config.runLearningLoops) {
+      // A failing loop iteration is logged and retried on the next tick; it never takes the brain down.
+      const loop = <A>(name: string, task: Effect.Effect<A, BrainError>, every: LearningConfig["sessionEvery"]) =>
+        task.pipe(
+          Effect.catch((error) => Effect.logWarning(`${name} failed`, error)),
+          Effect.schedule(Schedule.spaced(every)),
+          Effect.forkScoped
+        )
+      yield* loop("consolidation", consolidate, config.learning.sessionEvery)
+      yield* loop("decay", decay, config.learning.dailyEvery)
+    }
+
+    return OmegaBrain.of({
+      observe,
+      recommend,
+      prepareSyncDelta,
+      acknowledgeDelta,
+      pendingDeltas,
+      applyGlobalPatterns,
+      addContent,
+      consolidate,
+      decay,
+      stats
+    })
+  })
+}
+
+const newId = () => crypto.randomUUID() as PatternId
+
+const toShared = (p: LocalPattern): SharedPattern => ({
+  id: p.id,
+  embedding: p.embedding,
+  successRate: p.successRate,
+  sampleCount: p.sampleCount,
+  context: p.context
+})
+
+/** Low evidence and long unreinforced patterns go first. */
+const evictionScore = (p: LocalPattern) =>
+  Math.log1p(p.sampleCount) * (0.5 + p.successRate) + p.updatedAt / (30 * DAY_MS)

@@ -1,0 +1,249 @@
+/**
+ * Ranks catalog items for a viewing context, entirely on the TV: the viewer's own patterns
+ * that fit the context and the recent watches, blended with collective patterns and regional
+ * trends, each source weighted by how often its suggestions were actually watched through.
+ */
+import {
+  type ContentEmbedding,
+  type ContentId,
+  type GlobalPattern,
+  type PatternContext,
+  type Recommendation,
+  type ViewContext
+} from "@omega/protocol"
+import { Context, Effect, Layer } from "effect"
+import type { LocalPattern } from "./BrainStore.ts"
+import { Catalog } from "./Catalog.ts"
+import { normalize } from "./Embedder.ts"
+import { contextMatch, patternContextOf, patternWeight } from "./Learning.ts"
+import { MemoryTiers, type RecommendationSource } from "./MemoryTiers.ts"
+import type { IndexError } from "./VectorIndex.ts"
+
+export interface RecommenderConfig {
+  /** Local patterns that vote for candidates: the best in context plus those nearest the recent watches. */
+  readonly patternsByQuality: number
+  readonly patternsByRecency: number
+  /** Collective patterns consulted per request. */
+  readonly collectivePatterns: number
+  /** Catalog neighbours fetched per voting pattern. */
+  readonly neighboursPerPattern: number
+  /** Recent watches that steer the query (context.recentWatches, else the newest episodes). */
+  readonly recentWatches: number
+  /** Prior weight of each source before the causal tier has evidence. */
+  readonly sourceWeights: Readonly<Record<RecommendationSource, number>>
+  /** A local pattern's vote halves for every this many days it is older than the newest pattern. */
+  readonly recencyHalfLifeDays: number
+  /** Region whose trends apply to this TV; undefined means every region's. */
+  readonly region: string | undefined
+}
+
+export const defaultRecommenderConfig: RecommenderConfig = {
+  patternsByQuality: 12,
+  patternsByRecency: 12,
+  collectivePatterns: 8,
+  neighboursPerPattern: 48,
+  recentWatches: 5,
+  sourceWeights: { local: 1, collective: 0.6, trend: 0.3 },
+  recencyHalfLifeDays: 30,
+  region: undefined
+}
+
+export class Recommender extends Context.Service<Recommender, {
+  readonly recommend: (context: ViewContext, limit: number) => Effect.Effect<ReadonlyArray<Recommendation>, IndexError>
+}>()("omega/brain/Recommender") {
+  static readonly layer = (config: RecommenderConfig = defaultRecommenderConfig) =>
+    Layer.effect(Recommender, make(config))
+}
+
+interface Candidate {
+  item: ContentEmbedding
+  score: number
+  bySource: Record<RecommendationSource, number>
+  /** The local pattern that contributed most, to explain the suggestion. */
+  bestPattern: LocalPattern | undefined
+  bestPatternScore: number
+}
+
+function make(config: RecommenderConfig) {
+  return Effect.gen(function*() {
+    const tiers = yield* MemoryTiers
+    const catalog = yield* Catalog
+
+    /** Unit vector of the recent watches, newest weighted most; undefined without history. */
+    const recentProfile = (context: ViewContext): Float32Array | undefined => {
+      const ids: Array<ContentId> = context.recentWatches.length > 0 ?
+        context.recentWatches.slice(-config.recentWatches) :
+        tiers.episodes.recent(config.recentWatches).map((e) => e.contentId)
+      let profile: Float32Array | undefined
+      ids.forEach((id, position) => {
+        const item = catalog.get(id)
+        if (item === undefined) return
+        profile ??= new Float32Array(item.embedding.length)
+        const weight = Math.pow(0.8, ids.length - 1 - position)
+        for (let i = 0; i < profile.length; i++) profile[i]! += item.embedding[i]! * weight
+      })
+      return profile === undefined ? undefined : normalize(profile)
+    }
+
+    /** Causal multiplier of a source: its watched-through rate against an even prior. */
+    const sourceMultiplier = (source: RecommendationSource): number => {
+      const outcome = tiers.causal.outcomes()[source]
+      return config.sourceWeights[source] * (2 * (outcome.successes + 1)) / (outcome.watched + 2)
+    }
+
+    const bestLocalPatterns = (context: PatternContext, newest: number): Array<LocalPattern> => {
+      const top: Array<{ pattern: LocalPattern; weight: number }> = []
+      for (const pattern of tiers.skills.all()) {
+        const weight = localWeight(pattern, context, newest, config.recencyHalfLifeDays)
+        if (top.length < config.patternsByQuality) top.push({ pattern, weight })
+        else if (weight > top[top.length - 1]!.weight) top[top.length - 1] = { pattern, weight }
+        else continue
+        top.sort((a, b) => b.weight - a.weight)
+      }
+      return top.map((t) => t.pattern)
+    }
+
+    const recommend = Effect.fn("Recommender.recommend")(function*(context: ViewContext, limit: number) {
+      const patternContext = patternContextOf(context)
+      const profile = recentProfile(context)
+      const candidates = new Map<ContentId, Candidate>()
+
+      const vote = (
+        item: ContentEmbedding,
+        amount: number,
+        source: RecommendationSource,
+        pattern?: LocalPattern
+      ) => {
+        if (amount <= 0 || tiers.episodes.hasWatched(item.contentId)) return
+        let candidate = candidates.get(item.contentId)
+        if (candidate === undefined) {
+          candidate = {
+            item,
+            score: 0,
+            bySource: { local: 0, collective: 0, trend: 0 },
+            bestPattern: undefined,
+            bestPatternScore: 0
+          }
+          candidates.set(item.contentId, candidate)
+        }
+        candidate.score += amount
+        candidate.bySource[source] += amount
+        if (pattern !== undefined && amount > candidate.bestPatternScore) {
+          candidate.bestPattern = pattern
+          candidate.bestPatternScore = amount
+        }
+      }
+
+      // Local patterns: the best ones for this context, and the ones closest to what was just watched.
+      const voters = new Map<string, { pattern: LocalPattern; weight: number }>()
+      const localMultiplier = sourceMultiplier("local")
+      let newest = 0
+      for (const pattern of tiers.skills.all()) newest = Math.max(newest, pattern.updatedAt)
+      for (const pattern of bestLocalPatterns(patternContext, newest)) {
+        voters.set(pattern.id, {
+          pattern,
+          weight: localWeight(pattern, patternContext, newest, config.recencyHalfLifeDays)
+        })
+      }
+      if (profile !== undefined) {
+        for (const { similarity, value: pattern } of yield* tiers.skills.nearest(profile, config.patternsByRecency)) {
+          const weight = localWeight(pattern, patternContext, newest, config.recencyHalfLifeDays) *
+            Math.max(0, similarity)
+          const known = voters.get(pattern.id)
+          voters.set(pattern.id, { pattern, weight: (known?.weight ?? 0) + weight })
+        }
+      }
+      for (const { pattern, weight } of voters.values()) {
+        if (weight <= 0) continue
+        for (
+          const { similarity, value: item } of yield* catalog.nearest(pattern.embedding, config.neighboursPerPattern)
+        ) {
+          vote(item, localMultiplier * weight * similarity * similarity, "local", pattern)
+        }
+      }
+
+      // Collective patterns near the viewer's taste (or the best of them for a viewer with no history yet).
+      const collectiveMultiplier = sourceMultiplier("collective")
+      const anchor = profile ?? [...voters.values()].sort((a, b) => b.weight - a.weight)[0]?.pattern.embedding
+      const collective: ReadonlyArray<{ value: GlobalPattern; similarity: number }> = anchor === undefined ?
+        bestCollective(tiers.collective.all(), config.collectivePatterns) :
+        yield* tiers.collective.nearest(anchor, config.collectivePatterns)
+      for (const { similarity, value: pattern } of collective) {
+        const weight = patternWeight(pattern) * contextMatch(pattern.context, patternContext) * Math.max(0, similarity)
+        if (weight <= 0) continue
+        for (
+          const { similarity: s, value: item } of yield* catalog.nearest(pattern.embedding, config.neighboursPerPattern)
+        ) {
+          vote(item, collectiveMultiplier * weight * s * s, "collective")
+        }
+      }
+
+      // Regional trends: a boost proportional to momentum relative to the hottest item.
+      const trends = tiers.collective.trends().filter((t) => config.region === undefined || t.region === config.region)
+      const hottest = Math.max(0, ...trends.map((t) => t.score))
+      if (hottest > 0) {
+        const trendMultiplier = sourceMultiplier("trend")
+        for (const trend of trends) {
+          const item = catalog.get(trend.contentId)
+          if (item !== undefined) vote(item, trendMultiplier * trend.score / hottest, "trend")
+        }
+      }
+
+      const ranked = [...candidates.values()].sort((a, b) => b.score - a.score).slice(0, limit)
+      return ranked.map((candidate): Recommendation => {
+        const source = dominantSource(candidate)
+        tiers.causal.recordAction(candidate.item.contentId, source)
+        return {
+          contentId: candidate.item.contentId,
+          title: candidate.item.title,
+          score: candidate.score,
+          reason: explain(source, candidate, catalog.get, context),
+          confidence: candidate.score / (candidate.score + 1)
+        }
+      })
+    })
+
+    return Recommender.of({ recommend })
+  })
+}
+
+const DAY_MS = 86_400_000
+
+/** Vote weight of a local pattern: evidence, fit to the context, and freshness. */
+const localWeight = (pattern: LocalPattern, context: PatternContext, newest: number, halfLifeDays: number) =>
+  patternWeight(pattern) * contextMatch(pattern.context, context) *
+  Math.pow(0.5, (newest - pattern.updatedAt) / (halfLifeDays * DAY_MS))
+
+const bestCollective = (patterns: ReadonlyArray<GlobalPattern>, n: number) =>
+  [...patterns].sort((a, b) => patternWeight(b) - patternWeight(a)).slice(0, n).map((value) => ({
+    value,
+    similarity: 1
+  }))
+
+const dominantSource = (c: Candidate): RecommendationSource =>
+  c.bySource.local >= c.bySource.collective && c.bySource.local >= c.bySource.trend ?
+    "local" :
+    c.bySource.collective >= c.bySource.trend ?
+    "collective" :
+    "trend"
+
+const explain = (
+  source: RecommendationSource,
+  candidate: Candidate,
+  lookup: (id: ContentId) => ContentEmbedding | undefined,
+  context: ViewContext
+): string => {
+  switch (source) {
+    case "local": {
+      const exemplar = candidate.bestPattern?.exemplar
+      const title = exemplar === undefined ? undefined : lookup(exemplar)?.title
+      return title === undefined
+        ? `Fits your ${context.dayType} ${context.timeOfDay} viewing`
+        : `Because you watched ${title}`
+    }
+    case "collective":
+      return "Popular with viewers who share your taste"
+    case "trend":
+      return "Trending in your region"
+  }
+}
