@@ -37,6 +37,8 @@ export interface BrainVersions {
   readonly acknowledged: number
   /** Version of the last global patterns applied. */
   readonly global: number
+  /** Bumped by every catalog change. */
+  readonly catalog: number
 }
 
 /** Everything a brain loads at start-up. */
@@ -57,6 +59,8 @@ export interface OutboxEntry {
 }
 
 export class BrainStore extends Context.Service<BrainStore, {
+  /** The database file, or undefined for an in-memory store (nothing to keep beside it). */
+  readonly location: string | undefined
   /** Reads everything needed to resume; `recentEvents` holds at most `recentLimit` events, oldest first. */
   readonly load: (recentLimit: number) => Effect.Effect<BrainSnapshot, StoreError>
   /** Durably records one viewing event and the pattern it changed, and bumps the local version. */
@@ -157,7 +161,8 @@ function make(path: string, synchronous: "normal" | "full") {
           versions: {
             local: meta.get("local_version") ?? 0,
             acknowledged: meta.get("acknowledged_version") ?? 0,
-            global: meta.get("global_version") ?? 0
+            global: meta.get("global_version") ?? 0,
+            catalog: meta.get("catalog_version") ?? 0
           },
           patterns: statements.allPatterns.all().map(patternFromRow),
           catalog: statements.allCatalog.all().map((row) => ({
@@ -228,6 +233,7 @@ function make(path: string, synchronous: "normal" | "full") {
             blobFromVector(item.embedding)
           )
         }
+        statements.bumpMeta.run("catalog_version")
       })
     })
 
@@ -276,6 +282,7 @@ function make(path: string, synchronous: "normal" | "full") {
     const eventCount = attempt("eventCount", () => statements.countEvents.get()?.n ?? 0)
 
     return BrainStore.of({
+      location: path === ":memory:" ? undefined : path,
       load,
       recordObservation,
       rewritePatterns,
@@ -334,6 +341,9 @@ function prepare(db: Database.Database) {
     allMeta: db.prepare<[], { key: string; value: number }>(`select key, value from meta`),
     setMeta: db.prepare<[string, number]>(
       `insert into meta (key, value) values (?, ?) on conflict (key) do update set value = excluded.value`
+    ),
+    bumpMeta: db.prepare<[string]>(
+      `insert into meta (key, value) values (?, 1) on conflict (key) do update set value = value + 1`
     ),
     setMetaMax: db.prepare<[string, number]>(
       `insert into meta (key, value) values (?, ?)

@@ -16,6 +16,7 @@ import {
 } from "@omega/protocol"
 import { Context, Effect, Layer } from "effect"
 import type { LocalPattern } from "./BrainStore.ts"
+import { loadSnapshot, saveSnapshot } from "./internal/IndexSnapshot.ts"
 import { KeyMap } from "./internal/KeyMap.ts"
 import { type IndexError, type IndexHandle, VectorIndex } from "./VectorIndex.ts"
 
@@ -33,6 +34,12 @@ export const defaultTierLimits: TierLimits = {
   collective: 2_000,
   pendingActions: 200
 }
+
+/**
+ * HNSW settings for the brain's indices: modest graph-building effort keeps an observe under a
+ * millisecond, and the search breadth keeps neighbours accurate on clustered taste vectors.
+ */
+export const INDEX_TUNING = { connectivity: 16, expansionAdd: 64, expansionSearch: 96 } as const
 
 /** Where a recommendation came from; the causal tier learns which sources pay off. */
 export type RecommendationSource = "local" | "collective" | "trend"
@@ -68,6 +75,10 @@ export class MemoryTiers extends Context.Service<MemoryTiers, {
     readonly upsertMany: (patterns: ReadonlyArray<LocalPattern>) => Effect.Effect<void, IndexError>
     readonly remove: (id: PatternId) => Effect.Effect<void>
     readonly nearest: (v: Float32Array, k: number) => Effect.Effect<ReadonlyArray<Neighbour<LocalPattern>>, IndexError>
+    /** Saves the index and its keys to `path`, stamped with the store version it reflects. */
+    readonly save: (path: string, stamp: number) => Effect.Effect<void, unknown>
+    /** Takes `patterns` with the index saved at `path` if its stamp matches; false means rebuild. */
+    readonly restore: (path: string, stamp: number, patterns: ReadonlyArray<LocalPattern>) => Effect.Effect<boolean>
   }
   readonly collective: {
     /** Replaces the tier with a new global version, keeping the best `limits.collective`. */
@@ -119,13 +130,15 @@ function make(limits: TierLimits) {
     }
 
     // Skills: patterns by id, with index keys assigned on first sight.
-    const skillIndex = yield* vectorIndex.create({
+    const skillOptions = {
       dimensions: EMBEDDING_DIMENSIONS,
       quantization: "f16",
-      capacity: 1_024
-    })
+      capacity: 1_024,
+      ...INDEX_TUNING
+    } as const
+    let skillIndex = yield* vectorIndex.create(skillOptions)
     const patterns = new Map<PatternId, LocalPattern>()
-    const keys = new KeyMap<PatternId>()
+    let keys = new KeyMap<PatternId>()
     const skills = {
       get: (id: PatternId) => patterns.get(id),
       all: () => patterns.values(),
@@ -149,7 +162,19 @@ function make(limits: TierLimits) {
           return key === undefined ? Effect.void : skillIndex.remove(key)
         }),
       nearest: (v: Float32Array, k: number) =>
-        skillIndex.search(v, k).pipe(Effect.map((hits) => keys.resolve(hits, patterns)))
+        skillIndex.search(v, k).pipe(Effect.map((hits) => keys.resolve(hits, patterns))),
+      save: (path: string, stamp: number) => saveSnapshot(skillIndex, keys, path, stamp),
+      restore: (path: string, stamp: number, restored: ReadonlyArray<LocalPattern>) =>
+        loadSnapshot(vectorIndex, path, stamp, restored.map((p) => p.id), skillOptions).pipe(
+          Effect.map((snapshot) => {
+            if (snapshot === undefined) return false
+            skillIndex = snapshot.index
+            keys = snapshot.keys
+            patterns.clear()
+            for (const p of restored) patterns.set(p.id, p)
+            return true
+          })
+        )
     }
 
     // Collective: rebuilt on every new global version (they arrive every few minutes at most).
@@ -157,7 +182,7 @@ function make(limits: TierLimits) {
     let collectiveIndex: IndexHandle | undefined
     let trendSignals: ReadonlyArray<TrendSignal> = []
     const collectiveById = new Map<PatternId, GlobalPattern>()
-    const collectiveKeys = new KeyMap<PatternId>()
+    let collectiveKeys = new KeyMap<PatternId>()
     const collective = {
       replace: Effect.fnUntraced(function*(incoming: ReadonlyArray<GlobalPattern>, trends: ReadonlyArray<TrendSignal>) {
         const kept = [...incoming]
@@ -166,10 +191,13 @@ function make(limits: TierLimits) {
         const index = yield* vectorIndex.create({
           dimensions: EMBEDDING_DIMENSIONS,
           quantization: "f16",
-          capacity: Math.max(16, kept.length)
+          capacity: Math.max(16, kept.length),
+          ...INDEX_TUNING
         })
-        collectiveKeys.clear()
-        yield* index.upsertMany(kept.map((p) => [collectiveKeys.keyOf(p.id), p.embedding] as const))
+        // Keyed aside and swapped in only on success: a rejected version leaves the current one searchable.
+        const nextKeys = new KeyMap<PatternId>()
+        yield* index.upsertMany(kept.map((p) => [nextKeys.keyOf(p.id), p.embedding] as const))
+        collectiveKeys = nextKeys
         collectiveById.clear()
         for (const p of kept) collectiveById.set(p.id, p)
         collectivePatterns = kept

@@ -33,6 +33,7 @@ import {
   sameContext
 } from "./Learning.ts"
 import { defaultTierLimits, MemoryTiers, type RecommendationSource, type TierLimits } from "./MemoryTiers.ts"
+import { OnnxEmbedder } from "./OnnxEmbedder.ts"
 import { defaultRecommenderConfig, Recommender, type RecommenderConfig } from "./Recommender.ts"
 import { type IndexError, VectorIndex } from "./VectorIndex.ts"
 
@@ -125,6 +126,24 @@ export class OmegaBrain extends Context.Service<OmegaBrain, {
       Layer.provideMerge(Layer.mergeAll(MemoryTiers.layer(config.tiers), Catalog.layer))
     )
 
+  /**
+   * A TV's brain as deployed: usearch HNSW, SQLite at `path`, and the ONNX sentence-transformer
+   * when `modelDir` is given (else the weight-free hashing embedder).
+   */
+  static readonly layerLive = (options: {
+    readonly path: string
+    readonly modelDir?: string | undefined
+    readonly synchronous?: "normal" | "full"
+    readonly config?: BrainConfig
+  }) =>
+    OmegaBrain.layer(options.config ?? defaultBrainConfig).pipe(
+      Layer.provide(Layer.mergeAll(
+        options.modelDir === undefined ? Embedder.layerHashing : OnnxEmbedder.layer({ modelDir: options.modelDir }),
+        VectorIndex.layer,
+        BrainStore.layer({ path: options.path, synchronous: options.synchronous ?? "normal" })
+      ))
+    )
+
   /** A complete in-memory brain: hashing embedder, brute-force index, SQLite in memory. */
   static readonly layerTest = (config: BrainConfig = defaultBrainConfig) =>
     OmegaBrain.layer(config).pipe(
@@ -146,11 +165,20 @@ function make(config: BrainConfig) {
     const catalog = yield* Catalog
     const recommender = yield* Recommender
 
-    // Resume where the last run stopped.
+    // Resume where the last run stopped: rows from the store, index graphs from their snapshots
+    // when those match the stored versions (a crash leaves them stale, and they are rebuilt).
     const snapshot = yield* store.load(config.tiers.episodes)
     let versions = snapshot.versions
-    yield* catalog.upsert(snapshot.catalog)
-    yield* tiers.skills.upsertMany(snapshot.patterns)
+    const snapshotPath = (name: string) =>
+      store.location === undefined ? undefined : `${store.location}.${name}.usearch`
+    const catalogSnapshot = snapshotPath("catalog")
+    const skillsSnapshot = snapshotPath("skills")
+    const catalogRestored = catalogSnapshot !== undefined &&
+      (yield* catalog.restore(catalogSnapshot, versions.catalog, snapshot.catalog))
+    if (!catalogRestored) yield* catalog.upsert(snapshot.catalog)
+    const skillsRestored = skillsSnapshot !== undefined &&
+      (yield* tiers.skills.restore(skillsSnapshot, versions.local, snapshot.patterns))
+    if (!skillsRestored) yield* tiers.skills.upsertMany(snapshot.patterns)
     yield* tiers.collective.replace(snapshot.collective, snapshot.trends)
     tiers.episodes.markWatched(snapshot.watched)
     for (const event of snapshot.recentEvents) tiers.episodes.remember(event)
@@ -160,14 +188,19 @@ function make(config: BrainConfig) {
       return versions.local
     }
 
+    const addContent = Effect.fn("OmegaBrain.addContent")(function*(items: ReadonlyArray<ContentEmbedding>) {
+      yield* store.upsertCatalog(items)
+      yield* catalog.upsert(items)
+      versions = { ...versions, catalog: versions.catalog + 1 }
+    })
+
     /** The embedding of the watched item: from the catalog, or embedded and added to it. */
     const itemEmbedding = Effect.fnUntraced(function*(event: ViewingEvent) {
       const known = catalog.get(event.contentId)
       if (known !== undefined) return known.embedding
       const embedding = yield* embedder.embedContent(event)
       const item: ContentEmbedding = { contentId: event.contentId, title: event.title, genres: event.genres, embedding }
-      yield* store.upsertCatalog([item])
-      yield* catalog.upsert([item])
+      yield* addContent([item])
       return embedding
     })
 
@@ -257,10 +290,12 @@ function make(config: BrainConfig) {
       return true
     })
 
-    const addContent = Effect.fn("OmegaBrain.addContent")(function*(items: ReadonlyArray<ContentEmbedding>) {
-      yield* store.upsertCatalog(items)
-      yield* catalog.upsert(items)
-    })
+    /** Saves both index graphs stamped with the versions they reflect; failures only cost a rebuild. */
+    const saveSnapshots = Effect.gen(function*() {
+      if (catalogSnapshot !== undefined) yield* catalog.save(catalogSnapshot, versions.catalog)
+      if (skillsSnapshot !== undefined) yield* tiers.skills.save(skillsSnapshot, versions.local)
+    }).pipe(Effect.catch((error) => Effect.logWarning("saving index snapshots failed", error)))
+    yield* Effect.addFinalizer(() => saveSnapshots)
 
     const consolidate = Effect.gen(function*() {
       const patterns = [...tiers.skills.all()].sort((a, b) => b.sampleCount - a.sampleCount)

@@ -5,7 +5,7 @@ import { Effect, Layer } from "effect"
 import type { Stats } from "node:fs"
 import { readFile, stat } from "node:fs/promises"
 import { basename, join, resolve } from "node:path"
-import { InferenceSession, Tensor } from "onnxruntime-node"
+import type { InferenceSession, Tensor } from "onnxruntime-node"
 import { type ContentText, Embedder, EmbedError, normalize } from "./Embedder.ts"
 
 /** Where the model lives and how much of each text it reads. */
@@ -51,9 +51,14 @@ export const makeOnnx = Effect.fn("OnnxEmbedder.make")(function*(options: OnnxEm
     return yield* new EmbedError({ message: `batchSize must be a positive integer, got ${batchSize}` })
   }
   const modelPath = yield* findModel(dir)
+  // Loaded only when a model is configured: the native runtime costs tens of MB of RSS on a TV.
+  const ort = yield* Effect.tryPromise({
+    try: () => import("onnxruntime-node"),
+    catch: (cause) => new EmbedError({ message: `cannot load onnxruntime-node: ${describe(cause)}`, cause })
+  })
   const session = yield* Effect.acquireRelease(
     Effect.tryPromise({
-      try: () => InferenceSession.create(modelPath),
+      try: () => ort.InferenceSession.create(modelPath),
       catch: (cause) => new EmbedError({ message: `cannot load ONNX model ${modelPath}: ${describe(cause)}`, cause })
     }),
     // A release that fails at shutdown leaves nothing for a caller to do; it is only worth a log line.
@@ -67,7 +72,7 @@ export const makeOnnx = Effect.fn("OnnxEmbedder.make")(function*(options: OnnxEm
   const runBatch = (texts: ReadonlyArray<string>) =>
     Effect.gen(function*() {
       const encoded = yield* Effect.forEach(texts, (text) => encode(tokenizer, text, maxLength))
-      const feeds = toFeeds(encoded, tokenizer.padId, session.inputNames)
+      const feeds = toFeeds(ort.Tensor, encoded, tokenizer.padId, session.inputNames)
       const outputs = yield* Effect.tryPromise({
         try: () => session.run(feeds),
         catch: (cause) =>
@@ -253,6 +258,7 @@ const encode = ({ specialTokens, tokenizer }: LoadedTokenizer, text: string, max
  * since older exports drop token_type_ids (onnxruntime-node ignores extra feeds, but need not).
  */
 const toFeeds = (
+  TensorClass: typeof Tensor,
   batch: ReadonlyArray<Encoded>,
   padId: number,
   inputNames: ReadonlyArray<string>
@@ -271,7 +277,7 @@ const toFeeds = (
   const data: Record<string, BigInt64Array> = { [INPUT_IDS]: ids, [ATTENTION_MASK]: mask, [TOKEN_TYPE_IDS]: types }
   const dims = [batch.length, sequence]
   // checkSignature admitted only names in KNOWN_INPUTS, so every name has data.
-  return Object.fromEntries(inputNames.map((name) => [name, new Tensor("int64", data[name]!, dims)]))
+  return Object.fromEntries(inputNames.map((name) => [name, new TensorClass("int64", data[name]!, dims)]))
 }
 
 /** Sentence-transformers pooling: mean of the unpadded token states, then unit length. */

@@ -38,10 +38,10 @@ export interface RecommenderConfig {
 }
 
 export const defaultRecommenderConfig: RecommenderConfig = {
-  patternsByQuality: 12,
-  patternsByRecency: 12,
+  patternsByQuality: 6,
+  patternsByRecency: 6,
   collectivePatterns: 8,
-  neighboursPerPattern: 48,
+  neighboursPerPattern: 32,
   recentWatches: 5,
   sourceWeights: { local: 1, collective: 0.6, trend: 0.3 },
   recencyHalfLifeDays: 30,

@@ -41,6 +41,20 @@ export class KeyMap<Id> {
     return out
   }
 
+  entries(): Array<readonly [Id, number]> {
+    return [...this.byId.entries()]
+  }
+
+  /** Replaces the mapping with saved entries; new ids continue after the largest key. */
+  restore(entries: ReadonlyArray<readonly [Id, number]>): void {
+    this.clear()
+    for (const [id, key] of entries) {
+      this.byId.set(id, key)
+      this.byKey.set(key, id)
+      this.next = Math.max(this.next, key + 1)
+    }
+  }
+
   clear(): void {
     this.byId.clear()
     this.byKey.clear()
