@@ -7,6 +7,7 @@ import { type BrainConfig, defaultBrainConfig, Embedder, OmegaBrain } from "@ome
 import { type ContentEmbedding, type ContentId } from "@omega/protocol"
 import { Effect } from "effect"
 import { contextAt, type MovieLens, type Rating } from "./MovieLens.ts"
+import { mulberry32 } from "./Random.ts"
 import { progress } from "./Report.ts"
 
 export interface Split {
@@ -148,13 +149,4 @@ export const localBrainRanker = (
       const recs = yield* brain.recommend(contextAt(split.heldOut.at, recent), 10)
       return recs.map((r) => r.contentId)
     }).pipe(Effect.provide(OmegaBrain.layerTest(config)))
-}
-
-/** Small seeded PRNG so random baselines and synthetic data are reproducible. */
-export const mulberry32 = (seed: number) => () => {
-  seed |= 0
-  seed = (seed + 0x6d2b79f5) | 0
-  let t = Math.imul(seed ^ (seed >>> 15), 1 | seed)
-  t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
-  return ((t ^ (t >>> 14)) >>> 0) / 4294967296
 }

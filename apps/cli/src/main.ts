@@ -2,6 +2,8 @@
 import { NodeRuntime, NodeServices } from "@effect/platform-node"
 import { Effect, Option } from "effect"
 import { Command, Flag } from "effect/cli"
+import { runBrainBench, runColdStart } from "./BrainBench.ts"
+import { runDemo } from "./DemoCommand.ts"
 import { runEval } from "./EvalCommand.ts"
 
 const json = Flag.Boolean("json").pipe(
@@ -28,9 +30,41 @@ const evalCommand = Command.make(
     })
 ).pipe(Command.withDescription("Recommendation quality on MovieLens 100K: HR@10 and NDCG@10 per method"))
 
+const benchBrain = Command.make(
+  "bench-brain",
+  {
+    json,
+    sizes: Flag.String("sizes").pipe(
+      Flag.withDescription("Pattern counts to measure at"),
+      Flag.withDefault("1000,10000")
+    ),
+    samples: Flag.Int("samples").pipe(Flag.withDescription("Timed calls per measurement"), Flag.withDefault(2000))
+  },
+  (flags) =>
+    runBrainBench({ json: flags.json, sizes: flags.sizes.split(",").map(Number), samples: flags.samples }).pipe(
+      Effect.scoped
+    )
+).pipe(Command.withDescription("Observe/recommend latency at 1K and 10K patterns, cold start and RSS"))
+
+const benchBrainCold = Command.make(
+  "bench-brain-cold",
+  { db: Flag.String("db").pipe(Flag.withDescription("Brain database to reopen")) },
+  (flags) => runColdStart(flags.db)
+).pipe(Command.withDescription("(used by bench-brain) reopen a persisted brain and report cold start and RSS"))
+
+const demo = Command.make(
+  "demo",
+  {
+    json,
+    dataset,
+    tvs: Flag.Int("tvs").pipe(Flag.withDescription("How many TVs to simulate"), Flag.withDefault(50))
+  },
+  (flags) => runDemo({ json: flags.json, dataset: Option.getOrUndefined(flags.dataset), tvs: flags.tvs })
+).pipe(Command.withDescription("A fleet of TV brains replaying viewers and recommending, with the numbers"))
+
 const omega = Command.make("omega").pipe(
   Command.withDescription("Omega: edge-first TV recommendations"),
-  Command.withSubcommands([evalCommand])
+  Command.withSubcommands([demo, evalCommand, benchBrain, benchBrainCold])
 )
 
 omega.pipe(

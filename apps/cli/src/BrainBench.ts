@@ -1,0 +1,185 @@
+/**
+ * `omega bench-brain`: observe and recommend latency of one TV brain as deployed (usearch HNSW,
+ * SQLite WAL on disk, hashing embedder) at 1K and 10K learned patterns, then the cold start and
+ * RSS of a fresh process that reopens the 10K-pattern brain.
+ */
+import { defaultBrainConfig, Embedder, OmegaBrain } from "@omega/brain"
+import { type ContentEmbedding, type ContentId, type ViewContext } from "@omega/protocol"
+import { Effect, Layer } from "effect"
+import { execFileSync } from "node:child_process"
+import { mkdtempSync, rmSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { mulberry32 } from "./Random.ts"
+import { percentile, printJson, printTable, progress, round } from "./Report.ts"
+import { makeWorld, nextViewing, type SyntheticWorld } from "./Synthetic.ts"
+
+export interface BrainBenchOptions {
+  readonly json: boolean
+  readonly sizes: ReadonlyArray<number>
+  /** Timed calls per measurement. */
+  readonly samples: number
+}
+
+interface SizeResult {
+  readonly patterns: number
+  readonly observe_p50_ms: number
+  readonly observe_p99_ms: number
+  readonly recommend_p50_ms: number
+  readonly recommend_p99_ms: number
+}
+
+const CATALOG_ITEMS = 10_000
+const config = { ...defaultBrainConfig, runLearningLoops: false }
+
+const timeMs = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+  Effect.gen(function*() {
+    const start = process.hrtime.bigint()
+    yield* effect
+    return Number(process.hrtime.bigint() - start) / 1e6
+  })
+
+export const runBrainBench = Effect.fn("omega.benchBrain")(function*(options: BrainBenchOptions) {
+  const dir = mkdtempSync(join(tmpdir(), "omega-bench-brain-"))
+  yield* Effect.addFinalizer(() => Effect.sync(() => rmSync(dir, { recursive: true, force: true })))
+  const path = join(dir, "brain.db")
+  const world = makeWorld({ items: CATALOG_ITEMS, viewers: 1, seed: 11 })
+  const catalog = yield* embedWorld(world)
+  yield* progress(`bench-brain: catalog of ${catalog.length} items, brain at ${path}`)
+
+  const results: Array<SizeResult> = []
+  yield* Effect.gen(function*() {
+    const brain = yield* OmegaBrain
+    yield* brain.addContent(catalog)
+    const random = mulberry32(5)
+    let at = Date.UTC(2026, 0, 1)
+    const recent: Array<ContentId> = []
+    // A "power viewer" whose taste spans every genre and context grows patterns fastest.
+    const viewer = { ...world.viewers[0]!, taste: new Map([...world.viewers[0]!.taste].map(([g]) => [g, 1])) }
+    const nextEvent = () => {
+      at += 7 * 60_000 + Math.floor(random() * 3_600_000)
+      const event = nextViewing(world, viewer, at, recent, random)
+      const mood = (["relaxed", "excited", "focused", "social", undefined] as const)[Math.floor(random() * 5)]
+      recent.push(event.contentId)
+      if (recent.length > 5) recent.shift()
+      return mood === undefined ? event : { ...event, context: { ...event.context, mood } }
+    }
+    const randomContext = (): ViewContext => nextEvent().context
+
+    for (const target of options.sizes) {
+      let grown = 0
+      while ((yield* brain.stats).patterns < target) {
+        for (let i = 0; i < 500; i++) yield* brain.observe(nextEvent())
+        grown += 500
+        if (grown % 5_000 === 0) yield* progress(`  growing to ${target} patterns: ${(yield* brain.stats).patterns}`)
+      }
+      const observe: Array<number> = []
+      const recommend: Array<number> = []
+      for (let i = 0; i < options.samples; i++) {
+        observe.push(yield* timeMs(brain.observe(nextEvent())))
+        recommend.push(yield* timeMs(brain.recommend(randomContext(), 10)))
+      }
+      const patterns = (yield* brain.stats).patterns
+      results.push({
+        patterns,
+        observe_p50_ms: round(percentile(observe, 50)),
+        observe_p99_ms: round(percentile(observe, 99)),
+        recommend_p50_ms: round(percentile(recommend, 50)),
+        recommend_p99_ms: round(percentile(recommend, 99))
+      })
+      yield* progress(`  measured at ${patterns} patterns`)
+    }
+  }).pipe(Effect.provide(OmegaBrain.layerLive({ path, config })))
+
+  yield* progress("  cold start: reopening the brain in a fresh process")
+  const cold = coldStartInChild(path)
+  const largest = results[results.length - 1]!
+  yield* printTable("Brain latency (ms) by learned patterns", results.map((r) => ({ ...r })))
+  yield* printTable("Cold start of the largest brain in a fresh process", [{
+    patterns: cold.patterns,
+    cold_start_ms: cold.cold_start_ms,
+    first_recommend_ms: cold.first_recommend_ms,
+    process_ready_ms: cold.process_ready_ms,
+    rss_mb: cold.rss_mb,
+    runtime_rss_mb: cold.runtime_rss_mb,
+    brain_rss_mb: cold.brain_rss_mb
+  }])
+  const summary = {
+    patterns: largest.patterns,
+    recommend_p50_ms: largest.recommend_p50_ms,
+    recommend_p99_ms: largest.recommend_p99_ms,
+    observe_p50_ms: largest.observe_p50_ms,
+    observe_p99_ms: largest.observe_p99_ms,
+    cold_start_ms: cold.cold_start_ms,
+    rss_mb: cold.rss_mb,
+    runtime_rss_mb: cold.runtime_rss_mb,
+    brain_rss_mb: cold.brain_rss_mb,
+    by_size: results,
+    catalog_items: catalog.length
+  }
+  if (options.json) yield* printJson(summary)
+  return summary
+})
+
+const embedWorld = (world: SyntheticWorld) =>
+  Effect.gen(function*() {
+    const embedder = yield* Embedder
+    return yield* Effect.forEach(world.items, (item) =>
+      embedder.embedContent(item).pipe(
+        Effect.map((embedding): ContentEmbedding => ({
+          contentId: item.contentId,
+          title: item.title,
+          genres: item.genres,
+          embedding
+        }))
+      ))
+  }).pipe(Effect.provide(Embedder.layerHashing))
+
+interface ColdStart {
+  readonly patterns: number
+  readonly cold_start_ms: number
+  readonly first_recommend_ms: number
+  /** From process start (Node boot and module loading included) to a served recommendation. */
+  readonly process_ready_ms: number
+  readonly rss_mb: number
+  /** RSS of the process before the brain was opened. */
+  readonly runtime_rss_mb: number
+  /** RSS the opened brain added on top of the runtime. */
+  readonly brain_rss_mb: number
+}
+
+const coldStartInChild = (path: string): ColdStart => {
+  const output = execFileSync(process.execPath, [process.argv[1]!, "bench-brain-cold", "--db", path], {
+    encoding: "utf8",
+    stdio: ["ignore", "pipe", "inherit"]
+  })
+  return JSON.parse(output.trim().split("\n").at(-1)!) as ColdStart
+}
+
+/** The child side: open a persisted brain, answer one recommendation, report time and RSS. */
+export const runColdStart = Effect.fn("omega.benchBrainCold")(function*(path: string) {
+  // The runtime alone (Node, Effect, native modules, type stripping) before any brain data is loaded.
+  const baselineRss = process.memoryUsage().rss
+  const start = process.hrtime.bigint()
+  const result = yield* Effect.gen(function*() {
+    const brain = yield* OmegaBrain
+    const opened = Number(process.hrtime.bigint() - start) / 1e6
+    const context: ViewContext = { timeOfDay: "evening", dayType: "weekday", recentWatches: [] }
+    const firstStart = process.hrtime.bigint()
+    yield* brain.recommend(context, 10)
+    const first = Number(process.hrtime.bigint() - firstStart) / 1e6
+    // A few more requests so RSS reflects a brain in use, not just loaded.
+    for (let i = 0; i < 50; i++) yield* brain.recommend(context, 10)
+    const stats = yield* brain.stats
+    return { patterns: stats.patterns, opened, first, sinceProcessStart: performance.now() }
+  }).pipe(Effect.provide(Layer.fresh(OmegaBrain.layerLive({ path, config }))))
+  yield* printJson({
+    patterns: result.patterns,
+    cold_start_ms: round(result.opened, 1),
+    first_recommend_ms: round(result.first, 3),
+    process_ready_ms: round(result.sinceProcessStart, 1),
+    rss_mb: round(process.memoryUsage().rss / 1024 / 1024, 1),
+    runtime_rss_mb: round(baselineRss / 1024 / 1024, 1),
+    brain_rss_mb: round((process.memoryUsage().rss - baselineRss) / 1024 / 1024, 1)
+  })
+})
