@@ -276,6 +276,13 @@ function make(path: string, synchronous: "normal" | "full") {
     })
 
     const trimEvents = Effect.fn("BrainStore.trimEvents")(function*(keep: number) {
+      // SQLite reads a negative OFFSET as 0, which would delete every event.
+      if (!(Number.isSafeInteger(keep) && keep >= 0)) {
+        return yield* new StoreError({
+          operation: "trimEvents",
+          message: `keep must be a whole number >= 0, got ${keep}`
+        })
+      }
       return yield* attempt("trimEvents", () => statements.trimEvents.run(keep).changes)
     })
 

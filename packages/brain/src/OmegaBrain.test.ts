@@ -10,7 +10,7 @@ import {
 } from "@omega/protocol"
 import { Effect, Exit, Layer } from "effect"
 import { TestClock } from "effect/testing"
-import { mkdtempSync, rmSync } from "node:fs"
+import { existsSync, mkdtempSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { BrainStore } from "./BrainStore.ts"
@@ -311,6 +311,52 @@ describe("persistence", () => {
       assert.strictEqual(second.stats.collectivePatterns, 1)
       assert.deepStrictEqual(second.recs.map((r) => r.contentId), first.recs.map((r) => r.contentId))
       assert.notInclude(second.recs.map((r): string => r.contentId), "comedy-1")
+    }))
+
+  it.effect("restarts from index snapshots, and rebuilds them when the store moved on after they were saved", () =>
+    Effect.gen(function*() {
+      const dir = mkdtempSync(join(tmpdir(), "omega-brain-"))
+      yield* Effect.addFinalizer(() => Effect.sync(() => rmSync(dir, { recursive: true, force: true })))
+      const path = join(dir, "brain.db")
+      const layer = () =>
+        OmegaBrain.layer(config()).pipe(
+          Layer.provide(Layer.mergeAll(Embedder.layerHashing, VectorIndex.layerTest, BrainStore.layer({ path })))
+        )
+      const patternsOf = Effect.gen(function*() {
+        const brain = yield* OmegaBrain
+        return (yield* brain.stats).patterns
+      })
+      const before = yield* Effect.gen(function*() {
+        const brain = yield* OmegaBrain
+        yield* brain.addContent(catalog)
+        yield* brain.observe(watch("comedy-1", 0.9))
+        yield* brain.observe(watch("horror-1", 0.9))
+        return (yield* brain.stats).patterns
+      }).pipe(Effect.provide(layer()))
+      assert.isTrue(existsSync(`${path}.skills.usearch.keys.json`))
+      assert.isTrue(existsSync(`${path}.catalog.usearch.keys.json`))
+
+      // Written behind the brain's back, as a crash after a commit but before a snapshot would leave it.
+      yield* Effect.gen(function*() {
+        const store = yield* BrainStore
+        const snapshot = yield* store.load(0)
+        const pattern = snapshot.patterns[0]!
+        yield* store.recordObservation(watch("romance-1", 0.9), {
+          ...pattern,
+          id: "written-after-snapshot" as PatternId,
+          embedding: item("romance-1").embedding,
+          version: snapshot.versions.local + 1,
+          createdVersion: snapshot.versions.local + 1
+        })
+      }).pipe(Effect.provide(BrainStore.layer({ path })))
+
+      const after = yield* patternsOf.pipe(Effect.provide(layer()))
+      assert.strictEqual(after, before + 1)
+      const recs = yield* Effect.gen(function*() {
+        const brain = yield* OmegaBrain
+        return yield* brain.recommend({ ...evening, recentWatches: [item("romance-1").contentId] }, 3)
+      }).pipe(Effect.provide(layer()))
+      assert.isTrue(recs[0]!.contentId.startsWith("romance-"), "the rebuilt index must know the late pattern")
     }))
 
   it.effect("fails with a typed error when the database cannot be opened", () =>

@@ -4,7 +4,7 @@
  * start and runs the session and daily learning loops while it lives.
  */
 import {
-  type ContentEmbedding,
+  ContentEmbedding,
   decoder,
   GlobalPatterns,
   MAX_DELTA_PATTERNS,
@@ -17,7 +17,7 @@ import {
   ViewContext,
   ViewingEvent
 } from "@omega/protocol"
-import { Clock, Context, Effect, Layer, Schedule } from "effect"
+import { Clock, Context, Effect, Layer, Schedule, Schema } from "effect"
 import { BrainStore, type BrainVersions, type LocalPattern, type StoreError } from "./BrainStore.ts"
 import { Catalog } from "./Catalog.ts"
 import { Embedder, type EmbedError } from "./Embedder.ts"
@@ -111,8 +111,10 @@ export class OmegaBrain extends Context.Service<OmegaBrain, {
   readonly pendingDeltas: Effect.Effect<ReadonlyArray<PatternDelta>, StoreError>
   /** Takes in global patterns and trends; an older or equal version is ignored (returns false). */
   readonly applyGlobalPatterns: (global: unknown) => Effect.Effect<boolean, ProtocolDecodeError | BrainError>
-  /** Adds or updates catalog items the brain can recommend. */
-  readonly addContent: (items: ReadonlyArray<ContentEmbedding>) => Effect.Effect<void, BrainError>
+  /** Adds or updates catalog items the brain can recommend (validated against the protocol schema). */
+  readonly addContent: (
+    items: ReadonlyArray<ContentEmbedding>
+  ) => Effect.Effect<void, ProtocolDecodeError | BrainError>
   /** Session-scale loop: merges near-duplicate patterns. */
   readonly consolidate: Effect.Effect<ConsolidationReport, BrainError>
   /** Daily loop: fades evidence not reinforced for a day and forgets what faded away. */
@@ -154,6 +156,7 @@ export class OmegaBrain extends Context.Service<OmegaBrain, {
 const decodeEvent = decoder(ViewingEvent, "ViewingEvent")
 const decodeContext = decoder(ViewContext, "ViewContext")
 const decodeGlobal = decoder(GlobalPatterns, "GlobalPatterns")
+const decodeContent = decoder(Schema.Array(ContentEmbedding), "ContentEmbedding[]")
 
 const DAY_MS = 86_400_000
 
@@ -188,9 +191,10 @@ function make(config: BrainConfig) {
       return versions.local
     }
 
-    const addContent = Effect.fn("OmegaBrain.addContent")(function*(items: ReadonlyArray<ContentEmbedding>) {
-      yield* store.upsertCatalog(items)
+    const addContent = Effect.fn("OmegaBrain.addContent")(function*(input: ReadonlyArray<ContentEmbedding>) {
+      const items = yield* decodeContent(input)
       yield* catalog.upsert(items)
+      yield* store.upsertCatalog(items)
       versions = { ...versions, catalog: versions.catalog + 1 }
     })
 
@@ -284,8 +288,9 @@ function make(config: BrainConfig) {
     const applyGlobalPatterns = Effect.fn("OmegaBrain.applyGlobalPatterns")(function*(input: unknown) {
       const global = yield* decodeGlobal(input)
       if (global.version <= versions.global) return false
-      yield* store.saveGlobal(global.version, global.similar, global.trending)
+      // Indexed first: a vector the index refuses must never reach the store and break the next start.
       yield* tiers.collective.replace(global.similar, global.trending)
+      yield* store.saveGlobal(global.version, global.similar, global.trending)
       versions = { ...versions, global: global.version }
       return true
     })

@@ -9,18 +9,21 @@ const hasDimensions = (dimensions: number) =>
     (v) => v.length === dimensions || `expected ${dimensions} dimensions, got ${v.length}`
   )
 
-const allFinite = Schema.makeFilter<Float32Array>((v) => {
+const finiteAndNonZero = Schema.makeFilter<Float32Array>((v) => {
+  let norm = 0
   for (let i = 0; i < v.length; i++) {
     if (!Number.isFinite(v[i])) return `component ${i} is ${v[i]}; every component must be finite`
+    norm += v[i]! * v[i]!
   }
-  return true
+  // A zero vector has no direction, so cosine similarity to it is undefined.
+  return norm > 0 || "the zero vector is not an embedding"
 })
 
-/** A 384-d embedding held as a Float32Array; rejects other widths, NaN and Infinity. */
+/** A 384-d embedding held as a Float32Array; rejects other widths, NaN, Infinity and the zero vector. */
 export const Embedding = Schema.declare(isFloat32Array, {
   identifier: "Embedding",
   description: `a Float32Array of ${EMBEDDING_DIMENSIONS} finite numbers`
-}).check(hasDimensions(EMBEDDING_DIMENSIONS), allFinite)
+}).check(hasDimensions(EMBEDDING_DIMENSIONS), finiteAndNonZero)
 export type Embedding = typeof Embedding.Type
 
 /** An embedding written as a JSON array of numbers (REST API), decoded to a Float32Array. */

@@ -57,6 +57,20 @@ describe("PatternDelta", () => {
       }
     }))
 
+  it.effect("rejects the zero vector, which has no direction to compare", () =>
+    Effect.gen(function*() {
+      const error = yield* failure(
+        decodeDelta({
+          baseVersion: 0,
+          version: 1,
+          added: [shared({ embedding: new Float32Array(EMBEDDING_DIMENSIONS) })],
+          updated: [],
+          removed: []
+        })
+      )
+      assert.include(error.message, "zero vector")
+    }))
+
   it.effect("rejects success rates outside [0, 1] and negative sample counts", () =>
     Effect.gen(function*() {
       for (const patch of [{ successRate: 1.2 }, { successRate: -0.1 }, { sampleCount: -1 }, { successRate: NaN }]) {
