@@ -346,11 +346,19 @@ describe("BrainStore", () => {
       yield* s.upsertCatalog([catalogItem(1), catalogItem(2)])
       const renamed = { ...catalogItem(2), title: "Renamed", genres: ["Comedy", "Drama"], embedding: embedding(77) }
       yield* s.upsertCatalog([renamed])
+      // Start-up loads items without embeddings; those are read one by one or all at once for a rebuild.
       const { catalog } = yield* s.load(0)
       const byId = new Map(catalog.map((c) => [c.contentId as string, c]))
       assert.strictEqual(byId.size, 2)
-      assert.deepStrictEqual(byId.get("item-1"), catalogItem(1))
-      assert.deepStrictEqual(byId.get("item-2"), renamed)
+      const { embedding: _one, ...item1 } = catalogItem(1)
+      const { embedding: _two, ...item2 } = renamed
+      assert.deepStrictEqual(byId.get("item-1"), item1)
+      assert.deepStrictEqual(byId.get("item-2"), item2)
+      assert.deepStrictEqual(yield* s.catalogEmbedding(renamed.contentId), renamed.embedding)
+      assert.isUndefined(yield* s.catalogEmbedding("item-9" as ContentId))
+      const full = new Map((yield* s.catalogWithEmbeddings).map((c) => [c.contentId as string, c]))
+      assert.deepStrictEqual(full.get("item-1"), catalogItem(1))
+      assert.deepStrictEqual(full.get("item-2"), renamed)
     })))
 
   it.effect("trimEvents keeps the newest N events and every watched item", () =>

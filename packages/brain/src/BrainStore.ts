@@ -41,11 +41,18 @@ export interface BrainVersions {
   readonly catalog: number
 }
 
+/** A catalog item without its embedding (those stay in SQLite and the index until needed). */
+export interface CatalogItem {
+  readonly contentId: ContentId
+  readonly title: string
+  readonly genres: ReadonlyArray<string>
+}
+
 /** Everything a brain loads at start-up. */
 export interface BrainSnapshot {
   readonly versions: BrainVersions
   readonly patterns: ReadonlyArray<LocalPattern>
-  readonly catalog: ReadonlyArray<ContentEmbedding>
+  readonly catalog: ReadonlyArray<CatalogItem>
   readonly collective: ReadonlyArray<GlobalPattern>
   readonly trends: ReadonlyArray<TrendSignal>
   readonly watched: ReadonlyArray<ContentId>
@@ -76,6 +83,10 @@ export class BrainStore extends Context.Service<BrainStore, {
     sinceVersion: number
   ) => Effect.Effect<ReadonlyArray<{ readonly id: PatternId; readonly version: number }>, StoreError>
   readonly upsertCatalog: (items: ReadonlyArray<ContentEmbedding>) => Effect.Effect<void, StoreError>
+  /** The stored embedding of one catalog item. */
+  readonly catalogEmbedding: (id: ContentId) => Effect.Effect<Float32Array | undefined, StoreError>
+  /** Every catalog item with its embedding (rebuilding the catalog index). */
+  readonly catalogWithEmbeddings: Effect.Effect<ReadonlyArray<ContentEmbedding>, StoreError>
   /** Replaces collective patterns and trends with a newer global version. */
   readonly saveGlobal: (
     version: number,
@@ -90,6 +101,8 @@ export class BrainStore extends Context.Service<BrainStore, {
   /** Deletes all but the newest `keep` raw events (the watched set is kept separately). */
   readonly trimEvents: (keep: number) => Effect.Effect<number, StoreError>
   readonly eventCount: Effect.Effect<number, StoreError>
+  /** Moves committed WAL pages into the database file without blocking writers (session loop). */
+  readonly checkpoint: Effect.Effect<void, StoreError>
 }>()("omega/brain/BrainStore") {
   /** A brain database file; `synchronous: "full"` also survives power loss at some cost per write. */
   static readonly layer = (options: { readonly path: string; readonly synchronous?: "normal" | "full" }) =>
@@ -165,11 +178,10 @@ function make(path: string, synchronous: "normal" | "full") {
             catalog: meta.get("catalog_version") ?? 0
           },
           patterns: statements.allPatterns.all().map(patternFromRow),
-          catalog: statements.allCatalog.all().map((row) => ({
+          catalog: statements.catalogItems.all().map((row): CatalogItem => ({
             contentId: row.content_id as ContentId,
             title: row.title,
-            genres: JSON.parse(row.genres) as Array<string>,
-            embedding: vectorFromBlob(row.embedding)
+            genres: JSON.parse(row.genres) as Array<string>
           })),
           collective: statements.allCollective.all().map((row) => ({
             id: row.id as PatternId,
@@ -237,6 +249,23 @@ function make(path: string, synchronous: "normal" | "full") {
       })
     })
 
+    const catalogEmbedding = (id: ContentId) =>
+      attempt("catalogEmbedding", () => {
+        const row = statements.catalogEmbedding.get(id)
+        return row === undefined ? undefined : vectorFromBlob(row.embedding)
+      })
+
+    const catalogWithEmbeddings = attempt(
+      "catalogWithEmbeddings",
+      () =>
+        statements.allCatalog.all().map((row): ContentEmbedding => ({
+          contentId: row.content_id as ContentId,
+          title: row.title,
+          genres: JSON.parse(row.genres) as Array<string>,
+          embedding: vectorFromBlob(row.embedding)
+        }))
+    )
+
     const saveGlobal = Effect.fn("BrainStore.saveGlobal")(
       function*(version: number, patterns: ReadonlyArray<GlobalPattern>, trends: ReadonlyArray<TrendSignal>) {
         yield* tx("saveGlobal", () => {
@@ -288,6 +317,10 @@ function make(path: string, synchronous: "normal" | "full") {
 
     const eventCount = attempt("eventCount", () => statements.countEvents.get()?.n ?? 0)
 
+    const checkpoint = attempt("checkpoint", () => {
+      db.pragma("wal_checkpoint(PASSIVE)")
+    })
+
     return BrainStore.of({
       location: path === ":memory:" ? undefined : path,
       load,
@@ -295,12 +328,15 @@ function make(path: string, synchronous: "normal" | "full") {
       rewritePatterns,
       removedSince,
       upsertCatalog,
+      catalogEmbedding,
+      catalogWithEmbeddings,
       saveGlobal,
       enqueueDelta,
       outbox,
       acknowledge,
       trimEvents,
-      eventCount
+      eventCount,
+      checkpoint
     })
   })
 }
@@ -317,6 +353,9 @@ function openDatabase(path: string, synchronous: "normal" | "full"): Database.Da
   try {
     opened.pragma("journal_mode = WAL")
     opened.pragma(`synchronous = ${synchronous}`)
+    // SQLite's default checkpoint every 1,000 pages lands inside some observe and costs it
+    // milliseconds; the brain checkpoints every session instead, with this as a backstop.
+    opened.pragma("wal_autocheckpoint = 10000")
     opened.pragma("foreign_keys = on")
     const current = opened.pragma("user_version", { simple: true }) as number
     opened.transaction(() => {
@@ -389,6 +428,10 @@ function prepare(db: Database.Database) {
     allCatalog: db.prepare<[], { content_id: string; title: string; genres: string; embedding: Buffer }>(
       `select * from catalog`
     ),
+    catalogItems: db.prepare<[], { content_id: string; title: string; genres: string }>(
+      `select content_id, title, genres from catalog`
+    ),
+    catalogEmbedding: db.prepare<[string], { embedding: Buffer }>(`select embedding from catalog where content_id = ?`),
     upsertCatalog: db.prepare<[string, string, string, Buffer]>(
       `insert into catalog (content_id, title, genres, embedding) values (?, ?, ?, ?)
        on conflict (content_id) do update set title = excluded.title, genres = excluded.genres, embedding = excluded.embedding`

@@ -98,7 +98,7 @@ export class OmegaBrain extends Context.Service<OmegaBrain, {
   readonly recommend: (
     context: unknown,
     limit?: number
-  ) => Effect.Effect<ReadonlyArray<Recommendation>, ProtocolDecodeError | IndexError>
+  ) => Effect.Effect<ReadonlyArray<Recommendation>, ProtocolDecodeError | IndexError | StoreError>
   /**
    * Shareable changes since `sinceVersion` (default: the last acknowledged version): patterns
    * with success rate >= the threshold, best first, capped. The delta waits in the outbox until
@@ -178,7 +178,7 @@ function make(config: BrainConfig) {
     const skillsSnapshot = snapshotPath("skills")
     const catalogRestored = catalogSnapshot !== undefined &&
       (yield* catalog.restore(catalogSnapshot, versions.catalog, snapshot.catalog))
-    if (!catalogRestored) yield* catalog.upsert(snapshot.catalog)
+    if (!catalogRestored) yield* catalog.upsert(yield* store.catalogWithEmbeddings)
     const skillsRestored = skillsSnapshot !== undefined &&
       (yield* tiers.skills.restore(skillsSnapshot, versions.local, snapshot.patterns))
     if (!skillsRestored) yield* tiers.skills.upsertMany(snapshot.patterns)
@@ -200,8 +200,8 @@ function make(config: BrainConfig) {
 
     /** The embedding of the watched item: from the catalog, or embedded and added to it. */
     const itemEmbedding = Effect.fnUntraced(function*(event: ViewingEvent) {
-      const known = catalog.get(event.contentId)
-      if (known !== undefined) return known.embedding
+      const known = yield* catalog.embedding(event.contentId)
+      if (known !== undefined) return known
       const embedding = yield* embedder.embedContent(event)
       const item: ContentEmbedding = { contentId: event.contentId, title: event.title, genres: event.genres, embedding }
       yield* addContent([item])
@@ -230,19 +230,22 @@ function make(config: BrainConfig) {
       yield* tiers.skills.upsert(pattern)
       tiers.episodes.remember(event)
       tiers.causal.recordOutcome(event.contentId, isSuccess(event))
-      if (match === undefined && tiers.skills.size() > config.tiers.skills) yield* evictWeakest(pattern.id)
+      if (match === undefined) yield* trimSkills(Math.ceil(config.tiers.skills * 0.02))
       return { patternId: pattern.id, newPattern: match === undefined, version } satisfies ObserveResult
     })
 
-    /** Keeps the skills tier within its bound by forgetting the least valuable pattern. */
-    const evictWeakest = Effect.fnUntraced(function*(keep: PatternId) {
-      let weakest: LocalPattern | undefined
-      for (const p of tiers.skills.all()) {
-        if (p.id !== keep && (weakest === undefined || evictionScore(p) < evictionScore(weakest))) weakest = p
-      }
-      if (weakest === undefined) return
-      yield* store.rewritePatterns([], [weakest.id], nextVersion())
-      yield* tiers.skills.remove(weakest.id)
+    /**
+     * Keeps the skills tier within its bound by forgetting the least valuable patterns. It lets
+     * the tier overshoot by 2% and then trims in one batch, so no single observe pays a full scan.
+     */
+    const trimSkills = Effect.fnUntraced(function*(slack: number) {
+      const excess = tiers.skills.size() - config.tiers.skills
+      if (excess <= slack) return 0
+      const weakest = [...tiers.skills.all()].sort((a, b) => evictionScore(a) - evictionScore(b)).slice(0, excess)
+      const ids = weakest.map((p) => p.id)
+      yield* store.rewritePatterns([], ids, nextVersion())
+      for (const id of ids) yield* tiers.skills.remove(id)
+      return ids.length
     })
 
     const recommend = Effect.fn("OmegaBrain.recommend")(function*(input: unknown, limit = 10) {
@@ -327,6 +330,8 @@ function make(config: BrainConfig) {
         for (const id of absorbed) yield* tiers.skills.remove(id)
         for (const p of changed.values()) yield* tiers.skills.upsert(p)
       }
+      yield* trimSkills(0)
+      yield* store.checkpoint
       return { merged: absorbed.size, patterns: tiers.skills.size() } satisfies ConsolidationReport
     }).pipe(Effect.withSpan("OmegaBrain.consolidate"))
 

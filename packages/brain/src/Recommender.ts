@@ -4,7 +4,6 @@
  * trends, each source weighted by how often its suggestions were actually watched through.
  */
 import {
-  type ContentEmbedding,
   type ContentId,
   type GlobalPattern,
   type PatternContext,
@@ -12,7 +11,7 @@ import {
   type ViewContext
 } from "@omega/protocol"
 import { Context, Effect, Layer } from "effect"
-import type { LocalPattern } from "./BrainStore.ts"
+import type { CatalogItem, LocalPattern, StoreError } from "./BrainStore.ts"
 import { Catalog } from "./Catalog.ts"
 import { normalize } from "./Embedder.ts"
 import { contextMatch, patternContextOf, patternWeight } from "./Learning.ts"
@@ -49,14 +48,17 @@ export const defaultRecommenderConfig: RecommenderConfig = {
 }
 
 export class Recommender extends Context.Service<Recommender, {
-  readonly recommend: (context: ViewContext, limit: number) => Effect.Effect<ReadonlyArray<Recommendation>, IndexError>
+  readonly recommend: (
+    context: ViewContext,
+    limit: number
+  ) => Effect.Effect<ReadonlyArray<Recommendation>, IndexError | StoreError>
 }>()("omega/brain/Recommender") {
   static readonly layer = (config: RecommenderConfig = defaultRecommenderConfig) =>
     Layer.effect(Recommender, make(config))
 }
 
 interface Candidate {
-  item: ContentEmbedding
+  item: CatalogItem
   score: number
   bySource: Record<RecommendationSource, number>
   /** The local pattern that contributed most, to explain the suggestion. */
@@ -70,20 +72,20 @@ function make(config: RecommenderConfig) {
     const catalog = yield* Catalog
 
     /** Unit vector of the recent watches, newest weighted most; undefined without history. */
-    const recentProfile = (context: ViewContext): Float32Array | undefined => {
+    const recentProfile = Effect.fnUntraced(function*(context: ViewContext) {
       const ids: Array<ContentId> = context.recentWatches.length > 0 ?
         context.recentWatches.slice(-config.recentWatches) :
         tiers.episodes.recent(config.recentWatches).map((e) => e.contentId)
       let profile: Float32Array | undefined
-      ids.forEach((id, position) => {
-        const item = catalog.get(id)
-        if (item === undefined) return
-        profile ??= new Float32Array(item.embedding.length)
+      for (const [position, id] of ids.entries()) {
+        const embedding = yield* catalog.embedding(id)
+        if (embedding === undefined) continue
+        profile ??= new Float32Array(embedding.length)
         const weight = Math.pow(0.8, ids.length - 1 - position)
-        for (let i = 0; i < profile.length; i++) profile[i]! += item.embedding[i]! * weight
-      })
+        for (let i = 0; i < profile.length; i++) profile[i]! += embedding[i]! * weight
+      }
       return profile === undefined ? undefined : normalize(profile)
-    }
+    })
 
     /** Causal multiplier of a source: its watched-through rate against an even prior. */
     const sourceMultiplier = (source: RecommendationSource): number => {
@@ -105,11 +107,11 @@ function make(config: RecommenderConfig) {
 
     const recommend = Effect.fn("Recommender.recommend")(function*(context: ViewContext, limit: number) {
       const patternContext = patternContextOf(context)
-      const profile = recentProfile(context)
+      const profile = yield* recentProfile(context)
       const candidates = new Map<ContentId, Candidate>()
 
       const vote = (
-        item: ContentEmbedding,
+        item: CatalogItem,
         amount: number,
         source: RecommendationSource,
         pattern?: LocalPattern
@@ -230,7 +232,7 @@ const dominantSource = (c: Candidate): RecommendationSource =>
 const explain = (
   source: RecommendationSource,
   candidate: Candidate,
-  lookup: (id: ContentId) => ContentEmbedding | undefined,
+  lookup: (id: ContentId) => CatalogItem | undefined,
   context: ViewContext
 ): string => {
   switch (source) {
