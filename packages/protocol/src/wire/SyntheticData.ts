@@ -1,0 +1,214 @@
+/**
+ * Seeded, realistic inputs for the wire tests and benchmark: embedding sets to measure
+ * quantization recall on, and sync frames of the sizes a TV and a shard exchange.
+ */
+import { EMBEDDING_DIMENSIONS } from "../Constants.ts"
+import type {
+  ContentEmbedding,
+  GlobalPattern,
+  PatternContext,
+  PatternId,
+  SharedPattern,
+  TrendSignal
+} from "../Pattern.ts"
+import type { ContentId } from "../Viewing.ts"
+import type { DeltaUpload, GlobalUpdate } from "./Frame.ts"
+import { gaussian, seededRandom } from "./internal/random.ts"
+
+export { seededRandom }
+
+const normalize = (v: Float32Array): Float32Array => {
+  let norm = 0
+  for (let i = 0; i < v.length; i++) norm += v[i]! * v[i]!
+  if (norm === 0) {
+    v[0] = 1
+    return v
+  }
+  const inv = 1 / Math.sqrt(norm)
+  for (let i = 0; i < v.length; i++) v[i]! *= inv
+  return v
+}
+
+const randomUnit = (random: () => number): Float32Array =>
+  normalize(Float32Array.from({ length: EMBEDDING_DIMENSIONS }, () => gaussian(random)))
+
+/**
+ * Unit vectors in `clusters` topics around a shared mean direction, like sentence embeddings:
+ * unrelated pairs have cosine ~0.06, pairs in one topic ~0.5.
+ */
+export const clusteredVectors = (n: number, seed: number, clusters = 40): Array<Float32Array> => {
+  const random = seededRandom(seed)
+  const mean = randomUnit(random)
+  const centers = Array.from({ length: clusters }, () => randomUnit(random))
+  const spread = 1 / Math.sqrt(EMBEDDING_DIMENSIONS)
+  return Array.from({ length: n }, () => {
+    const center = centers[Math.floor(random() * clusters)]!
+    return normalize(Float32Array.from(
+      { length: EMBEDDING_DIMENSIONS },
+      (_, i) => 0.35 * mean[i]! + center[i]! + spread * gaussian(random)
+    ))
+  })
+}
+
+/**
+ * The feature-hashing embedding of @omega/brain's `makeHashing()` (same tokens, weights and
+ * hashes), repeated here because the protocol package cannot depend on the brain.
+ */
+export const hashingEmbedding = (title: string, genres: ReadonlyArray<string>): Float32Array => {
+  const tokens: Array<readonly [string, number]> = []
+  for (const genre of genres) tokens.push([`genre:${genre.toLowerCase()}`, 2])
+  const year = /\((\d{4})\)/.exec(title)?.[1]
+  if (year !== undefined) {
+    tokens.push([`decade:${year.slice(0, 3)}`, 0.75])
+    tokens.push([`year:${year}`, 1])
+  }
+  for (const word of words(title.replace(/\(\d{4}\)/, ""))) tokens.push([`word:${word}`, 0.5])
+  const v = new Float32Array(EMBEDDING_DIMENSIONS)
+  for (const [token, weight] of tokens) {
+    const h1 = fnv1a(token)
+    const h2 = fnv1a(token + "#")
+    v[h1 % EMBEDDING_DIMENSIONS]! += (h1 & 0x80000000 ? -1 : 1) * weight
+    v[h2 % EMBEDDING_DIMENSIONS]! += (h2 & 0x80000000 ? -1 : 1) * weight
+  }
+  return normalize(v)
+}
+
+const STOP_WORDS = new Set(["the", "a", "an", "of", "and", "in", "on", "to", "la", "le", "il", "de"])
+const words = (text: string): Array<string> =>
+  text.toLowerCase().split(/[^\p{L}\p{N}]+/u).filter((w) => w.length > 1 && !STOP_WORDS.has(w))
+const fnv1a = (text: string): number => {
+  let h = 0x811c9dc5
+  for (let i = 0; i < text.length; i++) {
+    h ^= text.charCodeAt(i)
+    h = Math.imul(h, 0x01000193)
+  }
+  return h >>> 0
+}
+
+const GENRES = [
+  "Action",
+  "Adventure",
+  "Animation",
+  "Children",
+  "Comedy",
+  "Crime",
+  "Documentary",
+  "Drama",
+  "Fantasy",
+  "Film-Noir",
+  "Horror",
+  "Musical",
+  "Mystery",
+  "Romance",
+  "Sci-Fi",
+  "Thriller",
+  "War",
+  "Western"
+]
+
+/** Catalog-like titles ("word word (1987)") with one to three genres; title words are Zipf-ish. */
+export const syntheticTitles = (n: number, seed: number) => {
+  const random = seededRandom(seed)
+  const vocabulary = Array.from({ length: 1500 }, (_, i) => `w${i.toString(36)}x`)
+  return Array.from({ length: n }, (_, i) => {
+    const title = Array.from(
+      { length: 1 + Math.floor(random() * 4) },
+      () => vocabulary[Math.floor(random() ** 1.5 * vocabulary.length)]!
+    ).join(" ")
+    const genres = new Set(Array.from({ length: 1 + Math.floor(random() * 3) }, () => pick(random, GENRES)))
+    return {
+      contentId: `tt${String(1_000_000 + i * 7919).padStart(7, "0")}` as ContentId,
+      title: `${title} (${1950 + Math.floor(random() * 75)})`,
+      genres: [...genres]
+    }
+  })
+}
+
+/** Hashing-embedder embeddings of synthetic catalog items. */
+export const hashingItems = (n: number, seed: number): Array<Float32Array> =>
+  syntheticTitles(n, seed).map((t) => hashingEmbedding(t.title, t.genres))
+
+/** Taste patterns as the brain forms them: centroids of 3 to 12 hashing-embedded items sharing a genre. */
+export const hashingPatterns = (n: number, seed: number): Array<Float32Array> => {
+  const items = syntheticTitles(5_000, seed).map((t) => ({ genres: t.genres, v: hashingEmbedding(t.title, t.genres) }))
+  const byGenre = new Map(GENRES.map((g) => [g, items.filter((item) => item.genres.includes(g))]))
+  const random = seededRandom(seed + 1)
+  return Array.from({ length: n }, () => {
+    const pool = byGenre.get(pick(random, GENRES))!
+    const v = new Float32Array(EMBEDDING_DIMENSIONS)
+    for (let j = 3 + Math.floor(random() * 10); j > 0; j--) {
+      const item = pick(random, pool)
+      for (let i = 0; i < v.length; i++) v[i]! += item.v[i]!
+    }
+    return normalize(v)
+  })
+}
+
+const pick = <A>(random: () => number, from: ReadonlyArray<A>): A => from[Math.floor(random() * from.length)]!
+
+const uuid = (random: () => number): string => {
+  const hex = Array.from({ length: 32 }, () => Math.floor(random() * 16).toString(16))
+  hex[12] = "4"
+  return `${hex.slice(0, 8).join("")}-${hex.slice(8, 12).join("")}-${hex.slice(12, 16).join("")}-${
+    hex.slice(16, 20).join("")
+  }-${hex.slice(20).join("")}`
+}
+
+const context = (random: () => number): PatternContext => ({
+  ...(random() < 0.8 ? { timeOfDay: pick(random, ["morning", "afternoon", "evening", "night"] as const) } : {}),
+  ...(random() < 0.6 ? { dayType: pick(random, ["weekday", "weekend"] as const) } : {}),
+  ...(random() < 0.3 ? { mood: pick(random, ["relaxed", "excited", "focused", "social"] as const) } : {})
+})
+
+/** A pattern as a TV shares it: UUID id (as the brain mints them), success rate >= 0.7, decayed count. */
+export const sharedPattern = (random: () => number, embedding: Float32Array): SharedPattern => ({
+  id: uuid(random) as PatternId,
+  embedding,
+  successRate: 0.7 + 0.3 * random(),
+  sampleCount: 1 + 40 * random(),
+  context: context(random)
+})
+
+/** A delta of `patterns` changed patterns (split between added and updated) and 0-3 removals. */
+export const deltaUpload = (random: () => number, patterns: ReadonlyArray<Float32Array>): DeltaUpload => {
+  const shared = patterns.map((v) => sharedPattern(random, v))
+  const added = Math.floor(random() * (shared.length + 1))
+  const baseVersion = Math.floor(random() * 10_000)
+  return {
+    _tag: "DeltaUpload",
+    delta: {
+      baseVersion,
+      version: baseVersion + shared.length,
+      added: shared.slice(0, added),
+      updated: shared.slice(added),
+      removed: Array.from({ length: Math.floor(random() * 4) }, () => uuid(random) as PatternId)
+    }
+  }
+}
+
+/** A regional download: global patterns (UUID ids, the pessimistic case) and trends. */
+export const globalUpdate = (
+  random: () => number,
+  patterns: ReadonlyArray<Float32Array>,
+  trends: number
+): GlobalUpdate => ({
+  _tag: "GlobalUpdate",
+  global: {
+    version: 100_000 + Math.floor(random() * 100_000),
+    similar: patterns.map((embedding): GlobalPattern => ({
+      ...sharedPattern(random, embedding),
+      sampleCount: 50 + 5_000 * random(),
+      deviceCount: 3 + Math.floor(random() * 2_000)
+    })),
+    trending: Array.from({ length: trends }, (_, i): TrendSignal => ({
+      contentId: `tt${String(1_000_000 + Math.floor(random() * 9_000_000))}` as ContentId,
+      region: i < trends - 2 ? "eu-west" : "global",
+      score: 100 * random(),
+      velocity: 20 * random() - 5
+    }))
+  }
+})
+
+/** Catalog items with hashing embeddings, as a ContentUpdate announces them. */
+export const contentItems = (n: number, seed: number): Array<ContentEmbedding> =>
+  syntheticTitles(n, seed).map((t) => ({ ...t, embedding: hashingEmbedding(t.title, t.genres) }))
