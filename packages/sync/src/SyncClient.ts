@@ -1,0 +1,295 @@
+/**
+ * The TV side of sync: one long-lived session to the shard, kept open with reconnects
+ * (exponential backoff with jitter). Deltas go up on a jittered 5-15 minute schedule and as
+ * soon as enough has changed; acknowledgements, global patterns, trends and new content come
+ * down on the same session whenever the shard pushes them. Unsent deltas wait in the brain's
+ * outbox (it survives restarts) and are replayed on reconnect; the shard recognises a replay
+ * by its version. Nothing here can fail a recommendation: sync errors stay in this fiber.
+ */
+import { OmegaBrain } from "@omega/brain"
+import {
+  type DeltaAck,
+  type DeviceId,
+  makeWireCodec,
+  type PatternDelta,
+  PROTOCOL_VERSION,
+  type SyncFrame,
+  type WireCodec
+} from "@omega/protocol"
+import {
+  Context,
+  Data,
+  Deferred,
+  Duration,
+  Effect,
+  Layer,
+  Random,
+  Ref,
+  Schedule,
+  type Scope,
+  Semaphore,
+  Stream
+} from "effect"
+import { type Connection, type ConnectOptions, SyncTransport } from "./SyncTransport.ts"
+
+export interface SyncClientConfig {
+  readonly deviceId: string
+  readonly token: string
+  readonly region: string
+  readonly endpoint: ConnectOptions
+  /** Timed pushes happen at a random moment between these (spreads load across a fleet). */
+  readonly minInterval: Duration.Input
+  readonly maxInterval: Duration.Input
+  /** Push early once this many local pattern changes are unacknowledged. */
+  readonly pushAfterChanges: number
+  /** How often to look at the change count. */
+  readonly changeCheckEvery: Duration.Input
+  /** How long to wait for a DeltaAck before treating the session as broken. */
+  readonly ackTimeout: Duration.Input
+  readonly reconnectBase: Duration.Input
+  readonly reconnectMax: Duration.Input
+  readonly codec?: WireCodec
+}
+
+export const defaultSyncTiming = {
+  minInterval: Duration.minutes(5),
+  maxInterval: Duration.minutes(15),
+  pushAfterChanges: 25,
+  changeCheckEvery: Duration.seconds(30),
+  ackTimeout: Duration.seconds(10),
+  reconnectBase: Duration.millis(500),
+  reconnectMax: Duration.minutes(5)
+} as const
+
+export interface SyncStatus {
+  readonly connected: boolean
+  /** Sessions opened so far (1 + reconnects). */
+  readonly sessions: number
+  readonly deltasSent: number
+  readonly deltasAcknowledged: number
+  /** Acknowledged deltas the shard had already counted (replays). */
+  readonly duplicates: number
+  readonly globalUpdates: number
+  readonly bytesUp: number
+  readonly bytesDown: number
+  readonly lastError: string | undefined
+}
+
+export type SyncOutcome =
+  | { readonly _tag: "Acknowledged"; readonly ack: DeltaAck; readonly bytes: number }
+  | { readonly _tag: "NothingToSend" }
+  | { readonly _tag: "Offline" }
+
+/** A sync could not complete; the delta stays in the outbox for the next session. */
+export class SyncError extends Data.TaggedError("SyncError")<{
+  readonly reason: "rejected" | "timeout" | "disconnected" | "storage"
+  readonly message: string
+}> {}
+
+export class SyncClient extends Context.Service<SyncClient, {
+  /** Pushes what changed now (over the open session) and waits for the acknowledgement. */
+  readonly syncNow: Effect.Effect<SyncOutcome, SyncError>
+  readonly status: Effect.Effect<SyncStatus>
+  /** Waits until a session is open (for tests and demos). */
+  readonly awaitConnected: Effect.Effect<void>
+}>()("omega/sync/SyncClient") {
+  /** Runs the session for as long as the layer lives. */
+  static readonly layer = (config: SyncClientConfig) => Layer.effect(SyncClient, make(config))
+}
+
+interface Session {
+  readonly connection: Connection
+  readonly acks: Map<number, Deferred.Deferred<DeltaAck, SyncError>>
+}
+
+function make(config: SyncClientConfig) {
+  return Effect.gen(function*() {
+    const brain = yield* OmegaBrain
+    const transport = yield* SyncTransport
+    const codec = config.codec ?? makeWireCodec()
+    const session = yield* Ref.make<Session | undefined>(undefined)
+    // One delta in flight at a time: a second push waits for the first ack, then finds less to send.
+    const inFlight = yield* Semaphore.make(1)
+    const connectedSignal = yield* Ref.make(yield* Deferred.make<void>())
+    const counters = {
+      sessions: 0,
+      deltasSent: 0,
+      deltasAcknowledged: 0,
+      duplicates: 0,
+      globalUpdates: 0,
+      bytesUp: 0,
+      bytesDown: 0,
+      lastError: undefined as string | undefined
+    }
+
+    const send = (connection: Connection, frame: SyncFrame) =>
+      Effect.gen(function*() {
+        const bytes = yield* codec.encodeEffect(frame).pipe(Effect.orDie)
+        yield* connection.send(bytes)
+        counters.bytesUp += bytes.length
+        return bytes.length
+      })
+
+    const handle = (active: Session, bytes: Uint8Array) =>
+      Effect.gen(function*() {
+        counters.bytesDown += bytes.length
+        const frame = yield* codec.decode(bytes)
+        switch (frame._tag) {
+          case "DeltaAck": {
+            yield* brain.acknowledgeDelta(frame.version)
+            counters.deltasAcknowledged += 1
+            if (frame.duplicate) counters.duplicates += 1
+            for (const [version, waiting] of active.acks) {
+              if (version <= frame.version) {
+                yield* Deferred.succeed(waiting, frame)
+                active.acks.delete(version)
+              }
+            }
+            return
+          }
+          case "GlobalUpdate":
+            if (yield* brain.applyGlobalPatterns(frame.global)) counters.globalUpdates += 1
+            return
+          case "ContentUpdate":
+            return yield* brain.addContent(frame.items)
+          case "Ping":
+            return yield* send(active.connection, { _tag: "Pong", nonce: frame.nonce })
+          case "ErrorFrame": {
+            counters.lastError = `${frame.code}: ${frame.message}`
+            const error = new SyncError({ reason: "rejected", message: counters.lastError })
+            for (const waiting of active.acks.values()) yield* Deferred.fail(waiting, error)
+            active.acks.clear()
+            return
+          }
+          default:
+            return
+        }
+      })
+
+    /** Sends a delta over the session and waits for its acknowledgement. */
+    const push = (active: Session, delta: PatternDelta) =>
+      Effect.gen(function*() {
+        const waiting = yield* Deferred.make<DeltaAck, SyncError>()
+        active.acks.set(delta.version, waiting)
+        const bytes = yield* send(active.connection, { _tag: "DeltaUpload", delta }).pipe(
+          Effect.mapError((e) => new SyncError({ reason: "disconnected", message: e.message }))
+        )
+        counters.deltasSent += 1
+        const ack = yield* Deferred.await(waiting).pipe(
+          Effect.timeoutOrElse({
+            duration: config.ackTimeout,
+            orElse: () =>
+              Effect.fail(new SyncError({ reason: "timeout", message: `no DeltaAck for version ${delta.version}` }))
+          })
+        )
+        return { _tag: "Acknowledged", ack, bytes } as const
+      })
+
+    const syncNow = Effect.gen(function*() {
+      const active = yield* Ref.get(session)
+      if (active === undefined) return { _tag: "Offline" } as const
+      const delta = yield* brain.prepareSyncDelta().pipe(Effect.mapError(storage))
+      if (delta.version <= delta.baseVersion) return { _tag: "NothingToSend" } as const
+      return yield* push(active, delta)
+    }).pipe(inFlight.withPermit, Effect.withSpan("SyncClient.syncNow"))
+
+    /** One session: handshake, replay of the outbox, then frames until the connection ends. */
+    const runSession = Effect.scoped(Effect.gen(function*() {
+      const connection = yield* transport.connect(config.endpoint)
+      const stats = yield* brain.stats
+      yield* send(connection, {
+        _tag: "Hello",
+        deviceId: config.deviceId as DeviceId,
+        token: config.token,
+        region: config.region,
+        protocolVersion: PROTOCOL_VERSION,
+        resume: { lastAckedVersion: stats.versions.acknowledged, globalVersion: stats.versions.global }
+      })
+      const active: Session = { connection, acks: new Map() }
+      yield* Effect.addFinalizer(() =>
+        Effect.gen(function*() {
+          yield* Ref.set(session, undefined)
+          yield* Ref.set(connectedSignal, yield* Deferred.make<void>())
+          const error = new SyncError({ reason: "disconnected", message: "session closed" })
+          for (const waiting of active.acks.values()) yield* Deferred.fail(waiting, error)
+        })
+      )
+      // Deltas a previous session never saw acknowledged are replayed, then whatever changed since.
+      const replay = Effect.gen(function*() {
+        for (const delta of yield* brain.pendingDeltas) yield* inFlight.withPermit(push(active, delta))
+        yield* syncNow
+      }).pipe(Effect.catch((e) => Effect.logDebug("outbox replay did not finish", e)))
+
+      /** The first frame must welcome us; anything else ends the session. */
+      const welcome = Effect.fnUntraced(function*(bytes: Uint8Array) {
+        counters.bytesDown += bytes.length
+        const frame = yield* codec.decode(bytes)
+        if (frame._tag !== "Welcome") {
+          return yield* new SyncError({
+            reason: "rejected",
+            message: frame._tag === "ErrorFrame"
+              ? `${frame.code}: ${frame.message}`
+              : `expected Welcome, got ${frame._tag}`
+          })
+        }
+        counters.sessions += 1
+        counters.lastError = undefined
+        yield* Ref.set(session, active)
+        yield* Deferred.succeed(yield* Ref.get(connectedSignal), undefined)
+        yield* Effect.forkScoped(replay)
+      })
+
+      let welcomed = false
+      yield* Stream.runForEach(connection.incoming, (bytes): Effect.Effect<unknown, unknown, Scope.Scope> => {
+        if (welcomed) return handle(active, bytes)
+        welcomed = true
+        return welcome(bytes)
+      })
+    }))
+
+    const reconnect = Schedule.exponential(config.reconnectBase).pipe(
+      Schedule.jittered,
+      Schedule.modifyDelay(({ duration }) =>
+        Effect.succeed(Duration.min(duration, Duration.fromInputUnsafe(config.reconnectMax)))
+      )
+    )
+    yield* runSession.pipe(
+      Effect.tapError((e) => Effect.sync(() => counters.lastError = describe(e))),
+      Effect.flatMap(() => Effect.fail("closed" as const)),
+      Effect.retry(reconnect),
+      Effect.forkScoped
+    )
+
+    // Timed pushes at a random point of the interval, plus early pushes when much changed.
+    const minMs = Duration.toMillis(Duration.fromInputUnsafe(config.minInterval))
+    const maxMs = Duration.toMillis(Duration.fromInputUnsafe(config.maxInterval))
+    const quietly = <A, E>(effect: Effect.Effect<A, E>) =>
+      effect.pipe(Effect.catch((e) => Effect.sync(() => counters.lastError = describe(e))), Effect.asVoid)
+    yield* Effect.gen(function*() {
+      const wait = minMs + (yield* Random.next) * (maxMs - minMs)
+      yield* Effect.sleep(Duration.millis(wait))
+      yield* quietly(syncNow)
+    }).pipe(Effect.forever, Effect.forkScoped)
+    yield* Effect.gen(function*() {
+      const stats = yield* brain.stats
+      if (stats.versions.local - stats.versions.acknowledged >= config.pushAfterChanges) yield* quietly(syncNow)
+    }).pipe(
+      Effect.catch(() => Effect.void),
+      Effect.schedule(Schedule.spaced(config.changeCheckEvery)),
+      Effect.forkScoped
+    )
+
+    return SyncClient.of({
+      syncNow,
+      status: Effect.gen(function*() {
+        return { connected: (yield* Ref.get(session)) !== undefined, ...counters } satisfies SyncStatus
+      }),
+      awaitConnected: Effect.flatMap(Ref.get(connectedSignal), Deferred.await)
+    })
+  })
+}
+
+const storage = (e: { readonly message: string }) => new SyncError({ reason: "storage", message: e.message })
+
+const describe = (e: unknown): string =>
+  typeof e === "object" && e !== null && "message" in e ? String(e.message) : String(e)

@@ -1,0 +1,5 @@
+export * from "./DevCertificate.ts"
+export * from "./QuicIdentity.ts"
+export * from "./SyncClient.ts"
+export * from "./SyncTransport.ts"
+export * from "./TransportError.ts"

@@ -1,0 +1,275 @@
+/**
+ * What every transport shares once it has a byte stream each way: the hello exchange, framing,
+ * the size limit, the incoming queue, graceful close, and the server's per-connection fibers.
+ * A transport only supplies `ByteChannel`s (and, on the server, a way to accept them).
+ */
+import { Cause, Deferred, Effect, Exit, Queue, Scope, Semaphore, Stream } from "effect"
+import { randomUUID } from "node:crypto"
+import type { Connection, ListenOptions, PeerInfo } from "../SyncTransport.ts"
+import { TransportError } from "../TransportError.ts"
+import { encodeFrame, FrameDecoder, MAX_FRAME_BYTES } from "./Framing.ts"
+
+/** One bidirectional byte stream of a session, as the transport exposes it. */
+export interface ByteChannel {
+  /** The next chunk, or undefined once the peer has finished sending. */
+  readonly read: () => Promise<Uint8Array | undefined>
+  readonly write: (bytes: Uint8Array) => Promise<void>
+  /** Ends our direction after everything written so far. */
+  readonly finish: () => Promise<void>
+  /** Tears the whole session down at once; safe to call more than once. */
+  readonly abort: () => void
+}
+
+/** A session a server has accepted but not yet handed to its handler. */
+export interface Accepted {
+  readonly peer: PeerInfo
+  /** Waits for the client's stream. */
+  readonly open: Effect.Effect<ByteChannel, TransportError>
+  readonly abort: () => void
+}
+
+// First frame each way; a peer that sends anything else does not speak this framing.
+const HELLO = new TextEncoder().encode("omega-sync/1")
+const INCOMING_CAPACITY = 64
+const CLOSE_GRACE_MS = 1_000
+export const DEFAULT_TIMEOUT_MS = 5_000
+
+const errorMessage = (cause: unknown) => (cause instanceof Error ? cause.message : String(cause))
+
+export const closedError = (cause: unknown) =>
+  new TransportError({ reason: "closed", message: `connection lost: ${errorMessage(cause)}` })
+
+/** Checks a frame size limit from the options. */
+export const frameLimit = (maxFrameBytes: number | undefined): Effect.Effect<number, TransportError> => {
+  const limit = maxFrameBytes ?? MAX_FRAME_BYTES
+  return Number.isSafeInteger(limit) && limit >= HELLO.byteLength && limit <= 0xffff_ffff
+    ? Effect.succeed(limit)
+    : Effect.fail(new TransportError({ reason: "invalid-options", message: `bad maxFrameBytes ${limit}` }))
+}
+
+/** Reads whole frames off a channel, one at a time. */
+const frameReader = (channel: ByteChannel, maxFrameBytes: number) => {
+  const decoder = new FrameDecoder(maxFrameBytes)
+  const ready: Array<Uint8Array> = []
+  const nextChunk = Effect.tryPromise({ try: channel.read, catch: closedError })
+  return Effect.gen(function*() {
+    while (ready.length === 0) {
+      const chunk = yield* nextChunk
+      if (chunk === undefined) {
+        if (decoder.bufferedBytes > 0) {
+          return yield* new TransportError({
+            reason: "protocol",
+            message: "the peer finished in the middle of a frame"
+          })
+        }
+        return undefined
+      }
+      const result = decoder.push(chunk)
+      if (result._tag === "TooLarge") {
+        return yield* new TransportError({
+          reason: "frame-too-large",
+          message: `received a ${result.length}-byte frame, the limit is ${maxFrameBytes}`
+        })
+      }
+      ready.push(...result.frames)
+    }
+    return ready.shift()
+  })
+}
+
+type FrameReader = ReturnType<typeof frameReader>
+
+const expectHello = (next: FrameReader) =>
+  Effect.flatMap(next, (frame) =>
+    frame !== undefined && Buffer.from(frame).equals(HELLO)
+      ? Effect.void
+      : Effect.fail(
+        new TransportError({
+          reason: frame === undefined ? "rejected" : "protocol",
+          message: frame === undefined ? "the server closed the session" : "the peer does not speak omega-sync/1"
+        })
+      ))
+
+const sendHello = (channel: ByteChannel) =>
+  Effect.tryPromise({ try: () => channel.write(encodeFrame(HELLO)), catch: closedError })
+
+/**
+ * The client side of a connection: `open` sets the session up (registering its teardown in the
+ * scope it runs in), then the hellos are exchanged. Everything is torn down again on failure.
+ */
+export const connectFramed = (options: {
+  readonly open: Effect.Effect<{ readonly channel: ByteChannel; readonly peer: PeerInfo }, TransportError, Scope.Scope>
+  readonly maxFrameBytes: number
+  readonly timeoutMs: number | undefined
+}): Effect.Effect<Connection, TransportError, Scope.Scope> =>
+  Effect.gen(function*() {
+    const scope = yield* Scope.fork(yield* Effect.scope)
+    const setUp = Effect.gen(function*() {
+      const { channel, peer } = yield* options.open
+      const next = frameReader(channel, options.maxFrameBytes)
+      yield* sendHello(channel)
+      yield* expectHello(next)
+      return yield* makeConnection(channel, next, peer, options.maxFrameBytes)
+    }).pipe(
+      Effect.mapError((error) =>
+        // A session that dies before the server's hello was dropped on purpose by the server.
+        error.reason === "closed"
+          ? new TransportError({ reason: "rejected", message: `the server dropped the session (${error.message})` })
+          : error
+      )
+    )
+    const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS
+    return yield* setUp.pipe(
+      Effect.timeoutOrElse({
+        duration: timeoutMs,
+        orElse: () =>
+          Effect.fail(new TransportError({ reason: "timeout", message: `no session within ${timeoutMs} ms` }))
+      }),
+      Scope.provide(scope),
+      Effect.onError((cause) => Scope.close(scope, Exit.failCause(cause)))
+    )
+  })
+
+/**
+ * Runs the server side: takes sessions from `accept` until it returns undefined (or the scope
+ * closes) and gives each one its own fiber, which checks `authorize`, exchanges hellos and runs
+ * `onConnection`. Failures of one connection are logged and end only that connection.
+ */
+export const serveFramed = <E, R>(options: {
+  readonly accept: Effect.Effect<Accepted | undefined, TransportError>
+  readonly listen: ListenOptions
+  readonly maxFrameBytes: number
+  /** False where the transport already asked `authorize` before the session existed. */
+  readonly authorizeHere: boolean
+  readonly onConnection: (connection: Connection) => Effect.Effect<void, E, R>
+}): Effect.Effect<void, never, Scope.Scope | R> =>
+  Effect.gen(function*() {
+    // Parallel, so that stopping a busy server does not close its connections one after another.
+    const connections = yield* Scope.fork(yield* Effect.scope, "parallel")
+    const serveOne = (accepted: Accepted) =>
+      Effect.gen(function*() {
+        yield* Effect.addFinalizer(() => Effect.sync(accepted.abort))
+        const authorize = options.listen.authorize
+        if (options.authorizeHere && authorize !== undefined && !(yield* authorize(accepted.peer))) return
+        const channel = yield* accepted.open.pipe(
+          Effect.timeoutOrElse({
+            duration: DEFAULT_TIMEOUT_MS,
+            orElse: () => Effect.fail(new TransportError({ reason: "timeout", message: "the client opened no stream" }))
+          })
+        )
+        const next = frameReader(channel, options.maxFrameBytes)
+        yield* expectHello(next)
+        yield* sendHello(channel)
+        const connection = yield* makeConnection(channel, next, accepted.peer, options.maxFrameBytes)
+        yield* options.onConnection(connection)
+      }).pipe(
+        Effect.scoped,
+        Effect.catchCause((cause) =>
+          Cause.hasInterruptsOnly(cause)
+            ? Effect.void
+            : Effect.logDebug("sync connection ended with a failure", cause)
+        ),
+        Effect.forkIn(connections)
+      )
+    const loop = Effect.gen(function*() {
+      for (;;) {
+        const accepted = yield* options.accept
+        if (accepted === undefined) return
+        yield* serveOne(accepted)
+      }
+    }).pipe(
+      Effect.catchCause((cause) =>
+        Cause.hasInterruptsOnly(cause) ? Effect.void : Effect.logWarning("sync listener stopped accepting", cause)
+      )
+    )
+    yield* Effect.forkScoped(loop)
+  })
+
+/** A connection over `channel` whose hellos are done; closed with the current scope. */
+const makeConnection = (
+  channel: ByteChannel,
+  next: FrameReader,
+  peer: PeerInfo,
+  maxFrameBytes: number
+): Effect.Effect<Connection, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const queue = yield* Queue.bounded<Uint8Array, TransportError | Cause.Done>(INCOMING_CAPACITY)
+    const writeLock = yield* Semaphore.make(1)
+    const readerDone = yield* Deferred.make<void>()
+    const closing = yield* Deferred.make<void>()
+    const closed = yield* Deferred.make<void>()
+    let sendable = true
+    let closeStarted = false
+
+    // Broken transport or protocol violation: nothing more can be trusted, drop the session.
+    const breakWith = (error: TransportError) =>
+      Effect.suspend(() => {
+        sendable = false
+        channel.abort()
+        return Queue.fail(queue, error)
+      })
+
+    const deliver = (frame: Uint8Array) =>
+      Queue.offerUnsafe(queue, frame)
+        ? Effect.void
+        // Full: wait for the reader, unless a local close makes the frame moot.
+        : Effect.raceFirst(Queue.offer(queue, frame), Deferred.await(closing))
+
+    const readLoop = Effect.gen(function*() {
+      for (;;) {
+        const frame = yield* next
+        if (frame === undefined) break
+        if (!closeStarted) yield* deliver(frame)
+      }
+      yield* Queue.end(queue)
+    }).pipe(
+      Effect.catch((error) => (closeStarted ? Effect.void : breakWith(error))),
+      Effect.ensuring(Deferred.succeed(readerDone, undefined))
+    )
+    yield* Effect.forkScoped(readLoop)
+
+    const close = Effect.suspend(() => {
+      if (closeStarted) return Deferred.await(closed)
+      closeStarted = true
+      sendable = false
+      return Effect.gen(function*() {
+        yield* Deferred.succeed(closing, undefined)
+        yield* Queue.end(queue)
+        // Waits for a write in flight, then sends FIN behind it.
+        yield* writeLock.withPermit(Effect.tryPromise(channel.finish)).pipe(Effect.ignore)
+        // The peer answers with its own FIN once it has read everything; then nothing is lost.
+        yield* Deferred.await(readerDone).pipe(Effect.timeoutOption(CLOSE_GRACE_MS))
+        channel.abort()
+        yield* Deferred.succeed(closed, undefined)
+      }).pipe(Effect.uninterruptible)
+    })
+    yield* Effect.addFinalizer(() => close)
+
+    const send = (frame: Uint8Array): Effect.Effect<void, TransportError> =>
+      Effect.suspend(() => {
+        if (frame.byteLength > maxFrameBytes) {
+          return Effect.fail(
+            new TransportError({
+              reason: "frame-too-large",
+              message: `cannot send a ${frame.byteLength}-byte frame, the limit is ${maxFrameBytes}`
+            })
+          )
+        }
+        if (!sendable) return Effect.fail(new TransportError({ reason: "closed", message: "the connection is closed" }))
+        const bytes = encodeFrame(frame)
+        return writeLock.withPermit(
+          Effect.tryPromise({ try: () => channel.write(bytes), catch: closedError }).pipe(
+            Effect.tapError((error) => breakWith(error))
+          )
+        )
+      })
+
+    return {
+      id: randomUUID(),
+      peer,
+      send,
+      // One frame per pull, so that reading a few frames and stopping never drops the rest.
+      incoming: Stream.fromEffectRepeat(Queue.take(queue)),
+      close
+    } satisfies Connection
+  })
