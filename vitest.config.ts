@@ -10,7 +10,10 @@ export default defineConfig({
     projects: [
       project("protocol", "packages/protocol"),
       project("brain", "packages/brain"),
+      project("constellation", "packages/constellation"),
+      project("sync", "packages/sync"),
       project("cli", "apps/cli"),
+      project("constellation-server", "apps/constellation-server"),
       project("e2e", "test")
     ]
   }

@@ -1,0 +1,52 @@
+/** The shard server's configuration, from the environment with defaults for a laptop. */
+import type { ShardOptions, TransportChoice } from "@omega/constellation"
+import { makeDevCertificate } from "@omega/sync"
+import { Config, Effect, Option } from "effect"
+
+export const serverConfig = Config.all({
+  shardId: Config.String("SHARD_ID").pipe(Config.withDefault("shard-0")),
+  region: Config.String("REGION").pipe(Config.withDefault("eu-west")),
+  maxDevices: Config.Int("MAX_DEVICES").pipe(Config.withDefault(4_000_000)),
+  fleetSecret: Config.Redacted("FLEET_SECRET").pipe(Config.option),
+  postgresUrl: Config.String("POSTGRES_URL").pipe(Config.option),
+  pgliteDir: Config.String("PGLITE_DIR").pipe(Config.option),
+  transport: Config.Literals(["webtransport", "quic"], "TRANSPORT").pipe(Config.withDefault("webtransport" as const)),
+  host: Config.String("HOST").pipe(Config.withDefault("127.0.0.1")),
+  syncPort: Config.Port("SYNC_PORT").pipe(Config.withDefault(4433)),
+  httpPort: Config.Port("HTTP_PORT").pipe(Config.withDefault(8080)),
+  metricsPort: Config.Port("METRICS_PORT").pipe(Config.withDefault(9464)),
+  certFile: Config.String("TLS_CERT_FILE").pipe(Config.option),
+  keyFile: Config.String("TLS_KEY_FILE").pipe(Config.option),
+  minSyncIntervalMs: Config.Int("MIN_SYNC_INTERVAL_MS").pipe(Config.withDefault(60_000))
+})
+
+/** Turns the environment into shard options; without a certificate a short-lived dev one is made. */
+export const shardOptionsFromEnv = Effect.gen(function*() {
+  const env = yield* serverConfig
+  const fs = yield* Effect.promise(() => import("node:fs/promises"))
+  const certFile = Option.getOrUndefined(env.certFile)
+  const keyFile = Option.getOrUndefined(env.keyFile)
+  const certificate = certFile !== undefined && keyFile !== undefined ?
+    {
+      certificate: yield* Effect.promise(() => fs.readFile(certFile, "utf8")),
+      privateKey: yield* Effect.promise(() => fs.readFile(keyFile, "utf8"))
+    } :
+    yield* makeDevCertificate({ hosts: [env.host, "localhost"] })
+  const options: ShardOptions = {
+    shardId: env.shardId,
+    region: env.region,
+    maxDevices: env.maxDevices,
+    fleetSecret: Option.getOrElse(env.fleetSecret, () => {
+      throw new Error("FLEET_SECRET must be set: device tokens are derived from it")
+    }),
+    postgresUrl: Option.getOrUndefined(env.postgresUrl),
+    pgliteDir: Option.getOrUndefined(env.pgliteDir),
+    transport: env.transport as TransportChoice,
+    sync: { host: env.host, port: env.syncPort, certificate },
+    host: env.host,
+    httpPort: env.httpPort,
+    metricsPort: env.metricsPort,
+    ingestion: { minSyncInterval: env.minSyncIntervalMs }
+  }
+  return { options, certificate }
+})

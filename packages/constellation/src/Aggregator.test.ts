@@ -1,0 +1,94 @@
+import { assert, describe, it } from "@effect/vitest"
+import { EMBEDDING_DIMENSIONS, type PatternId, type SharedPattern } from "@omega/protocol"
+import { Aggregator, defaultAggregatorConfig } from "./Aggregator.ts"
+
+const direction = (seed: number) => {
+  const v = new Float32Array(EMBEDDING_DIMENSIONS)
+  let s = seed
+  for (let i = 0; i < v.length; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0
+    v[i] = s / 4294967296 - 0.5
+  }
+  return normalize(v)
+}
+
+const normalize = (v: Float32Array) => {
+  const n = Math.hypot(...v)
+  return v.map((x) => x / n)
+}
+
+/** `base` nudged by a little noise: the same taste seen on another TV. */
+const near = (base: Float32Array, seed: number, noise = 0.05) => {
+  const d = direction(seed)
+  return normalize(base.map((x, i) => x + noise * d[i]!))
+}
+
+const pattern = (embedding: Float32Array, overrides: Partial<SharedPattern> = {}): SharedPattern => ({
+  id: `p-${Math.random()}` as PatternId,
+  embedding,
+  successRate: 0.9,
+  sampleCount: 10,
+  context: { timeOfDay: "evening", dayType: "weekday" },
+  ...overrides
+})
+
+const now = 1_700_000_000_000
+const cosine = (a: Float32Array, b: Float32Array) => a.reduce((s, x, i) => s + x * b[i]!, 0)
+
+describe("Aggregator", () => {
+  it("groups similar patterns from different devices and publishes only groups of at least k devices", () => {
+    const aggregator = new Aggregator()
+    const comedy = direction(1)
+    const horror = direction(2)
+    for (let device = 0; device < 5; device++) {
+      aggregator.add("eu", `tv-${device}`, [pattern(near(comedy, device))], now)
+    }
+    for (let device = 0; device < 2; device++) {
+      aggregator.add("eu", `tv-h${device}`, [pattern(near(horror, 50 + device))], now)
+    }
+    const published = aggregator.snapshot("eu", 100, now)
+    assert.strictEqual(published.length, 1, "the horror group has only 2 devices and must stay private")
+    assert.strictEqual(published[0]!.deviceCount, 5)
+    assert.isAbove(cosine(published[0]!.embedding, comedy), 0.95)
+    assert.strictEqual(aggregator.snapshot("us", 100, now).length, 0)
+  })
+
+  it("counts a device once per group however often it uploads, and caps each upload's evidence", () => {
+    const aggregator = new Aggregator()
+    const taste = direction(3)
+    for (let i = 0; i < 20; i++) aggregator.add("eu", "tv-loud", [pattern(near(taste, i), { sampleCount: 1e6 })], now)
+    assert.strictEqual(aggregator.snapshot("eu", 10, now).length, 0, "one device alone never reaches k")
+    aggregator.add("eu", "tv-a", [pattern(near(taste, 100))], now)
+    aggregator.add("eu", "tv-b", [pattern(near(taste, 101))], now)
+    const [group] = aggregator.snapshot("eu", 10, now)
+    assert.strictEqual(group!.deviceCount, 3)
+    assert.isAtMost(group!.sampleCount, 22 * defaultAggregatorConfig.maxSamplesPerPattern)
+  })
+
+  it("weights the centroid by quality: successful patterns pull harder than failing ones", () => {
+    const aggregator = new Aggregator({ ...defaultAggregatorConfig, joinThreshold: 0.5 })
+    const a = direction(4)
+    const b = near(a, 9, 0.9)
+    for (let d = 0; d < 3; d++) {
+      aggregator.add("eu", `good-${d}`, [pattern(near(a, d, 0.01), { successRate: 1 })], now)
+      aggregator.add("eu", `bad-${d}`, [pattern(near(b, d, 0.01), { successRate: 0.1 })], now)
+    }
+    const [group] = aggregator.snapshot("eu", 10, now)
+    assert.isAbove(cosine(group!.embedding, a), cosine(group!.embedding, b))
+    assert.closeTo(group!.successRate, (1 + 0.1) / 2, 0.01)
+  })
+
+  it("keeps different contexts apart and lets old evidence decay away", () => {
+    const aggregator = new Aggregator()
+    const taste = direction(5)
+    for (let d = 0; d < 3; d++) {
+      aggregator.add("eu", `tv-${d}`, [pattern(near(taste, d))], now)
+      aggregator.add("eu", `tv-${d}`, [pattern(near(taste, d), { context: { timeOfDay: "morning" } })], now)
+    }
+    assert.strictEqual(aggregator.snapshot("eu", 10, now).length, 2)
+    const later = now + 20 * defaultAggregatorConfig.halfLifeMs
+    assert.isBelow(aggregator.snapshot("eu", 10, later)[0]?.sampleCount ?? 0, 0.01)
+    assert.strictEqual(aggregator.prune(later), 2)
+    assert.strictEqual(aggregator.stats().clusters, 0)
+  })
+})

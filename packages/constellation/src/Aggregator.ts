@@ -1,0 +1,306 @@
+/**
+ * In-memory aggregation of device patterns on a shard. Incoming patterns are folded into
+ * per-region clusters (quality-weighted running centroids) instead of being indexed one by
+ * one: a locality-sensitive hash of the embedding picks the bucket, and only the few clusters
+ * in that bucket are compared. Each device's weight in a cluster is bounded, evidence decays,
+ * and a cluster is only published once it aggregates at least k distinct devices.
+ */
+import {
+  EMBEDDING_DIMENSIONS,
+  type GlobalPattern,
+  type PatternContext,
+  type PatternId,
+  type SharedPattern
+} from "@omega/protocol"
+
+export interface AggregatorConfig {
+  /** Cosine similarity at which a pattern joins a cluster. */
+  readonly joinThreshold: number
+  /** Random hyperplanes in the bucket hash; more bits, smaller buckets. */
+  readonly hashBits: number
+  /** A cluster is published only when this many distinct devices fed it (k-anonymity). */
+  readonly minDevices: number
+  /** Most evidence one pattern upload may add, so no device dominates a cluster. */
+  readonly maxSamplesPerPattern: number
+  /** Evidence halves after this long without reinforcement. */
+  readonly halfLifeMs: number
+  /** Upper bound on clusters per region; the weakest are dropped beyond it. */
+  readonly maxClustersPerRegion: number
+  /** Distinct device ids remembered per cluster (enough to certify k and bound influence). */
+  readonly deviceMemory: number
+}
+
+export const defaultAggregatorConfig: AggregatorConfig = {
+  joinThreshold: 0.85,
+  hashBits: 10,
+  minDevices: 3,
+  maxSamplesPerPattern: 50,
+  halfLifeMs: 7 * 86_400_000,
+  maxClustersPerRegion: 20_000,
+  deviceMemory: 64
+}
+
+interface Cluster {
+  readonly id: PatternId
+  readonly region: string
+  readonly contextKey: string
+  readonly context: PatternContext
+  readonly bucket: number
+  /** Weighted sum of member embeddings (not normalized). */
+  readonly sum: Float32Array
+  weight: number
+  successWeight: number
+  samples: number
+  devices: Set<string>
+  /** Distinct devices seen beyond the remembered set (an undercount-free lower bound is `devices.size`). */
+  extraDevices: number
+  updatedAt: number
+}
+
+export interface AggregatorStats {
+  readonly regions: number
+  readonly clusters: number
+  readonly publishable: number
+  readonly patternsIn: number
+}
+
+/** Online clustering of shared patterns per region. Not thread-safe; one per shard process. */
+export class Aggregator {
+  private readonly regions = new Map<string, Map<number, Array<Cluster>>>()
+  private readonly planes: Float32Array
+  private patternsIn = 0
+  private nextId = 1
+
+  readonly config: AggregatorConfig
+  private readonly idPrefix: string
+
+  constructor(config: AggregatorConfig = defaultAggregatorConfig, idPrefix = "agg") {
+    this.config = config
+    this.idPrefix = idPrefix
+    this.planes = seededPlanes(config.hashBits, EMBEDDING_DIMENSIONS, 0x5eed)
+  }
+
+  /** Folds one device's shared patterns in; returns how many were taken. */
+  add(region: string, deviceId: string, patterns: ReadonlyArray<SharedPattern>, now: number): number {
+    let taken = 0
+    for (const pattern of patterns) {
+      const samples = Math.min(pattern.sampleCount, this.config.maxSamplesPerPattern)
+      if (samples <= 0) continue
+      const contextKey = keyOf(pattern.context)
+      const bucket = this.hash(pattern.embedding) ^ hashString(contextKey)
+      const buckets = this.regionBuckets(region)
+      let list = buckets.get(bucket)
+      if (list === undefined) buckets.set(bucket, list = [])
+      let best: Cluster | undefined
+      let bestSimilarity = this.config.joinThreshold
+      for (const cluster of list) {
+        if (cluster.contextKey !== contextKey) continue
+        const similarity = cosineToSum(cluster.sum, pattern.embedding)
+        if (similarity >= bestSimilarity) {
+          best = cluster
+          bestSimilarity = similarity
+        }
+      }
+      if (best === undefined) {
+        best = {
+          id: `${this.idPrefix}-${region}-${this.nextId++}` as PatternId,
+          region,
+          contextKey,
+          context: pattern.context,
+          bucket,
+          sum: new Float32Array(EMBEDDING_DIMENSIONS),
+          weight: 0,
+          successWeight: 0,
+          samples: 0,
+          devices: new Set(),
+          extraDevices: 0,
+          updatedAt: now
+        }
+        list.push(best)
+      }
+      this.decay(best, now)
+      // Quality-weighted: evidence times success rate pulls the centroid.
+      const w = samples * pattern.successRate
+      for (let i = 0; i < EMBEDDING_DIMENSIONS; i++) best.sum[i]! += pattern.embedding[i]! * w
+      best.weight += samples
+      best.successWeight += samples * pattern.successRate
+      best.samples += samples
+      if (!best.devices.has(deviceId)) {
+        if (best.devices.size < this.config.deviceMemory) best.devices.add(deviceId)
+        else best.extraDevices += 1
+      }
+      taken += 1
+    }
+    this.patternsIn += taken
+    return taken
+  }
+
+  /** Starts a region from global patterns aggregated before (a restarted shard), as clusters of their size. */
+  seed(region: string, patterns: ReadonlyArray<GlobalPattern>, now: number): void {
+    const buckets = this.regionBuckets(region)
+    for (const p of patterns) {
+      const contextKey = keyOf(p.context)
+      const bucket = this.hash(p.embedding) ^ hashString(contextKey)
+      const w = p.sampleCount * p.successRate
+      const cluster: Cluster = {
+        id: p.id,
+        region,
+        contextKey,
+        context: p.context,
+        bucket,
+        sum: p.embedding.map((x) => x * w),
+        weight: p.sampleCount,
+        successWeight: w,
+        samples: p.sampleCount,
+        devices: new Set(),
+        extraDevices: p.deviceCount,
+        updatedAt: now
+      }
+      let list = buckets.get(bucket)
+      if (list === undefined) buckets.set(bucket, list = [])
+      list.push(cluster)
+    }
+  }
+
+  /** The region's publishable clusters (>= k devices), best first, as global patterns. */
+  snapshot(region: string, limit: number, now: number): Array<GlobalPattern> {
+    const out: Array<GlobalPattern & { readonly quality: number }> = []
+    for (const list of this.regionBuckets(region).values()) {
+      for (const cluster of list) {
+        this.decay(cluster, now)
+        const deviceCount = cluster.devices.size + cluster.extraDevices
+        if (deviceCount < this.config.minDevices || cluster.weight <= 0) continue
+        const embedding = normalized(cluster.sum)
+        if (embedding === undefined) continue
+        const successRate = Math.min(1, Math.max(0, cluster.successWeight / cluster.weight))
+        out.push({
+          id: cluster.id,
+          embedding,
+          successRate,
+          sampleCount: cluster.samples,
+          deviceCount,
+          context: cluster.context,
+          quality: successRate * Math.log1p(cluster.samples)
+        })
+      }
+    }
+    return out
+      .sort((a, b) => b.quality - a.quality)
+      .slice(0, limit)
+      .map(({ quality: _quality, ...pattern }) => pattern)
+  }
+
+  /** Drops clusters whose evidence has faded, and the weakest beyond the per-region bound. */
+  prune(now: number, minSamples = 0.5): number {
+    let dropped = 0
+    for (const buckets of this.regions.values()) {
+      const all: Array<Cluster> = []
+      for (const [bucket, list] of buckets) {
+        const kept = list.filter((c) => {
+          this.decay(c, now)
+          return c.samples >= minSamples
+        })
+        dropped += list.length - kept.length
+        if (kept.length === 0) buckets.delete(bucket)
+        else buckets.set(bucket, kept)
+        all.push(...kept)
+      }
+      const excess = all.length - this.config.maxClustersPerRegion
+      if (excess > 0) {
+        const weakest = new Set(all.sort((a, b) => a.samples - b.samples).slice(0, excess))
+        for (const [bucket, list] of buckets) buckets.set(bucket, list.filter((c) => !weakest.has(c)))
+        dropped += excess
+      }
+    }
+    return dropped
+  }
+
+  stats(): AggregatorStats {
+    let clusters = 0
+    let publishable = 0
+    for (const buckets of this.regions.values()) {
+      for (const list of buckets.values()) {
+        clusters += list.length
+        for (const c of list) if (c.devices.size + c.extraDevices >= this.config.minDevices) publishable += 1
+      }
+    }
+    return { regions: this.regions.size, clusters, publishable, patternsIn: this.patternsIn }
+  }
+
+  regionNames(): Array<string> {
+    return [...this.regions.keys()]
+  }
+
+  private regionBuckets(region: string): Map<number, Array<Cluster>> {
+    let buckets = this.regions.get(region)
+    if (buckets === undefined) this.regions.set(region, buckets = new Map())
+    return buckets
+  }
+
+  private decay(cluster: Cluster, now: number): void {
+    const elapsed = now - cluster.updatedAt
+    if (elapsed <= 0) return
+    const factor = Math.pow(0.5, elapsed / this.config.halfLifeMs)
+    for (let i = 0; i < cluster.sum.length; i++) cluster.sum[i]! *= factor
+    cluster.weight *= factor
+    cluster.successWeight *= factor
+    cluster.samples *= factor
+    cluster.updatedAt = now
+  }
+
+  private hash(v: Float32Array): number {
+    let h = 0
+    const d = v.length
+    for (let b = 0; b < this.config.hashBits; b++) {
+      let dot = 0
+      const offset = b * d
+      for (let i = 0; i < d; i++) dot += this.planes[offset + i]! * v[i]!
+      if (dot >= 0) h |= 1 << b
+    }
+    return h
+  }
+}
+
+const keyOf = (c: PatternContext): string => `${c.timeOfDay ?? "*"}|${c.dayType ?? "*"}|${c.mood ?? "*"}`
+
+const hashString = (s: string): number => {
+  let h = 0x811c9dc5
+  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193)
+  // Context keys are spread over the high bits so they do not collide with the embedding hash.
+  return (h >>> 0) & 0x7fff0000
+}
+
+const cosineToSum = (sum: Float32Array, v: Float32Array): number => {
+  let dot = 0
+  let norm = 0
+  for (let i = 0; i < sum.length; i++) {
+    dot += sum[i]! * v[i]!
+    norm += sum[i]! * sum[i]!
+  }
+  // An empty (all-zero) sum belongs to a brand-new cluster: treat it as no match.
+  return norm === 0 ? -1 : dot / Math.sqrt(norm)
+}
+
+const normalized = (sum: Float32Array): Float32Array | undefined => {
+  let norm = 0
+  for (let i = 0; i < sum.length; i++) norm += sum[i]! * sum[i]!
+  if (norm === 0 || !Number.isFinite(norm)) return undefined
+  const inv = 1 / Math.sqrt(norm)
+  const out = new Float32Array(sum.length)
+  for (let i = 0; i < sum.length; i++) out[i] = sum[i]! * inv
+  return out
+}
+
+/** Gaussian-ish random hyperplanes from a fixed seed (xorshift32 + sum of uniforms). */
+const seededPlanes = (count: number, dimensions: number, seed: number): Float32Array => {
+  let state = seed >>> 0 || 1
+  const next = () => {
+    state ^= state << 13
+    state ^= state >>> 17
+    state ^= state << 5
+    return (state >>> 0) / 4294967296
+  }
+  const planes = new Float32Array(count * dimensions)
+  for (let i = 0; i < planes.length; i++) planes[i] = next() + next() + next() - 1.5
+  return planes
+}

@@ -1,0 +1,62 @@
+/**
+ * Federation rounds as seen from one shard: recompute every region's global patterns from the
+ * aggregated device patterns and publish them (sessions push them to their TVs), and announce
+ * new content to connected TVs. Rounds run on a schedule and on POST /api/v1/federation/trigger.
+ */
+import type { ContentEmbedding } from "@omega/protocol"
+import { Clock, Context, Duration, Effect, Layer, PubSub, Schedule } from "effect"
+import { Ingestion } from "./Ingestion.ts"
+import type { StorageError } from "./ShardStorage.ts"
+
+export interface RoundReport {
+  readonly round: number
+  readonly durationMs: number
+  readonly patternsIn: number
+  readonly patternsOut: number
+  readonly groups: number
+  readonly regions: ReadonlyArray<string>
+}
+
+export class Federation extends Context.Service<Federation, {
+  readonly runRound: Effect.Effect<RoundReport, StorageError>
+  /** New catalog items go out to every open session. */
+  readonly announceContent: (items: ReadonlyArray<ContentEmbedding>) => Effect.Effect<void>
+  readonly content: PubSub.PubSub<ReadonlyArray<ContentEmbedding>>
+}>()("omega/constellation/Federation") {
+  static readonly layer = (options: { readonly every: Duration.Input }) => Layer.effect(Federation, make(options))
+}
+
+function make(options: { readonly every: Duration.Input }) {
+  return Effect.gen(function*() {
+    const ingestion = yield* Ingestion
+    const content = yield* PubSub.unbounded<ReadonlyArray<ContentEmbedding>>()
+    let round = 0
+
+    const runRound = Effect.gen(function*() {
+      const started = yield* Clock.currentTimeMillis
+      const before = yield* ingestion.stats
+      const report = yield* ingestion.refresh(true)
+      round += 1
+      return {
+        round,
+        durationMs: (yield* Clock.currentTimeMillis) - started,
+        patternsIn: before.patternsAccepted,
+        patternsOut: report.published,
+        groups: report.clusters,
+        regions: report.regions
+      } satisfies RoundReport
+    }).pipe(Effect.withSpan("Federation.runRound"))
+
+    yield* runRound.pipe(
+      Effect.catch((error) => Effect.logWarning("federation round failed", error)),
+      Effect.schedule(Schedule.spaced(options.every)),
+      Effect.forkScoped
+    )
+
+    return Federation.of({
+      runRound,
+      announceContent: (items) => PubSub.publish(content, items).pipe(Effect.asVoid),
+      content
+    })
+  })
+}

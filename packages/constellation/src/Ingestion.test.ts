@@ -1,0 +1,119 @@
+import { assert, describe, it } from "@effect/vitest"
+import {
+  EMBEDDING_DIMENSIONS,
+  encodeFrame,
+  type PatternDelta,
+  type PatternId,
+  type SharedPattern
+} from "@omega/protocol"
+import { Duration, Effect, Layer } from "effect"
+import { defaultIngestionConfig, Ingestion } from "./Ingestion.ts"
+import type { DeviceState } from "./ShardManager.ts"
+import { ShardStorage } from "./ShardStorage.ts"
+
+const unit = (seed: number) => {
+  const v = new Float32Array(EMBEDDING_DIMENSIONS)
+  for (let i = 0; i < v.length; i++) v[i] = Math.sin(seed * 3.1 + i * 0.7)
+  return v
+}
+
+const pattern = (id: string, overrides: Partial<SharedPattern> = {}): SharedPattern => ({
+  id: id as PatternId,
+  embedding: unit(1),
+  successRate: 0.9,
+  sampleCount: 5,
+  context: { timeOfDay: "evening" },
+  ...overrides
+})
+
+const delta = (version: number, added: ReadonlyArray<SharedPattern>): PatternDelta => ({
+  baseVersion: version - 1,
+  version,
+  added,
+  updated: [],
+  removed: []
+})
+
+const frameOf = (d: PatternDelta) => encodeFrame({ _tag: "DeltaUpload", delta: d })
+
+const ingestionLayer = (minSyncInterval: Duration.Input) =>
+  Ingestion.layer({ ...defaultIngestionConfig, minSyncInterval, materializeEvery: Duration.hours(1) }).pipe(
+    Layer.provideMerge(ShardStorage.layerTest)
+  )
+
+const setup = Effect.gen(function*() {
+  const storage = yield* ShardStorage
+  const ingestion = yield* Ingestion
+  const device = Effect.fnUntraced(function*(id: string) {
+    yield* storage.registerDevice({ id, tokenHash: "h", region: "eu" })
+    const state: DeviceState = { id, region: "eu", lastVersion: 0, lastSyncAt: 0 }
+    return state
+  })
+  return { storage, ingestion, device }
+})
+
+describe("Ingestion", () => {
+  it.live(
+    "keeps only quality patterns, acknowledges once durable, and counts a replay once",
+    () =>
+      Effect.gen(function*() {
+        const { device, ingestion, storage } = yield* setup
+        const tv = yield* device("tv-1")
+        const d = delta(3, [
+          pattern("good"),
+          pattern("weak", { successRate: 0.4 }),
+          pattern("thin", { sampleCount: 1 })
+        ])
+        const ack = yield* ingestion.submit(tv, d, frameOf(d))
+        assert.deepStrictEqual(ack, { _tag: "DeltaAck", version: 3, accepted: 1, duplicate: false })
+        assert.strictEqual((yield* storage.counts).loggedPatterns, 1)
+
+        const replay = yield* ingestion.submit(tv, d, frameOf(d))
+        assert.isTrue(replay.duplicate)
+        assert.strictEqual(replay.accepted, 0)
+        assert.strictEqual((yield* storage.counts).loggedDeltas, 1)
+        const stats = yield* ingestion.stats
+        assert.strictEqual(stats.deltasAccepted, 1)
+        assert.strictEqual(stats.deltasDuplicate, 1)
+        assert.strictEqual(stats.patternsFiltered, 2)
+      }).pipe(Effect.provide(ingestionLayer(Duration.zero))),
+    30_000
+  )
+
+  it.live(
+    "rate-limits a device that syncs again within the interval and stores nothing of it",
+    () =>
+      Effect.gen(function*() {
+        const { device, ingestion, storage } = yield* setup
+        const tv = yield* device("tv-2")
+        const first = delta(1, [pattern("a")])
+        yield* ingestion.submit(tv, first, frameOf(first))
+        const second = delta(2, [pattern("b")])
+        const error = yield* Effect.flip(ingestion.submit(tv, second, frameOf(second)))
+        assert.strictEqual(error.reason, "rate-limited")
+        assert.isAbove(error.retryAfterMs ?? 0, 50_000)
+        assert.strictEqual((yield* storage.counts).loggedDeltas, 1)
+      }).pipe(Effect.provide(ingestionLayer(Duration.minutes(1)))),
+    30_000
+  )
+
+  it.live("publishes a region's snapshot only from groups of at least k devices", () =>
+    Effect.gen(function*() {
+      const { device, ingestion } = yield* setup
+      for (let n = 0; n < 2; n++) {
+        const tv = yield* device(`few-${n}`)
+        const d = delta(1, [pattern(`p-${n}`)])
+        yield* ingestion.submit(tv, d, frameOf(d))
+      }
+      yield* ingestion.refresh(true)
+      assert.strictEqual((yield* ingestion.snapshot("eu")).similar.length, 0)
+      const third = yield* device("few-2")
+      const d = delta(1, [pattern("p-2")])
+      yield* ingestion.submit(third, d, frameOf(d))
+      yield* ingestion.refresh(true)
+      const snapshot = yield* ingestion.snapshot("eu")
+      assert.strictEqual(snapshot.similar.length, 1)
+      assert.strictEqual(snapshot.similar[0]!.deviceCount, 3)
+      assert.isAbove(snapshot.version, 0)
+    }).pipe(Effect.provide(ingestionLayer(Duration.zero))), 30_000)
+})

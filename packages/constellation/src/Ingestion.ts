@@ -1,0 +1,275 @@
+/**
+ * Takes pattern deltas from TVs: rate limit, idempotency by version, quality filter, then a
+ * group commit (every delta waiting when the writer is free goes to the database in one
+ * transaction) and only then the acknowledgement. Accepted patterns are folded into the
+ * in-memory Aggregator; each region's global patterns are answered from a cached snapshot that
+ * is rebuilt on a schedule, persisted, and announced so open sessions can push it.
+ */
+import {
+  type DeltaAck,
+  type GlobalPatterns,
+  makeWireCodec,
+  MAX_GLOBAL_PATTERNS,
+  type PatternDelta,
+  type SharedPattern,
+  SUCCESS_THRESHOLD
+} from "@omega/protocol"
+import { Clock, Context, Data, Deferred, Duration, Effect, Layer, PubSub, Queue, Schedule } from "effect"
+import { Aggregator, type AggregatorConfig, defaultAggregatorConfig } from "./Aggregator.ts"
+import type { DeviceState } from "./ShardManager.ts"
+import { type DevicePatternsUpdate, ShardStorage, type StorageError } from "./ShardStorage.ts"
+
+export interface IngestionConfig {
+  /** Shortest time between two accepted deltas of one device (the product brief: 1 per minute). */
+  readonly minSyncInterval: Duration.Input
+  /** Patterns below this success rate are not kept. */
+  readonly qualityThreshold: number
+  readonly minSamples: number
+  /** Most deltas written in one transaction. */
+  readonly maxBatch: number
+  /** How often regions' global patterns are recomputed (when something changed). */
+  readonly snapshotEvery: Duration.Input
+  readonly snapshotPatterns: number
+  readonly snapshotTrends: number
+  readonly aggregator: AggregatorConfig
+  /** How often logged deltas are applied to device_patterns (off the acknowledgement path). */
+  readonly materializeEvery: Duration.Input
+  /** Logged deltas applied per pass. */
+  readonly materializeBatch: number
+}
+
+export const defaultIngestionConfig: IngestionConfig = {
+  minSyncInterval: Duration.minutes(1),
+  qualityThreshold: SUCCESS_THRESHOLD,
+  minSamples: 2,
+  maxBatch: 512,
+  snapshotEvery: Duration.seconds(5),
+  snapshotPatterns: 100,
+  snapshotTrends: 20,
+  aggregator: defaultAggregatorConfig,
+  materializeEvery: Duration.seconds(1),
+  materializeBatch: 500
+}
+
+/** A delta was not taken; `retryAfterMs` with rate-limited. Nothing of it was stored. */
+export class IngestError extends Data.TaggedError("IngestError")<{
+  readonly reason: "rate-limited" | "storage"
+  readonly message: string
+  readonly retryAfterMs?: number
+}> {}
+
+export interface IngestionStats {
+  readonly deltasAccepted: number
+  readonly deltasDuplicate: number
+  readonly deltasRateLimited: number
+  readonly patternsAccepted: number
+  readonly patternsFiltered: number
+  readonly batches: number
+  readonly clusters: number
+  readonly publishableClusters: number
+}
+
+export interface RefreshReport {
+  readonly regions: ReadonlyArray<string>
+  /** Clusters considered across those regions. */
+  readonly clusters: number
+  /** Global patterns published (each aggregates at least k devices). */
+  readonly published: number
+}
+
+export class Ingestion extends Context.Service<Ingestion, {
+  /**
+   * Takes one delta from an authenticated device, with the frame bytes it came in (they are
+   * what the durable log keeps); the ack is returned once the delta is durable.
+   */
+  readonly submit: (device: DeviceState, delta: PatternDelta, frame: Uint8Array) => Effect.Effect<DeltaAck, IngestError>
+  /** The cached global patterns of a region. */
+  readonly snapshot: (region: string) => Effect.Effect<GlobalPatterns>
+  /** Regions whose snapshot changed, as they change. */
+  readonly updates: PubSub.PubSub<string>
+  /** Recomputes the snapshots of regions that changed (or all of them); returns what was published. */
+  readonly refresh: (all: boolean) => Effect.Effect<RefreshReport, StorageError>
+  readonly stats: Effect.Effect<IngestionStats>
+}>()("omega/constellation/Ingestion") {
+  static readonly layer = (config: IngestionConfig = defaultIngestionConfig) => Layer.effect(Ingestion, make(config))
+}
+
+interface Pending {
+  readonly device: DeviceState
+  readonly delta: PatternDelta
+  readonly frame: Uint8Array
+  readonly patterns: ReadonlyArray<SharedPattern>
+  readonly done: Deferred.Deferred<DeltaAck, IngestError>
+}
+
+function make(config: IngestionConfig) {
+  return Effect.gen(function*() {
+    const storage = yield* ShardStorage
+    const aggregator = new Aggregator(config.aggregator)
+    const minIntervalMs = Duration.toMillis(Duration.fromInputUnsafe(config.minSyncInterval))
+    const codec = makeWireCodec()
+    const keep = (p: SharedPattern) => p.successRate >= config.qualityThreshold && p.sampleCount >= config.minSamples
+    const queue = yield* Queue.unbounded<Pending>()
+    const updates = yield* PubSub.unbounded<string>()
+    const snapshots = new Map<string, GlobalPatterns>()
+    const dirty = new Set<string>()
+    const counters = {
+      deltasAccepted: 0,
+      deltasDuplicate: 0,
+      deltasRateLimited: 0,
+      patternsAccepted: 0,
+      patternsFiltered: 0,
+      batches: 0
+    }
+
+    // Start from what the database already aggregated, so a restarted shard answers at once.
+    for (const region of yield* storage.regions) {
+      const patterns = yield* storage.loadAggregated(region, MAX_GLOBAL_PATTERNS)
+      aggregator.seed(region, patterns, yield* Clock.currentTimeMillis)
+      snapshots.set(region, {
+        version: yield* storage.globalVersion(region),
+        similar: patterns.slice(0, config.snapshotPatterns),
+        trending: yield* storage.loadTrends(region, config.snapshotTrends)
+      })
+    }
+
+    const submit = Effect.fn("Ingestion.submit")(
+      function*(device: DeviceState, delta: PatternDelta, frame: Uint8Array) {
+        if (delta.version <= device.lastVersion) {
+          counters.deltasDuplicate += 1
+          return ack(delta.version, 0, true)
+        }
+        const now = yield* Clock.currentTimeMillis
+        const wait = device.lastSyncAt + minIntervalMs - now
+        if (wait > 0) {
+          counters.deltasRateLimited += 1
+          return yield* new IngestError({
+            reason: "rate-limited",
+            message: `one sync per ${minIntervalMs / 1000} s per device`,
+            retryAfterMs: wait
+          })
+        }
+        const offered = [...delta.added, ...delta.updated]
+        const patterns = offered.filter(keep)
+        counters.patternsFiltered += offered.length - patterns.length
+        const done = yield* Deferred.make<DeltaAck, IngestError>()
+        yield* Queue.offer(queue, { device, delta, frame, patterns, done })
+        return yield* Deferred.await(done)
+      }
+    )
+
+    /** The group commit: everything queued while the last batch was being written, in one transaction. */
+    const writeBatch = Effect.gen(function*() {
+      const batch = yield* Queue.takeBetween(queue, 1, config.maxBatch)
+      // A device may have two deltas in one batch (a replay racing its original): keep the newest.
+      const newest = new Map<string, Pending>()
+      for (const p of batch) {
+        const seen = newest.get(p.device.id)
+        if (seen === undefined || p.delta.version > seen.delta.version) newest.set(p.device.id, p)
+      }
+      const writes = [...newest.values()]
+      const result = yield* Effect.exit(storage.appendDeltas(writes.map((p) => ({
+        deviceId: p.device.id,
+        version: p.delta.version,
+        region: p.device.region,
+        patterns: p.patterns.length,
+        frame: p.frame
+      }))))
+      counters.batches += 1
+      const now = yield* Clock.currentTimeMillis
+      const fresh = new Set(result._tag === "Success" ? writes.filter((_, i) => result.value[i]) : [])
+      for (const p of batch) {
+        if (result._tag === "Failure") {
+          yield* Deferred.fail(
+            p.done,
+            new IngestError({ reason: "storage", message: "the shard could not store the delta" })
+          )
+          continue
+        }
+        // Only the newest delta of a device in this batch, and only if the log had not seen it before.
+        if (fresh.has(p) && p.delta.version > p.device.lastVersion) {
+          p.device.lastVersion = p.delta.version
+          p.device.lastSyncAt = now
+          aggregator.add(p.device.region, p.device.id, p.patterns, now)
+          dirty.add(p.device.region)
+          counters.deltasAccepted += 1
+          counters.patternsAccepted += p.patterns.length
+          yield* Deferred.succeed(p.done, ack(p.delta.version, p.patterns.length, false))
+        } else {
+          counters.deltasDuplicate += 1
+          yield* Deferred.succeed(p.done, ack(p.delta.version, 0, true))
+        }
+      }
+      if (result._tag === "Failure") yield* Effect.logError("delta batch write failed", result.cause)
+    })
+    yield* Effect.forkScoped(Effect.forever(writeBatch))
+
+    /** Applies logged deltas to device_patterns; a restarted shard picks up where this stopped. */
+    const materialize = Effect.gen(function*() {
+      const pending = yield* storage.unmaterialized(config.materializeBatch)
+      if (pending.length === 0) return 0
+      const writes: Array<DevicePatternsUpdate> = []
+      for (const logged of pending) {
+        const frame = yield* Effect.option(codec.decode(logged.frame))
+        if (frame._tag === "Some" && frame.value._tag === "DeltaUpload") {
+          const delta = frame.value.delta
+          writes.push({
+            deviceId: logged.deviceId,
+            patterns: [...delta.added, ...delta.updated].filter(keep),
+            removed: delta.removed,
+            version: logged.version
+          })
+        }
+      }
+      yield* storage.upsertDevicePatternsBatch(writes)
+      yield* storage.markMaterialized(pending)
+      return pending.length
+    })
+    yield* materialize.pipe(
+      Effect.catch((error) => Effect.logWarning("materializing logged deltas failed", error).pipe(Effect.as(0))),
+      Effect.schedule(Schedule.spaced(config.materializeEvery)),
+      Effect.forkScoped
+    )
+
+    const refreshRegion = Effect.fnUntraced(function*(region: string) {
+      const now = yield* Clock.currentTimeMillis
+      const similar = aggregator.snapshot(region, config.snapshotPatterns, now)
+      const version = yield* storage.upsertAggregated(region, similar)
+      const trending = yield* storage.loadTrends(region, config.snapshotTrends)
+      snapshots.set(region, { version, similar, trending })
+      yield* PubSub.publish(updates, region)
+      return similar.length
+    })
+
+    const refresh = Effect.fnUntraced(function*(all: boolean) {
+      const regions = all ? aggregator.regionNames() : [...dirty]
+      dirty.clear()
+      let published = 0
+      for (const region of regions) published += yield* refreshRegion(region)
+      return { regions, clusters: aggregator.stats().clusters, published } satisfies RefreshReport
+    })
+    yield* refresh(false).pipe(
+      Effect.catch((error) => Effect.logWarning("refreshing global patterns failed", error)),
+      Effect.schedule(Schedule.spaced(config.snapshotEvery)),
+      Effect.forkScoped
+    )
+
+    return Ingestion.of({
+      submit,
+      snapshot: (region) => Effect.sync(() => snapshots.get(region) ?? { version: 0, similar: [], trending: [] }),
+      updates,
+      refresh,
+      stats: Effect.sync(() => {
+        const s = aggregator.stats()
+        return { ...counters, clusters: s.clusters, publishableClusters: s.publishable }
+      })
+    })
+  })
+}
+
+const ack = (version: number, accepted: number, duplicate: boolean): DeltaAck => ({
+  _tag: "DeltaAck",
+  version,
+  accepted,
+  duplicate
+})

@@ -1,0 +1,168 @@
+/**
+ * The shard's management REST API (schema-first, effect http-api): health for load balancers
+ * and Kubernetes probes, statistics, the shard list, announcing new content, and triggering a
+ * federation round. Request bodies are validated by the same protocol schemas as sync frames.
+ */
+import { ContentId, decoder, EmbeddingFromNumbers } from "@omega/protocol"
+import { Clock, Effect, Layer, Schema } from "effect"
+import { HttpApi, HttpApiBuilder, HttpApiEndpoint, HttpApiGroup } from "effect/http-api"
+import { Federation } from "./Federation.ts"
+import { Ingestion } from "./Ingestion.ts"
+import { ShardManager } from "./ShardManager.ts"
+import { ShardStorage } from "./ShardStorage.ts"
+
+const Health = Schema.Struct({
+  status: Schema.Literals(["ok", "degraded"]),
+  shardId: Schema.String,
+  uptimeSeconds: Schema.Number,
+  database: Schema.Literals(["up", "down"]),
+  activeDevices: Schema.Number,
+  patternsStored: Schema.Number
+})
+
+const Stats = Schema.Struct({
+  shardId: Schema.String,
+  registeredDevices: Schema.Number,
+  maxDevices: Schema.Number,
+  activeSessions: Schema.Number,
+  activeDevices: Schema.Number,
+  devicePatterns: Schema.Number,
+  aggregatedPatterns: Schema.Number,
+  deltasAccepted: Schema.Number,
+  deltasDuplicate: Schema.Number,
+  deltasRateLimited: Schema.Number,
+  patternsAccepted: Schema.Number,
+  patternsFiltered: Schema.Number,
+  batches: Schema.Number,
+  clusters: Schema.Number,
+  publishableClusters: Schema.Number
+})
+
+const ShardInfo = Schema.Struct({
+  shardId: Schema.String,
+  region: Schema.String,
+  maxDevices: Schema.Number,
+  registeredDevices: Schema.Number,
+  activeDevices: Schema.Number,
+  syncPort: Schema.Number
+})
+
+/** A new catalog item as JSON: the embedding is an array of 384 finite numbers. */
+export const NewContent = Schema.Struct({
+  contentId: ContentId,
+  title: Schema.String.check(Schema.isMaxLength(512)),
+  genres: Schema.Array(Schema.String.check(Schema.isBetweenLength(1, 64))).check(Schema.isMaxLength(32)),
+  embedding: EmbeddingFromNumbers
+})
+
+const ContentAccepted = Schema.Struct({ added: Schema.Number })
+
+const FederationRound = Schema.Struct({
+  round: Schema.Number,
+  durationMs: Schema.Number,
+  patternsIn: Schema.Number,
+  patternsOut: Schema.Number,
+  groups: Schema.Number,
+  regions: Schema.Array(Schema.String)
+})
+
+export class ManagementError extends Schema.TaggedError<ManagementError>()(
+  "ManagementError",
+  { message: Schema.String },
+  { httpApiStatus: 503 }
+) {}
+
+/** The request body does not match the protocol; `message` names the field and the rule. */
+export class InvalidRequest extends Schema.TaggedError<InvalidRequest>()(
+  "InvalidRequest",
+  { message: Schema.String },
+  { httpApiStatus: 400 }
+) {}
+
+const NewContentBody = Schema.Union([NewContent, Schema.Array(NewContent).check(Schema.isBetweenLength(1, 1_000))])
+// Decoded in the handler so a rejected body gets a 400 that says what is wrong (not an empty one).
+const decodeNewContent = decoder(NewContentBody, "NewContent")
+
+export class ShardApiGroup extends HttpApiGroup.make("shard", { topLevel: true }).add(
+  HttpApiEndpoint.get("health", "/health", { success: Health }),
+  HttpApiEndpoint.get("stats", "/api/v1/stats", { success: Stats, error: ManagementError }),
+  HttpApiEndpoint.get("shards", "/api/v1/shards", { success: Schema.Array(ShardInfo) }),
+  HttpApiEndpoint.post("addContent", "/api/v1/content", {
+    payload: Schema.Unknown,
+    success: ContentAccepted,
+    error: [ManagementError, InvalidRequest]
+  }),
+  HttpApiEndpoint.post("triggerFederation", "/api/v1/federation/trigger", {
+    success: FederationRound,
+    error: ManagementError
+  })
+) {}
+
+export class ManagementApi extends HttpApi.make("omega-shard").add(ShardApiGroup) {}
+
+/** Handlers over the shard's services; `syncPort` and `region` describe this shard in /api/v1/shards. */
+export const managementHandlers = (info: { readonly syncPort: number; readonly region: string }) =>
+  HttpApiBuilder.group(
+    ManagementApi,
+    "shard",
+    Effect.fn(function*(handlers) {
+      const manager = yield* ShardManager
+      const ingestion = yield* Ingestion
+      const storage = yield* ShardStorage
+      const federation = yield* Federation
+      const startedAt = yield* Clock.currentTimeMillis
+
+      return handlers.handleAll({
+        health: () =>
+          Effect.gen(function*() {
+            const counts = yield* Effect.option(storage.counts)
+            const shard = yield* manager.stats
+            return {
+              status: counts._tag === "Some" ? "ok" as const : "degraded" as const,
+              shardId: shard.shardId,
+              uptimeSeconds: ((yield* Clock.currentTimeMillis) - startedAt) / 1000,
+              database: counts._tag === "Some" ? "up" as const : "down" as const,
+              activeDevices: shard.activeDevices,
+              patternsStored: counts._tag === "Some" ? counts.value.devicePatterns : 0
+            }
+          }),
+        stats: () =>
+          Effect.gen(function*() {
+            const counts = yield* storage.counts.pipe(Effect.mapError(unavailable))
+            const shard = yield* manager.stats
+            const ingest = yield* ingestion.stats
+            return {
+              ...shard,
+              devicePatterns: counts.devicePatterns,
+              aggregatedPatterns: counts.aggregatedPatterns,
+              ...ingest
+            }
+          }),
+        shards: () =>
+          Effect.map(manager.stats, (shard) => [{
+            shardId: shard.shardId,
+            region: info.region,
+            maxDevices: shard.maxDevices,
+            registeredDevices: shard.registeredDevices,
+            activeDevices: shard.activeDevices,
+            syncPort: info.syncPort
+          }]),
+        addContent: ({ payload }) =>
+          Effect.gen(function*() {
+            const body = yield* decodeNewContent(payload).pipe(
+              Effect.mapError((e) => new InvalidRequest({ message: e.message }))
+            )
+            const items: ReadonlyArray<typeof NewContent.Type> = Array.isArray(body) ? body : [body]
+            yield* storage.addContent(items).pipe(Effect.mapError(unavailable))
+            yield* federation.announceContent(items)
+            return { added: items.length }
+          }),
+        triggerFederation: () => federation.runRound.pipe(Effect.mapError(unavailable))
+      })
+    })
+  )
+
+const unavailable = (e: { readonly message: string }) => new ManagementError({ message: e.message })
+
+export const managementLayer = (info: { readonly syncPort: number; readonly region: string }) =>
+  HttpApiBuilder.layer(ManagementApi).pipe(Layer.provide(managementHandlers(info)))

@@ -1,0 +1,85 @@
+/**
+ * One constellation shard as a single layer: storage (PostgreSQL + pgvector, or embedded
+ * PGlite), device registry, ingestion and aggregation, federation rounds, the sync endpoint on
+ * the chosen transport, the management REST API and Prometheus metrics on their own ports.
+ * The server app, the demo and the load test all start a shard through this.
+ */
+import { NodeHttpServer } from "@effect/platform-node"
+import { type ListenOptions, SyncTransport } from "@omega/sync"
+import { Duration, Effect, Layer, Redacted } from "effect"
+import { HttpRouter } from "effect/http"
+import { PrometheusMetrics } from "effect/observability"
+import { createServer } from "node:http"
+import { Federation } from "./Federation.ts"
+import { defaultIngestionConfig, Ingestion, type IngestionConfig } from "./Ingestion.ts"
+import { managementLayer } from "./ManagementApi.ts"
+import { ShardManager } from "./ShardManager.ts"
+import { ShardStorage } from "./ShardStorage.ts"
+import { SyncServer } from "./SyncServer.ts"
+
+export type TransportChoice = "webtransport" | "quic" | "memory"
+
+export interface ShardOptions {
+  readonly shardId: string
+  readonly region: string
+  readonly maxDevices: number
+  readonly fleetSecret: string | Redacted.Redacted<string>
+  /** PostgreSQL URL; absent means embedded PGlite (in `pgliteDir` when given, else in memory). */
+  readonly postgresUrl?: string | undefined
+  readonly pgliteDir?: string | undefined
+  readonly transport: TransportChoice
+  readonly sync: ListenOptions
+  readonly host: string
+  /** 0 disables the management API. */
+  readonly httpPort: number
+  /** 0 disables the metrics endpoint. */
+  readonly metricsPort: number
+  readonly ingestion?: Partial<IngestionConfig>
+  readonly federationEvery?: Duration.Input
+}
+
+export const storageLayer = (options: Pick<ShardOptions, "postgresUrl" | "pgliteDir">) =>
+  options.postgresUrl !== undefined ?
+    ShardStorage.layerPg({ url: options.postgresUrl }) :
+    ShardStorage.layerPglite(options.pgliteDir === undefined ? {} : { dataDir: options.pgliteDir })
+
+export const transportLayer = (choice: TransportChoice) =>
+  choice === "quic" ?
+    SyncTransport.layerQuic() :
+    choice === "memory" ?
+    SyncTransport.layerMemory :
+    SyncTransport.layerWebTransport()
+
+/** The shard's core services on the given storage and transport (no HTTP). */
+export const shardCore = (options: ShardOptions) => {
+  const core = SyncServer.layer({ listen: options.sync, helloTimeout: Duration.seconds(5) }).pipe(
+    Layer.provideMerge(Federation.layer({ every: options.federationEvery ?? Duration.minutes(1) })),
+    Layer.provideMerge(Ingestion.layer({ ...defaultIngestionConfig, ...options.ingestion })),
+    Layer.provideMerge(ShardManager.layer({
+      shardId: options.shardId,
+      defaultRegion: options.region,
+      maxDevices: options.maxDevices,
+      fleetSecret: Redacted.isRedacted(options.fleetSecret) ?
+        options.fleetSecret :
+        Redacted.make(options.fleetSecret)
+    }))
+  )
+  return core
+}
+
+/** A whole shard: core services, management API and metrics, each on its port. */
+export const shardLayer = (options: ShardOptions) => {
+  const http = <E, R>(port: number, routes: Layer.Layer<never, E, R>) =>
+    port === 0 ? Layer.empty : HttpRouter.serve(routes, { disableLogger: true, disableListenLog: true }).pipe(
+      Layer.provide(NodeHttpServer.layer(createServer, { port, host: options.host }))
+    )
+  // The API reports the sync port the transport actually bound (0 in options means any free port).
+  const api = Layer.unwrap(Effect.gen(function*() {
+    const server = yield* SyncServer
+    return http(options.httpPort, managementLayer({ syncPort: server.port, region: options.region }))
+  }))
+  return Layer.mergeAll(api, http(options.metricsPort, PrometheusMetrics.layerHttp())).pipe(
+    Layer.provideMerge(shardCore(options)),
+    Layer.provide(Layer.mergeAll(storageLayer(options), transportLayer(options.transport)))
+  )
+}

@@ -1,0 +1,138 @@
+/**
+ * Which devices a shard serves: authentication of per-device tokens, the device registry
+ * (cached in memory, persisted in ShardStorage), capacity, and live statistics. A device token
+ * is HMAC-SHA256(fleet secret, device id): the shard verifies it without a lookup, and a device
+ * is registered on its first successful sync until the shard is full.
+ */
+import { Context, Data, Effect, Layer, Option, Redacted } from "effect"
+import { createHash, createHmac, timingSafeEqual } from "node:crypto"
+import { ShardStorage, type StorageError } from "./ShardStorage.ts"
+
+export interface ShardConfig {
+  readonly shardId: string
+  /** Region of TVs that do not say theirs. */
+  readonly defaultRegion: string
+  readonly maxDevices: number
+  /** Secret that device tokens derive from (provisioned to TVs at the factory). */
+  readonly fleetSecret: Redacted.Redacted<string>
+}
+
+/** A device with an open session, as ingestion needs it. */
+export interface DeviceState {
+  readonly id: string
+  readonly region: string
+  /** Highest delta version made durable. */
+  lastVersion: number
+  /** Epoch ms of the last accepted delta (rate limiting). */
+  lastSyncAt: number
+}
+
+export interface ShardStats {
+  readonly shardId: string
+  readonly registeredDevices: number
+  readonly maxDevices: number
+  readonly activeSessions: number
+  readonly activeDevices: number
+}
+
+/** The device could not be let in; `reason` says why (and what the TV is told). */
+export class AuthError extends Data.TaggedError("AuthError")<{
+  readonly reason: "unauthorized" | "shard-full"
+  readonly message: string
+}> {}
+
+export class ShardManager extends Context.Service<ShardManager, {
+  readonly config: ShardConfig
+  /** Checks the device's token and returns its state, registering it on first sight. */
+  readonly authenticate: (
+    deviceId: string,
+    token: string,
+    region: string
+  ) => Effect.Effect<DeviceState, AuthError | StorageError>
+  readonly sessionOpened: (deviceId: string) => void
+  readonly sessionClosed: (deviceId: string) => void
+  readonly stats: Effect.Effect<ShardStats>
+}>()("omega/constellation/ShardManager") {
+  static readonly layer = (config: ShardConfig) => Layer.effect(ShardManager, make(config))
+}
+
+/** The token a device with `deviceId` holds under `fleetSecret`. */
+export const deviceToken = (fleetSecret: Redacted.Redacted<string> | string, deviceId: string): string =>
+  createHmac("sha256", Redacted.isRedacted(fleetSecret) ? Redacted.value(fleetSecret) : fleetSecret)
+    .update(deviceId)
+    .digest("base64url")
+
+const sha256 = (text: string) => createHash("sha256").update(text).digest("hex")
+
+function make(config: ShardConfig) {
+  return Effect.gen(function*() {
+    const storage = yield* ShardStorage
+    let registered = (yield* storage.counts).devices
+    const devices = new Map<string, DeviceState>()
+    const sessions = new Map<string, number>()
+    let activeSessions = 0
+
+    const verify = (deviceId: string, token: string) => {
+      const expected = Buffer.from(deviceToken(config.fleetSecret, deviceId))
+      const given = Buffer.from(token)
+      return expected.length === given.length && timingSafeEqual(expected, given)
+    }
+
+    const authenticate = Effect.fn("ShardManager.authenticate")(
+      function*(deviceId: string, token: string, region: string) {
+        if (!verify(deviceId, token)) {
+          return yield* new AuthError({
+            reason: "unauthorized",
+            message: `unknown device or wrong token for ${deviceId}`
+          })
+        }
+        const cached = devices.get(deviceId)
+        if (cached !== undefined) return cached
+        const stored = yield* storage.findDevice(deviceId)
+        if (Option.isSome(stored)) {
+          const state: DeviceState = {
+            id: deviceId,
+            region: stored.value.region,
+            lastVersion: stored.value.lastVersion,
+            lastSyncAt: stored.value.lastSyncAt ?? 0
+          }
+          devices.set(deviceId, state)
+          return state
+        }
+        if (registered >= config.maxDevices) {
+          return yield* new AuthError({
+            reason: "shard-full",
+            message: `shard ${config.shardId} serves its maximum of ${config.maxDevices} devices`
+          })
+        }
+        const home = region.length > 0 ? region : config.defaultRegion
+        if (yield* storage.registerDevice({ id: deviceId, tokenHash: sha256(token), region: home })) registered += 1
+        const state: DeviceState = { id: deviceId, region: home, lastVersion: 0, lastSyncAt: 0 }
+        devices.set(deviceId, state)
+        return state
+      }
+    )
+
+    return ShardManager.of({
+      config,
+      authenticate,
+      sessionOpened: (deviceId) => {
+        activeSessions += 1
+        sessions.set(deviceId, (sessions.get(deviceId) ?? 0) + 1)
+      },
+      sessionClosed: (deviceId) => {
+        activeSessions -= 1
+        const open = (sessions.get(deviceId) ?? 1) - 1
+        if (open <= 0) sessions.delete(deviceId)
+        else sessions.set(deviceId, open)
+      },
+      stats: Effect.sync(() => ({
+        shardId: config.shardId,
+        registeredDevices: registered,
+        maxDevices: config.maxDevices,
+        activeSessions,
+        activeDevices: sessions.size
+      }))
+    })
+  })
+}

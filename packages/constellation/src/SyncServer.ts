@@ -1,0 +1,194 @@
+/**
+ * The shard's side of a sync session: every frame is decoded and validated through the
+ * protocol schemas; the first must be a Hello whose device token checks out, then deltas are
+ * acknowledged once durable, and the region's global patterns are pushed whenever they change
+ * (not only when the TV asks). Bad input gets an ErrorFrame naming the problem and ends the
+ * session; nothing already stored is touched by it.
+ */
+import {
+  type ErrorFrame,
+  makeWireCodec,
+  MAX_CONTENT_ITEMS,
+  PROTOCOL_VERSION,
+  type SessionId,
+  type SyncFrame,
+  type WireCodec
+} from "@omega/protocol"
+import { type Connection, type ListenOptions, SyncTransport } from "@omega/sync"
+import { Clock, Context, Duration, Effect, Layer, Metric, PubSub, Sink, Stream } from "effect"
+import { Federation } from "./Federation.ts"
+import { Ingestion } from "./Ingestion.ts"
+import { type DeviceState, ShardManager } from "./ShardManager.ts"
+
+export interface SyncServerConfig {
+  readonly listen: ListenOptions
+  /** Time a new connection has to say Hello. */
+  readonly helloTimeout: Duration.Input
+  readonly codec?: WireCodec
+}
+
+export class SyncServer extends Context.Service<SyncServer, {
+  readonly port: number
+  readonly host: string
+}>()("omega/constellation/SyncServer") {
+  /** Listens for TV sessions for as long as the layer lives. */
+  static readonly layer = (config: SyncServerConfig) => Layer.effect(SyncServer, make(config))
+}
+
+/** Metrics exported on /metrics. */
+export const syncMetrics = {
+  requests: Metric.counter("omega_sync_requests_total", { description: "Deltas received", incremental: true }),
+  rejected: Metric.counter("omega_sync_rejected_total", {
+    description: "Frames or sessions refused",
+    incremental: true
+  }),
+  latency: Metric.histogram("omega_sync_latency_seconds", {
+    description: "Delta received to acknowledgement sent",
+    boundaries: Metric.boundariesFromIterable([0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5])
+  }),
+  bytesIn: Metric.counter("omega_sync_bytes_in_total", { description: "Frame bytes received", incremental: true }),
+  bytesOut: Metric.counter("omega_sync_bytes_out_total", { description: "Frame bytes sent", incremental: true })
+}
+
+function make(config: SyncServerConfig) {
+  return Effect.gen(function*() {
+    const transport = yield* SyncTransport
+    const manager = yield* ShardManager
+    const ingestion = yield* Ingestion
+    const federation = yield* Federation
+    const codec = config.codec ?? makeWireCodec()
+    let sessionCounter = 0
+
+    const send = (connection: Connection, frame: SyncFrame) =>
+      Effect.gen(function*() {
+        const bytes = yield* codec.encodeEffect(frame).pipe(Effect.orDie)
+        yield* connection.send(bytes)
+        yield* Metric.update(syncMetrics.bytesOut, bytes.length)
+      })
+
+    const refuse = (connection: Connection, code: ErrorFrame["code"], message: string, retryAfterMs?: number) =>
+      Effect.gen(function*() {
+        yield* Metric.update(syncMetrics.rejected, 1)
+        const frame: ErrorFrame = retryAfterMs === undefined ?
+          { _tag: "ErrorFrame", code, message } :
+          { _tag: "ErrorFrame", code, message, retryAfterMs }
+        yield* send(connection, frame).pipe(Effect.ignore)
+      })
+
+    /** After Hello: deltas in, acks and pushes out, until the TV goes away. */
+    const serve = (connection: Connection, device: DeviceState, frames: Stream.Stream<Uint8Array, unknown>) =>
+      Effect.gen(function*() {
+        // Server push: a changed snapshot of this TV's region goes out on the open session.
+        const subscription = yield* PubSub.subscribe(ingestion.updates)
+        yield* Stream.fromSubscription(subscription).pipe(
+          Stream.filter((region) => region === device.region),
+          Stream.runForEach(() =>
+            Effect.flatMap(
+              ingestion.snapshot(device.region),
+              (global) => send(connection, { _tag: "GlobalUpdate", global })
+            )
+          ),
+          Effect.ignore,
+          Effect.forkScoped
+        )
+        const content = yield* PubSub.subscribe(federation.content)
+        yield* Stream.fromSubscription(content).pipe(
+          Stream.runForEach((items) =>
+            Effect.forEach(
+              chunks(items, MAX_CONTENT_ITEMS),
+              (chunk) => send(connection, { _tag: "ContentUpdate", items: chunk })
+            )
+          ),
+          Effect.ignore,
+          Effect.forkScoped
+        )
+        yield* Stream.runForEach(frames, (bytes) =>
+          Effect.gen(function*() {
+            yield* Metric.update(syncMetrics.bytesIn, bytes.length)
+            const decoded = yield* Effect.exit(codec.decode(bytes))
+            if (decoded._tag === "Failure") {
+              yield* refuse(connection, "bad-frame", "frame rejected: it does not match the protocol")
+              return yield* Effect.fail("bad-frame" as const)
+            }
+            const frame = decoded.value
+            switch (frame._tag) {
+              case "DeltaUpload": {
+                yield* Metric.update(syncMetrics.requests, 1)
+                const started = yield* Clock.currentTimeMillis
+                yield* ingestion.submit(device, frame.delta, bytes).pipe(
+                  Effect.flatMap((ack) =>
+                    Effect.gen(function*() {
+                      yield* send(connection, ack)
+                      yield* Metric.update(syncMetrics.latency, ((yield* Clock.currentTimeMillis) - started) / 1000)
+                    })
+                  ),
+                  Effect.catchTag("IngestError", (failure) =>
+                    failure.reason === "rate-limited" ?
+                      refuse(connection, "rate-limited", failure.message, failure.retryAfterMs) :
+                      refuse(connection, "internal", "the shard could not take this delta; retry later"))
+                )
+                return
+              }
+              case "Ping":
+                return yield* send(connection, { _tag: "Pong", nonce: frame.nonce })
+              case "Pong":
+                return
+              default:
+                return yield* refuse(connection, "bad-frame", `${frame._tag} is not a frame a TV sends`)
+            }
+          }))
+      })
+
+    const onConnection = (connection: Connection) =>
+      Effect.scoped(Effect.gen(function*() {
+        // Everything the TV sends, through one reader; the first frame is taken apart from the rest.
+        const [first, rest] = yield* Stream.peel(connection.incoming, Sink.head<Uint8Array>()).pipe(
+          Effect.timeoutOrElse({ duration: config.helloTimeout, orElse: () => Effect.fail("timeout" as const) })
+        )
+        const hello = first._tag === "Some" ? yield* Effect.exit(codec.decode(first.value)) : undefined
+        if (hello === undefined || hello._tag === "Failure" || hello.value._tag !== "Hello") {
+          return yield* refuse(connection, "bad-frame", "the first frame of a session must be a valid Hello")
+        }
+        const { deviceId, protocolVersion, region, resume, token } = hello.value
+        if (protocolVersion !== PROTOCOL_VERSION) {
+          return yield* refuse(connection, "unsupported-version", `this shard speaks protocol ${PROTOCOL_VERSION}`)
+        }
+        const auth = yield* manager.authenticate(deviceId, token, region).pipe(
+          Effect.map((device) => ({ device })),
+          Effect.catch((failure) =>
+            Effect.as(
+              failure._tag === "AuthError" && failure.reason === "shard-full" ?
+                refuse(connection, "overloaded", failure.message) :
+                refuse(connection, "unauthorized", "unknown device or wrong token"),
+              undefined
+            )
+          )
+        )
+        if (auth === undefined) return
+        const device = auth.device
+        manager.sessionOpened(device.id)
+        yield* Effect.addFinalizer(() => Effect.sync(() => manager.sessionClosed(device.id)))
+        const global = yield* ingestion.snapshot(device.region)
+        yield* send(connection, {
+          _tag: "Welcome",
+          sessionId: `${manager.config.shardId}-${++sessionCounter}` as SessionId,
+          serverTime: yield* Clock.currentTimeMillis,
+          globalVersion: global.version
+        })
+        // Resumption: a TV that already has this version is not sent it again.
+        if (global.version > (resume?.globalVersion ?? -1) && global.similar.length + global.trending.length > 0) {
+          yield* send(connection, { _tag: "GlobalUpdate", global })
+        }
+        yield* serve(connection, device, rest)
+      })).pipe(Effect.catchCause(() => Effect.void))
+
+    const listener = yield* transport.listen(config.listen, onConnection)
+    return SyncServer.of({ port: listener.port, host: listener.host })
+  })
+}
+
+const chunks = <A>(items: ReadonlyArray<A>, size: number): Array<ReadonlyArray<A>> => {
+  const out: Array<ReadonlyArray<A>> = []
+  for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size))
+  return out
+}
