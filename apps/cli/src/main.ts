@@ -1,10 +1,12 @@
 /** `omega`: the command-line entry point for demos, evaluation and benchmarks. */
 import { NodeRuntime, NodeServices } from "@effect/platform-node"
+import { SyncTransport } from "@omega/sync"
 import { Effect, Option } from "effect"
 import { Command, Flag } from "effect/cli"
 import { runBrainBench, runColdStart } from "./BrainBench.ts"
 import { runDemo } from "./DemoCommand.ts"
 import { runEval } from "./EvalCommand.ts"
+import { runLoadTest } from "./LoadTest.ts"
 
 const json = Flag.Boolean("json").pipe(
   Flag.withDescription("End with one JSON line of results"),
@@ -62,9 +64,41 @@ const demo = Command.make(
   (flags) => runDemo({ json: flags.json, dataset: Option.getOrUndefined(flags.dataset), tvs: flags.tvs })
 ).pipe(Command.withDescription("A fleet of TV brains replaying viewers and recommending, with the numbers"))
 
+const loadtest = Command.make(
+  "loadtest",
+  {
+    json,
+    sessions: Flag.Int("sessions").pipe(Flag.withDescription("Long-lived sessions to open"), Flag.withDefault(2000)),
+    seconds: Flag.Int("seconds").pipe(Flag.withDescription("How long to sync"), Flag.withDefault(20)),
+    rate: Flag.Int("rate").pipe(
+      Flag.withDescription("Target syncs/s over all sessions (0: as fast as acks allow)"),
+      Flag.withDefault(0)
+    ),
+    patterns: Flag.Int("patterns").pipe(Flag.withDescription("Patterns per delta"), Flag.withDefault(15)),
+    transport: Flag.Literals("transport", ["webtransport", "quic"]).pipe(Flag.withDefault("quic")),
+    killAt: Flag.Int("kill-at").pipe(
+      Flag.withDescription("Kill the shard (SIGKILL) this many seconds in, restart it, keep going"),
+      Flag.withDefault(0)
+    )
+  },
+  (flags) =>
+    runLoadTest({
+      json: flags.json,
+      sessions: flags.sessions,
+      seconds: flags.seconds,
+      rate: flags.rate,
+      patternsPerSync: flags.patterns,
+      transport: flags.transport,
+      killAt: flags.killAt
+    }).pipe(
+      Effect.scoped,
+      Effect.provide(flags.transport === "quic" ? SyncTransport.layerQuic() : SyncTransport.layerWebTransport())
+    )
+).pipe(Command.withDescription("Sessions syncing against a shard of its own; checks nothing acknowledged was lost"))
+
 const omega = Command.make("omega").pipe(
   Command.withDescription("Omega: edge-first TV recommendations"),
-  Command.withSubcommands([demo, evalCommand, benchBrain, benchBrainCold])
+  Command.withSubcommands([demo, evalCommand, benchBrain, benchBrainCold, loadtest])
 )
 
 omega.pipe(

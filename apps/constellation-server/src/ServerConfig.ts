@@ -1,6 +1,6 @@
 /** The shard server's configuration, from the environment with defaults for a laptop. */
 import type { ShardOptions, TransportChoice } from "@omega/constellation"
-import { makeDevCertificate } from "@omega/sync"
+import { makeDevCertificate, makeQuicIdentity, quicIdentityFromPrivateKey } from "@omega/sync"
 import { Config, Effect, Option } from "effect"
 
 export const serverConfig = Config.all({
@@ -9,6 +9,7 @@ export const serverConfig = Config.all({
   maxDevices: Config.Int("MAX_DEVICES").pipe(Config.withDefault(4_000_000)),
   fleetSecret: Config.Redacted("FLEET_SECRET").pipe(Config.option),
   postgresUrl: Config.String("POSTGRES_URL").pipe(Config.option),
+  postgresSchema: Config.String("POSTGRES_SCHEMA").pipe(Config.option),
   pgliteDir: Config.String("PGLITE_DIR").pipe(Config.option),
   transport: Config.Literals(["webtransport", "quic"], "TRANSPORT").pipe(Config.withDefault("webtransport" as const)),
   host: Config.String("HOST").pipe(Config.withDefault("127.0.0.1")),
@@ -17,7 +18,9 @@ export const serverConfig = Config.all({
   metricsPort: Config.Port("METRICS_PORT").pipe(Config.withDefault(9464)),
   certFile: Config.String("TLS_CERT_FILE").pipe(Config.option),
   keyFile: Config.String("TLS_KEY_FILE").pipe(Config.option),
-  minSyncIntervalMs: Config.Int("MIN_SYNC_INTERVAL_MS").pipe(Config.withDefault(60_000))
+  quicIdentityFile: Config.String("QUIC_IDENTITY_FILE").pipe(Config.option),
+  minSyncIntervalMs: Config.Int("MIN_SYNC_INTERVAL_MS").pipe(Config.withDefault(60_000)),
+  materializeEveryMs: Config.Int("MATERIALIZE_EVERY_MS").pipe(Config.option)
 })
 
 /** Turns the environment into shard options; without a certificate a short-lived dev one is made. */
@@ -32,6 +35,11 @@ export const shardOptionsFromEnv = Effect.gen(function*() {
       privateKey: yield* Effect.promise(() => fs.readFile(keyFile, "utf8"))
     } :
     yield* makeDevCertificate({ hosts: [env.host, "localhost"] })
+  // QUIC: the shard's Ed25519 identity (TVs pin its peer id); a new one per start when not configured.
+  const identityFile = Option.getOrUndefined(env.quicIdentityFile)
+  const identity = identityFile === undefined ?
+    makeQuicIdentity() :
+    yield* quicIdentityFromPrivateKey(new Uint8Array(yield* Effect.promise(() => fs.readFile(identityFile))))
   const options: ShardOptions = {
     shardId: env.shardId,
     region: env.region,
@@ -40,13 +48,21 @@ export const shardOptionsFromEnv = Effect.gen(function*() {
       throw new Error("FLEET_SECRET must be set: device tokens are derived from it")
     }),
     postgresUrl: Option.getOrUndefined(env.postgresUrl),
+    postgresSchema: Option.getOrUndefined(env.postgresSchema),
     pgliteDir: Option.getOrUndefined(env.pgliteDir),
     transport: env.transport as TransportChoice,
-    sync: { host: env.host, port: env.syncPort, certificate },
+    sync: { host: env.host, port: env.syncPort, certificate, identity },
     host: env.host,
     httpPort: env.httpPort,
     metricsPort: env.metricsPort,
-    ingestion: { minSyncInterval: env.minSyncIntervalMs }
+    ingestion: {
+      minSyncInterval: env.minSyncIntervalMs,
+      // Applying the log to device_patterns is on by default with PostgreSQL (its own process), off with PGlite.
+      materializeEvery: Option.getOrElse(
+        env.materializeEveryMs,
+        () => Option.isSome(env.postgresUrl) ? 1_000 : undefined
+      )
+    }
   }
-  return { options, certificate }
+  return { options, certificate, identity }
 })

@@ -5,7 +5,7 @@ import { Effect, Layer } from "effect"
 import { shardOptionsFromEnv } from "./ServerConfig.ts"
 
 const program = Effect.gen(function*() {
-  const { options } = yield* shardOptionsFromEnv
+  const { identity, options } = yield* shardOptionsFromEnv
   return yield* Layer.launch(
     Layer.effectDiscard(Effect.gen(function*() {
       const server = yield* SyncServer
@@ -15,7 +15,7 @@ const program = Effect.gen(function*() {
             options.postgresUrl === undefined
               ? `PGlite${options.pgliteDir ? ` at ${options.pgliteDir}` : " (memory)"}`
               : "PostgreSQL"
-          }`
+          }${options.transport === "quic" ? `, QUIC peer id ${identity.peerId}` : ""}`
       )
     })).pipe(Layer.provide(shardLayer(options)))
   )

@@ -32,8 +32,12 @@ export interface IngestionConfig {
   readonly snapshotPatterns: number
   readonly snapshotTrends: number
   readonly aggregator: AggregatorConfig
-  /** How often logged deltas are applied to device_patterns (off the acknowledgement path). */
-  readonly materializeEvery: Duration.Input
+  /**
+   * How often logged deltas are applied to device_patterns, off the acknowledgement path; undefined
+   * leaves them in the log only. On PGlite, which shares the shard's thread, each pass stalls
+   * ingestion for as long as it writes, so the embedded default keeps it off.
+   */
+  readonly materializeEvery: Duration.Input | undefined
   /** Logged deltas applied per pass. */
   readonly materializeBatch: number
 }
@@ -47,7 +51,7 @@ export const defaultIngestionConfig: IngestionConfig = {
   snapshotPatterns: 100,
   snapshotTrends: 20,
   aggregator: defaultAggregatorConfig,
-  materializeEvery: Duration.seconds(1),
+  materializeEvery: undefined,
   materializeBatch: 500
 }
 
@@ -225,11 +229,13 @@ function make(config: IngestionConfig) {
       yield* storage.markMaterialized(pending)
       return pending.length
     })
-    yield* materialize.pipe(
-      Effect.catch((error) => Effect.logWarning("materializing logged deltas failed", error).pipe(Effect.as(0))),
-      Effect.schedule(Schedule.spaced(config.materializeEvery)),
-      Effect.forkScoped
-    )
+    if (config.materializeEvery !== undefined) {
+      yield* materialize.pipe(
+        Effect.catch((error) => Effect.logWarning("materializing logged deltas failed", error).pipe(Effect.as(0))),
+        Effect.schedule(Schedule.spaced(config.materializeEvery)),
+        Effect.forkScoped
+      )
+    }
 
     const refreshRegion = Effect.fnUntraced(function*(region: string) {
       const now = yield* Clock.currentTimeMillis

@@ -28,6 +28,9 @@ const Stats = Schema.Struct({
   activeDevices: Schema.Number,
   devicePatterns: Schema.Number,
   aggregatedPatterns: Schema.Number,
+  /** Deltas and patterns in the durable log: everything ever acknowledged. */
+  loggedDeltas: Schema.Number,
+  loggedPatterns: Schema.Number,
   deltasAccepted: Schema.Number,
   deltasDuplicate: Schema.Number,
   deltasRateLimited: Schema.Number,
@@ -135,6 +138,8 @@ export const managementHandlers = (info: { readonly syncPort: number; readonly r
               ...shard,
               devicePatterns: counts.devicePatterns,
               aggregatedPatterns: counts.aggregatedPatterns,
+              loggedDeltas: counts.loggedDeltas,
+              loggedPatterns: counts.loggedPatterns,
               ...ingest
             }
           }),

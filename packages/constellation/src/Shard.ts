@@ -26,6 +26,8 @@ export interface ShardOptions {
   readonly fleetSecret: string | Redacted.Redacted<string>
   /** PostgreSQL URL; absent means embedded PGlite (in `pgliteDir` when given, else in memory). */
   readonly postgresUrl?: string | undefined
+  /** A PostgreSQL schema of the shard's own (created if missing). */
+  readonly postgresSchema?: string | undefined
   readonly pgliteDir?: string | undefined
   readonly transport: TransportChoice
   readonly sync: ListenOptions
@@ -38,9 +40,13 @@ export interface ShardOptions {
   readonly federationEvery?: Duration.Input
 }
 
-export const storageLayer = (options: Pick<ShardOptions, "postgresUrl" | "pgliteDir">) =>
+export const storageLayer = (options: Pick<ShardOptions, "postgresUrl" | "postgresSchema" | "pgliteDir">) =>
   options.postgresUrl !== undefined ?
-    ShardStorage.layerPg({ url: options.postgresUrl }) :
+    ShardStorage.layerPg(
+      options.postgresSchema === undefined ?
+        { url: options.postgresUrl } :
+        { url: options.postgresUrl, schema: options.postgresSchema }
+    ) :
     ShardStorage.layerPglite(options.pgliteDir === undefined ? {} : { dataDir: options.pgliteDir })
 
 export const transportLayer = (choice: TransportChoice) =>

@@ -7,6 +7,7 @@
  */
 import {
   type ErrorFrame,
+  type GlobalPatterns,
   makeWireCodec,
   MAX_CONTENT_ITEMS,
   PROTOCOL_VERSION,
@@ -58,6 +59,21 @@ function make(config: SyncServerConfig) {
     const federation = yield* Federation
     const codec = config.codec ?? makeWireCodec()
     let sessionCounter = 0
+    // A region's snapshot goes to every session of the region: encode it once per version.
+    const encodedGlobal = new Map<string, { readonly version: number; readonly bytes: Uint8Array }>()
+    const sendGlobal = (connection: Connection, region: string, global: GlobalPatterns) =>
+      Effect.gen(function*() {
+        let cached = encodedGlobal.get(region)
+        if (cached === undefined || cached.version !== global.version) {
+          cached = {
+            version: global.version,
+            bytes: yield* codec.encodeEffect({ _tag: "GlobalUpdate", global }).pipe(Effect.orDie)
+          }
+          encodedGlobal.set(region, cached)
+        }
+        yield* connection.send(cached.bytes)
+        yield* Metric.update(syncMetrics.bytesOut, cached.bytes.length)
+      })
 
     const send = (connection: Connection, frame: SyncFrame) =>
       Effect.gen(function*() {
@@ -177,7 +193,7 @@ function make(config: SyncServerConfig) {
         })
         // Resumption: a TV that already has this version is not sent it again.
         if (global.version > (resume?.globalVersion ?? -1) && global.similar.length + global.trending.length > 0) {
-          yield* send(connection, { _tag: "GlobalUpdate", global })
+          yield* sendGlobal(connection, device.region, global)
         }
         yield* serve(connection, device, rest)
       })).pipe(Effect.catchCause(() => Effect.void))

@@ -9,6 +9,9 @@
  */
 import { Data, Effect, Schema } from "effect"
 import { deflateSync, Inflate } from "fflate"
+
+/** Bodies shorter than this are sent as they are. */
+const MIN_DEFLATE_BYTES = 96
 import { BinaryReadError, makeBinaryLayout } from "./Binary.ts"
 import { defaultQuantization, type FrameQuantization, makeSyncFrame, type SyncFrame } from "./Frame.ts"
 
@@ -90,7 +93,8 @@ export const makeWireCodec = (options: WireCodecOptions = {}): WireCodec => {
         message: `${frame._tag} body is ${body.length} bytes, above ${MAX_INFLATED_BYTES}`
       })
     }
-    const deflated = compress ? deflateSync(body, { level: 9 }) : undefined
+    // Small frames (acks, pings, hellos) never shrink enough to pay for a deflate on every send.
+    const deflated = compress && body.length >= MIN_DEFLATE_BYTES ? deflateSync(body, { level: 9 }) : undefined
     const useDeflated = deflated !== undefined && deflated.length < body.length
     const payload = useDeflated ? deflated : body
     if (payload.length + 1 > MAX_FRAME_BYTES) {

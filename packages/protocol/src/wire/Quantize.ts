@@ -138,13 +138,18 @@ export const dequantize = (code: Uint8Array): Float32Array => {
 export const QuantizedEmbedding = (config: QuantizerConfig = QuantizerPresets.compact) => {
   const problem = configProblem(config)
   if (problem !== undefined) throw new RangeError(problem)
+  // Embeddings are never mutated once built (the brain makes a new array for every change), so a
+  // vector sent again (an outbox replay, an unchanged global pattern) reuses its code.
+  const codes = new WeakMap<Float32Array, Uint8Array>()
+  const encode = (v: Float32Array): Uint8Array => {
+    let code = codes.get(v)
+    if (code === undefined) codes.set(v, code = quantize(v, config))
+    return code
+  }
   return Schema.Uint8Array.check(Schema.makeFilter((code: Uint8Array) => codeProblem(code) ?? true)).pipe(
     Schema.decodeTo(
       Embedding,
-      SchemaTransformation.transform<Float32Array, Uint8Array>({
-        decode: dequantize,
-        encode: (v) => quantize(v, config)
-      })
+      SchemaTransformation.transform<Float32Array, Uint8Array>({ decode: dequantize, encode })
     )
   )
 }

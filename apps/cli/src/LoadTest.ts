@@ -1,0 +1,329 @@
+/**
+ * `omega loadtest`: starts its own shard (a child process: PGlite in a temporary folder, or
+ * PostgreSQL when OMEGA_DATABASE_URL / POSTGRES_URL is set), opens N long-lived sessions on
+ * loopback and syncs at a chosen rate for a bounded time, then checks the database: every
+ * acknowledged pattern must be stored. Optionally kills the shard mid-run (SIGKILL) and
+ * restarts it, with the sessions reconnecting. Prints a table and one JSON line.
+ */
+import { deviceToken } from "@omega/constellation"
+import {
+  decodeFrame,
+  type DeviceId,
+  EMBEDDING_DIMENSIONS,
+  encodeFrame,
+  type PatternContext,
+  type PatternId,
+  PROTOCOL_VERSION,
+  type SharedPattern,
+  type SyncFrame
+} from "@omega/protocol"
+import { type Connection, makeDevCertificate, makeQuicIdentity, SyncTransport } from "@omega/sync"
+import { Duration, Effect, Fiber, Stream } from "effect"
+import { spawn } from "node:child_process"
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
+import { createServer } from "node:net"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { mulberry32 } from "./Random.ts"
+import { percentile, printJson, printTable, progress, round } from "./Report.ts"
+
+export interface LoadTestOptions {
+  readonly sessions: number
+  readonly seconds: number
+  /** Target syncs per second over all sessions; 0 means as fast as acknowledgements allow. */
+  readonly rate: number
+  readonly patternsPerSync: number
+  readonly transport: "webtransport" | "quic"
+  /** Kill the shard (SIGKILL) this many seconds in and restart it; 0 disables. */
+  readonly killAt: number
+  readonly json: boolean
+}
+
+const SECRET = "loadtest-fleet-secret"
+const CONTEXTS: ReadonlyArray<PatternContext> = [
+  { timeOfDay: "evening", dayType: "weekday" },
+  { timeOfDay: "night", dayType: "weekend" },
+  { timeOfDay: "afternoon", dayType: "weekend" },
+  { timeOfDay: "morning", dayType: "weekday" }
+]
+
+interface Tally {
+  syncs: number
+  acked: number
+  ackedPatterns: number
+  errors: number
+  interrupted: number
+  bytesUp: number
+  bytesDown: number
+  latencies: Array<number>
+}
+
+/** A free TCP port on loopback (the shard's HTTP ports; UDP for QUIC is picked the same way). */
+const freePort = () =>
+  Effect.promise(() =>
+    new Promise<number>((resolve, reject) => {
+      const server = createServer()
+      server.listen(0, "127.0.0.1", () => {
+        const address = server.address()
+        server.close(() => typeof address === "object" && address !== null ? resolve(address.port) : reject())
+      })
+    })
+  )
+
+export const runLoadTest = Effect.fn("omega.loadtest")(function*(options: LoadTestOptions) {
+  const dir = mkdtempSync(join(tmpdir(), "omega-loadtest-"))
+  yield* Effect.addFinalizer(() => Effect.sync(() => rmSync(dir, { recursive: true, force: true })))
+  const certificate = yield* makeDevCertificate()
+  writeFileSync(join(dir, "cert.pem"), certificate.certificate)
+  writeFileSync(join(dir, "key.pem"), certificate.privateKey)
+  const identity = makeQuicIdentity()
+  writeFileSync(join(dir, "quic.key"), identity.privateKey)
+  const [syncPort, httpPort, metricsPort] = [yield* freePort(), yield* freePort(), yield* freePort()]
+  const databaseUrl = process.env["OMEGA_DATABASE_URL"] ?? process.env["POSTGRES_URL"]
+  const schema = `loadtest_${process.pid}_${Date.now()}`
+  const env: Record<string, string> = {
+    ...process.env as Record<string, string>,
+    SHARD_ID: "loadtest",
+    REGION: "eu-west",
+    FLEET_SECRET: SECRET,
+    TRANSPORT: options.transport,
+    SYNC_PORT: String(syncPort),
+    HTTP_PORT: String(httpPort),
+    METRICS_PORT: String(metricsPort),
+    TLS_CERT_FILE: join(dir, "cert.pem"),
+    TLS_KEY_FILE: join(dir, "key.pem"),
+    QUIC_IDENTITY_FILE: join(dir, "quic.key"),
+    MIN_SYNC_INTERVAL_MS: "0",
+    ...(databaseUrl === undefined
+      ? { PGLITE_DIR: join(dir, "pglite") }
+      : { POSTGRES_URL: databaseUrl, POSTGRES_SCHEMA: schema })
+  }
+  const storage = databaseUrl === undefined ? "PGlite (on disk)" : "PostgreSQL"
+  yield* progress(
+    `loadtest: shard on ${options.transport}, ${storage}; ${options.sessions} sessions for ${options.seconds} s`
+  )
+
+  let shard = yield* startShard(env, httpPort)
+  yield* Effect.addFinalizer(() => Effect.sync(() => shard.kill("SIGKILL")))
+
+  const transport = yield* SyncTransport
+  const tally: Tally = {
+    syncs: 0,
+    acked: 0,
+    ackedPatterns: 0,
+    errors: 0,
+    interrupted: 0,
+    bytesUp: 0,
+    bytesDown: 0,
+    latencies: []
+  }
+  const deadline = Date.now() + options.seconds * 1000
+  let killed = false
+  let restarting = false
+  const perSessionMs = options.rate > 0 ? (options.sessions * 1000) / options.rate : 0
+
+  /** One TV session: Hello, then deltas at its share of the rate; reconnects after a shard restart. */
+  const session = (n: number) =>
+    Effect.gen(function*() {
+      const deviceId = `lt-${n}`
+      const random = mulberry32(n + 1)
+      let version = 0
+      let nextId = 0
+      // A small pool of embedding objects per session: the codec quantizes each once.
+      const pool = Array.from({ length: 8 }, () => randomUnit(random))
+      while (Date.now() < deadline) {
+        const attempt = Effect.scoped(Effect.gen(function*() {
+          const connection: Connection = yield* transport.connect({
+            host: "127.0.0.1",
+            port: syncPort,
+            certificateHash: certificate.sha256,
+            serverPeerId: identity.peerId,
+            timeoutMs: 10_000
+          })
+          const pull = yield* framePuller(connection)
+          yield* connection.send(encodeFrame({
+            _tag: "Hello",
+            deviceId: deviceId as DeviceId,
+            token: deviceToken(SECRET, deviceId),
+            region: "eu-west",
+            protocolVersion: PROTOCOL_VERSION,
+            resume: { lastAckedVersion: version, globalVersion: 0 }
+          }))
+          const welcome = yield* readUntil(pull, (tag) => tag === "Welcome" || tag === "ErrorFrame")
+          if (welcome._tag !== "Welcome") return yield* Effect.fail(`refused: ${welcome._tag}`)
+          // Spread the first syncs over one interval so sessions do not move in lockstep.
+          if (perSessionMs > 0) yield* Effect.sleep(Duration.millis(random() * perSessionMs))
+          while (Date.now() < deadline) {
+            const started = performance.now()
+            version += 1
+            const patterns: Array<SharedPattern> = Array.from({ length: options.patternsPerSync }, () => ({
+              id: `${deviceId}-${nextId++}` as PatternId,
+              embedding: pool[Math.floor(random() * pool.length)]!,
+              successRate: 0.7 + 0.3 * random(),
+              sampleCount: 2 + Math.floor(random() * 20),
+              context: CONTEXTS[Math.floor(random() * CONTEXTS.length)]!
+            }))
+            const bytes = encodeFrame({
+              _tag: "DeltaUpload",
+              delta: { baseVersion: version - 1, version, added: patterns, updated: [], removed: [] }
+            })
+            yield* connection.send(bytes)
+            tally.syncs += 1
+            tally.bytesUp += bytes.length
+            const ack = yield* readUntil(pull, (tag) => tag === "DeltaAck" || tag === "ErrorFrame", tally)
+            if (ack._tag !== "DeltaAck") {
+              tally.errors += 1
+              continue
+            }
+            tally.acked += 1
+            tally.ackedPatterns += ack.accepted
+            tally.latencies.push(performance.now() - started)
+            if (perSessionMs > 0) {
+              const wait = perSessionMs - (performance.now() - started)
+              if (wait > 0) yield* Effect.sleep(Duration.millis(wait))
+            }
+          }
+        }))
+        const result = yield* Effect.exit(attempt)
+        if (result._tag === "Failure" && Date.now() < deadline) {
+          if (killed || restarting) tally.interrupted += 1
+          else tally.errors += 1
+          yield* Effect.sleep(Duration.millis(200 + random() * 300))
+        }
+      }
+    })
+
+  const started = Date.now()
+  // Forked one after another from this fiber, so they live until joined below.
+  const fibers = yield* Effect.forEach(
+    Array.from({ length: options.sessions }, (_, n) => n),
+    (n) => Effect.forkChild(session(n))
+  )
+  // Progress every 5 s, and the kill if asked for.
+  const reporter = yield* Effect.forkChild(Effect.gen(function*() {
+    let last = 0
+    while (Date.now() < deadline) {
+      yield* Effect.sleep(Duration.seconds(1))
+      const elapsed = (Date.now() - started) / 1000
+      if (options.killAt > 0 && !killed && elapsed >= options.killAt) {
+        killed = true
+        restarting = true
+        yield* progress(`  ${elapsed.toFixed(0)} s: killing the shard (SIGKILL) and restarting it`)
+        shard.kill("SIGKILL")
+        shard = yield* startShard(env, httpPort)
+        restarting = false
+      }
+      if (Math.floor(elapsed) % 5 === 0) {
+        yield* progress(
+          `  ${elapsed.toFixed(0)} s: ${tally.acked} acked (${
+            ((tally.acked - last) / 5).toFixed(0)
+          }/s), ${tally.errors} errors`
+        )
+        last = tally.acked
+      }
+    }
+  }))
+  yield* Effect.forEach(fibers, Fiber.join, { discard: true })
+  yield* Fiber.interrupt(reporter)
+  const elapsed = (Date.now() - started) / 1000
+
+  const serverRss = rssMb(shard.pid)
+  // The database is the judge: restart the shard so only what was committed is counted.
+  yield* progress("  verifying: restarting the shard and reading its stored counts")
+  shard.kill("SIGKILL")
+  shard = yield* startShard(env, httpPort)
+  const stats = yield* Effect.promise(() =>
+    fetch(`http://127.0.0.1:${httpPort}/api/v1/stats`).then((r) => r.json() as Promise<{ loggedPatterns: number }>)
+  )
+  const stored = stats.loggedPatterns
+  const lost = Math.max(0, tally.ackedPatterns - stored)
+
+  const result = {
+    sessions: options.sessions,
+    seconds: round(elapsed, 1),
+    transport: options.transport,
+    storage,
+    syncs_per_s: round(tally.acked / elapsed, 1),
+    p50_ms: round(percentile(tally.latencies, 50)),
+    p99_ms: round(percentile(tally.latencies, 99)),
+    errors: tally.errors,
+    interrupted: tally.interrupted,
+    lost,
+    acked_patterns: tally.ackedPatterns,
+    stored_patterns: stored,
+    server_rss_mb: serverRss,
+    bytes_up_per_sync: round(tally.bytesUp / Math.max(1, tally.syncs), 1),
+    bytes_down_per_sync: round(tally.bytesDown / Math.max(1, tally.syncs), 1),
+    killed_and_restarted: killed ? "yes" : "no"
+  }
+  yield* printTable("Load test: long-lived sessions syncing against one shard on loopback", [result])
+  if (options.json) yield* printJson(result)
+  return result
+})
+
+/** Reads the connection's frames one at a time (the stream hands them over in chunks). */
+const framePuller = (connection: Connection) =>
+  Effect.gen(function*() {
+    const pull = yield* Stream.toPull(connection.incoming)
+    const buffered: Array<Uint8Array> = []
+    return Effect.gen(function*() {
+      while (buffered.length === 0) buffered.push(...(yield* pull))
+      return buffered.shift()!
+    })
+  })
+
+/** Frames until one whose tag `wanted` accepts (server pushes in between are skipped). */
+const readUntil = <E>(
+  pull: Effect.Effect<Uint8Array, E>,
+  wanted: (tag: SyncFrame["_tag"]) => boolean,
+  tally?: Tally
+) =>
+  Effect.gen(function*() {
+    while (true) {
+      const bytes = yield* pull
+      if (tally !== undefined) tally.bytesDown += bytes.length
+      const frame = yield* decodeFrame(bytes)
+      if (wanted(frame._tag)) return frame
+    }
+  })
+
+const randomUnit = (random: () => number) => {
+  const v = new Float32Array(EMBEDDING_DIMENSIONS)
+  let norm = 0
+  for (let i = 0; i < v.length; i++) {
+    v[i] = random() - 0.5
+    norm += v[i]! * v[i]!
+  }
+  for (let i = 0; i < v.length; i++) v[i]! /= Math.sqrt(norm)
+  return v
+}
+
+const rssMb = (pid: number | undefined): number => {
+  if (pid === undefined) return 0
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, "utf8")
+    const kb = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0)
+    return round(kb / 1024, 1)
+  } catch {
+    return 0
+  }
+}
+
+/** Starts the shard server as a child process and waits until /health answers. */
+const startShard = (env: Record<string, string>, httpPort: number) =>
+  Effect.gen(function*() {
+    const child = spawn(process.execPath, [join(import.meta.dirname, "../../constellation-server/src/main.ts")], {
+      env,
+      stdio: ["ignore", "ignore", "inherit"]
+    })
+    for (let i = 0; i < 300; i++) {
+      const ok = yield* Effect.promise(() =>
+        fetch(`http://127.0.0.1:${httpPort}/health`).then((r) => r.ok, () => false)
+      )
+      if (ok) return child
+      if (child.exitCode !== null) return yield* Effect.die(new Error(`the shard exited with ${child.exitCode}`))
+      yield* Effect.sleep(Duration.millis(100))
+    }
+    child.kill("SIGKILL")
+    return yield* Effect.die(new Error("the shard did not become healthy within 30 s"))
+  })
