@@ -1,5 +1,5 @@
 // Real sockets and real time: the shared layers run without the test clock (excludeTestServices).
-import { assert, describe, layer } from "@effect/vitest"
+import { assert, layer } from "@effect/vitest"
 import { Deferred, Effect, Exit, Fiber, Layer, Scope, Stream } from "effect"
 import { makeDevCertificate } from "./DevCertificate.ts"
 import { makeQuicIdentity } from "./QuicIdentity.ts"
@@ -230,7 +230,7 @@ for (const [name, transportLayer] of transports) {
         assert.include(["connect-failed", "timeout"], error.reason)
       }))
 
-    it.effect("bad options are typed errors", () =>
+    it.effect("bad options and a taken port are typed errors", () =>
       Effect.gen(function*() {
         const transport = yield* SyncTransport
         const { connect, listen } = yield* credentials
@@ -241,6 +241,8 @@ for (const [name, transportLayer] of transports) {
           assert.strictEqual(bare.reason, "invalid-options")
         }
         const listener = yield* transport.listen(listen, echo)
+        const taken = yield* Effect.flip(transport.listen({ ...listen, port: listener.port }, echo))
+        assert.strictEqual(taken.reason, "listen-failed")
         if (transport.kind === "quic") {
           const { serverPeerId: _, ...unpinned } = connect(listener)
           const error = yield* Effect.flip(transport.connect(unpinned))
@@ -249,10 +251,3 @@ for (const [name, transportLayer] of transports) {
       }))
   })
 }
-
-describe("SyncTransport layers", () => {
-  layer(SyncTransport.layerWebTransport(), { excludeTestServices: true })((it) => {
-    it.effect("WebTransport runs over HTTP/2 here, where the HTTP/3 addon is a stand-in", () =>
-      Effect.map(SyncTransport, (transport) => assert.strictEqual(transport.kind, "webtransport-h2")))
-  })
-})

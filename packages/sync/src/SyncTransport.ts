@@ -2,8 +2,13 @@
  * The session transport between a TV and its constellation shard: one long-lived connection
  * carrying whole binary frames both ways, over WebTransport (HTTP/3 when its native addon loads,
  * HTTP/2 otherwise), raw QUIC, or an in-process pair for tests. The sync protocol sits on top and
- * never sees which one it runs on. Each connection is one client-opened bidirectional stream
- * with 4-byte length-prefixed frames, which keeps clear of the stream bugs of the libraries below.
+ * never sees which one it runs on.
+ *
+ * On the wire (the same for every transport, so a browser client can speak it too): the client
+ * opens one bidirectional stream and keeps it for the session; every frame is a 4-byte big-endian
+ * length and that many bytes; the first frame each way is the ASCII hello "omega-sync/1", and the
+ * client's connect completes only on the server's hello, that is once the server has accepted it.
+ * Closing sends FIN and waits (up to a second) for the peer's FIN, so that nothing sent is lost.
  */
 import { Context, Effect, Layer } from "effect"
 import type { Scope, Stream } from "effect"

@@ -151,14 +151,18 @@ export const serveFramed = <E, R>(options: {
         yield* Effect.addFinalizer(() => Effect.sync(accepted.abort))
         const authorize = options.listen.authorize
         if (options.authorizeHere && authorize !== undefined && !(yield* authorize(accepted.peer))) return
-        const channel = yield* accepted.open.pipe(
+        // A client that opens nothing, or stalls inside its hello, is dropped after the timeout.
+        const { channel, next } = yield* Effect.gen(function*() {
+          const opened = yield* accepted.open
+          const reader = frameReader(opened, options.maxFrameBytes)
+          yield* expectHello(reader)
+          return { channel: opened, next: reader }
+        }).pipe(
           Effect.timeoutOrElse({
             duration: DEFAULT_TIMEOUT_MS,
-            orElse: () => Effect.fail(new TransportError({ reason: "timeout", message: "the client opened no stream" }))
+            orElse: () => Effect.fail(new TransportError({ reason: "timeout", message: "the client sent no hello" }))
           })
         )
-        const next = frameReader(channel, options.maxFrameBytes)
-        yield* expectHello(next)
         yield* sendHello(channel)
         const connection = yield* makeConnection(channel, next, accepted.peer, options.maxFrameBytes)
         yield* options.onConnection(connection)
