@@ -149,7 +149,9 @@ export const runLoadTest = Effect.fn("omega.loadtest")(function*(options: LoadTe
             protocolVersion: PROTOCOL_VERSION,
             resume: { lastAckedVersion: version, globalVersion: 0 }
           }))
-          const welcome = yield* readUntil(pull, (tag) => tag === "Welcome" || tag === "ErrorFrame")
+          const welcome = yield* readUntil(pull, (tag) => tag === "Welcome" || tag === "ErrorFrame").pipe(
+            Effect.timeout(Duration.seconds(10))
+          )
           if (welcome._tag !== "Welcome") return yield* Effect.fail(`refused: ${welcome._tag}`)
           // Spread the first syncs over one interval so sessions do not move in lockstep.
           if (perSessionMs > 0) yield* Effect.sleep(Duration.millis(random() * perSessionMs))
@@ -170,7 +172,10 @@ export const runLoadTest = Effect.fn("omega.loadtest")(function*(options: LoadTe
             yield* connection.send(bytes)
             tally.syncs += 1
             tally.bytesUp += bytes.length
-            const ack = yield* readUntil(pull, (tag) => tag === "DeltaAck" || tag === "ErrorFrame", tally)
+            // A shard that went away without closing (killed) is noticed here rather than at the QUIC idle timeout.
+            const ack = yield* readUntil(pull, (tag) => tag === "DeltaAck" || tag === "ErrorFrame", tally).pipe(
+              Effect.timeout(Duration.seconds(5))
+            )
             if (ack._tag !== "DeltaAck") {
               tally.errors += 1
               continue

@@ -57,11 +57,9 @@ export const shardOptionsFromEnv = Effect.gen(function*() {
     metricsPort: env.metricsPort,
     ingestion: {
       minSyncInterval: env.minSyncIntervalMs,
-      // Applying the log to device_patterns is on by default with PostgreSQL (its own process), off with PGlite.
-      materializeEvery: Option.getOrElse(
-        env.materializeEveryMs,
-        () => Option.isSome(env.postgresUrl) ? 1_000 : undefined
-      )
+      // Applying the durable log to device_patterns is opt-in: it re-decodes every frame and writes every
+      // pattern row, which costs more than ingestion itself (see README, load test).
+      materializeEvery: Option.getOrUndefined(env.materializeEveryMs)
     }
   }
   return { options, certificate, identity }

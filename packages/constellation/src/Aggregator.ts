@@ -48,6 +48,8 @@ interface Cluster {
   readonly bucket: number
   /** Weighted sum of member embeddings (not normalized). */
   readonly sum: Float32Array
+  /** `sum` scaled to unit length, kept current so a comparison is one dot product. */
+  readonly unit: Float32Array
   weight: number
   successWeight: number
   samples: number
@@ -95,7 +97,7 @@ export class Aggregator {
       let bestSimilarity = this.config.joinThreshold
       for (const cluster of list) {
         if (cluster.contextKey !== contextKey) continue
-        const similarity = cosineToSum(cluster.sum, pattern.embedding)
+        const similarity = dot(cluster.unit, pattern.embedding)
         if (similarity >= bestSimilarity) {
           best = cluster
           bestSimilarity = similarity
@@ -109,6 +111,7 @@ export class Aggregator {
           context: pattern.context,
           bucket,
           sum: new Float32Array(EMBEDDING_DIMENSIONS),
+          unit: new Float32Array(EMBEDDING_DIMENSIONS),
           weight: 0,
           successWeight: 0,
           samples: 0,
@@ -122,6 +125,7 @@ export class Aggregator {
       // Quality-weighted: evidence times success rate pulls the centroid.
       const w = samples * pattern.successRate
       for (let i = 0; i < EMBEDDING_DIMENSIONS; i++) best.sum[i]! += pattern.embedding[i]! * w
+      toUnit(best.sum, best.unit)
       best.weight += samples
       best.successWeight += samples * pattern.successRate
       best.samples += samples
@@ -149,6 +153,7 @@ export class Aggregator {
         context: p.context,
         bucket,
         sum: p.embedding.map((x) => x * w),
+        unit: Float32Array.from(p.embedding),
         weight: p.sampleCount,
         successWeight: w,
         samples: p.sampleCount,
@@ -270,15 +275,17 @@ const hashString = (s: string): number => {
   return (h >>> 0) & 0x7fff0000
 }
 
-const cosineToSum = (sum: Float32Array, v: Float32Array): number => {
-  let dot = 0
-  let norm = 0
-  for (let i = 0; i < sum.length; i++) {
-    dot += sum[i]! * v[i]!
-    norm += sum[i]! * sum[i]!
-  }
-  // An empty (all-zero) sum belongs to a brand-new cluster: treat it as no match.
-  return norm === 0 ? -1 : dot / Math.sqrt(norm)
+const dot = (a: Float32Array, b: Float32Array): number => {
+  let sum = 0
+  for (let i = 0; i < a.length; i++) sum += a[i]! * b[i]!
+  return sum
+}
+
+/** Writes `sum` scaled to unit length into `out` (all zeros when `sum` is zero, which matches nothing). */
+const toUnit = (sum: Float32Array, out: Float32Array): void => {
+  const norm = Math.sqrt(dot(sum, sum))
+  const inv = norm > 0 && Number.isFinite(norm) ? 1 / norm : 0
+  for (let i = 0; i < sum.length; i++) out[i] = sum[i]! * inv
 }
 
 const normalized = (sum: Float32Array): Float32Array | undefined => {

@@ -115,7 +115,7 @@ export const dequantize = (code: Uint8Array): Float32Array => {
   const dimensions = ((code.length - 1) * 8) / bits
   const levels = LEVELS[bits - 1]!
   const mask = (1 << bits) - 1
-  const y = new Float64Array(EMBEDDING_DIMENSIONS)
+  const y = levelScratch.fill(0)
   for (let i = 0; i < dimensions; i++) {
     const at = i * bits
     let level = code[1 + (at >> 3)]! >> (at & 7)
@@ -259,7 +259,11 @@ const rotate = (v: Float32Array): Float64Array => {
   return x as Float64Array
 }
 
-/** The inverse rotation, in place on `y` and scratch space; returns a fresh array. */
+// Dequantizing decodes thousands of codes a second on a shard: it reuses these instead of allocating.
+const levelScratch = new Float64Array(EMBEDDING_DIMENSIONS)
+const unrotated = new Float64Array(EMBEDDING_DIMENSIONS)
+
+/** The inverse rotation, in place on `y` and scratch space; the result lives in scratch space until the next call. */
 const unrotate = (y0: Float64Array): Float64Array => {
   let y = y0
   for (let round = ROUNDS - 1; round >= 0; round--) {
@@ -267,7 +271,7 @@ const unrotate = (y0: Float64Array): Float64Array => {
     hadamard(y, 0)
     hadamard(y, BLOCK)
     hadamard(y, 2 * BLOCK)
-    const x = round === 0 ? new Float64Array(EMBEDDING_DIMENSIONS) : scratch[round & 1]!
+    const x = round === 0 ? unrotated : scratch[round & 1]!
     const p = PERMUTATIONS[round]!
     const s = SIGNS[round]!
     for (let i = 0; i < EMBEDDING_DIMENSIONS; i++) x[i] = y[p[i]!]! * s[i]!
