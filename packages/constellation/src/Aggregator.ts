@@ -167,14 +167,18 @@ export class Aggregator {
     }
   }
 
-  /** The region's publishable clusters (>= k devices), best first, as global patterns. */
-  snapshot(region: string, limit: number, now: number): Array<GlobalPattern> {
+  /**
+   * The region's clusters of at least `minDevices` devices (k, the publishable ones, by default),
+   * best first, as global patterns. A federation worker asks for smaller groups too: across
+   * shards they may reach k, and it applies the same rule before anything is redistributed.
+   */
+  snapshot(region: string, limit: number, now: number, minDevices = this.config.minDevices): Array<GlobalPattern> {
     const out: Array<GlobalPattern & { readonly quality: number }> = []
     for (const list of this.regionBuckets(region).values()) {
       for (const cluster of list) {
         this.decay(cluster, now)
         const deviceCount = cluster.devices.size + cluster.extraDevices
-        if (deviceCount < this.config.minDevices || cluster.weight <= 0) continue
+        if (deviceCount < minDevices || cluster.weight <= 0) continue
         const embedding = normalized(cluster.sum)
         if (embedding === undefined) continue
         const successRate = Math.min(1, Math.max(0, cluster.successWeight / cluster.weight))

@@ -1,7 +1,8 @@
 /**
  * Federation rounds as seen from one shard: recompute every region's global patterns from the
- * aggregated device patterns and publish them (sessions push them to their TVs), and announce
- * new content to connected TVs. Rounds run on a schedule and on POST /api/v1/federation/trigger.
+ * aggregated device patterns and publish them (sessions push them to their TVs), ask connected
+ * federation workers for a cross-shard round, and announce new content to connected TVs. Rounds
+ * run on a schedule and on POST /api/v1/federation/trigger.
  */
 import type { ContentEmbedding } from "@omega/protocol"
 import { Clock, Context, Duration, Effect, Layer, PubSub, Schedule } from "effect"
@@ -22,6 +23,8 @@ export class Federation extends Context.Service<Federation, {
   /** New catalog items go out to every open session. */
   readonly announceContent: (items: ReadonlyArray<ContentEmbedding>) => Effect.Effect<void>
   readonly content: PubSub.PubSub<ReadonlyArray<ContentEmbedding>>
+  /** Asks connected federation workers to start a cross-shard round (they listen on their sessions). */
+  readonly roundRequests: PubSub.PubSub<string>
 }>()("omega/constellation/Federation") {
   static readonly layer = (options: { readonly every: Duration.Input }) => Layer.effect(Federation, make(options))
 }
@@ -30,9 +33,10 @@ function make(options: { readonly every: Duration.Input }) {
   return Effect.gen(function*() {
     const ingestion = yield* Ingestion
     const content = yield* PubSub.unbounded<ReadonlyArray<ContentEmbedding>>()
+    const roundRequests = yield* PubSub.unbounded<string>()
     let round = 0
 
-    const runRound = Effect.gen(function*() {
+    const localRound = Effect.gen(function*() {
       const started = yield* Clock.currentTimeMillis
       const before = yield* ingestion.stats
       const report = yield* ingestion.refresh(true)
@@ -45,9 +49,14 @@ function make(options: { readonly every: Duration.Input }) {
         groups: report.clusters,
         regions: report.regions
       } satisfies RoundReport
-    }).pipe(Effect.withSpan("Federation.runRound"))
+    }).pipe(Effect.withSpan("Federation.localRound"))
 
-    yield* runRound.pipe(
+    // On demand, the cross-shard round too: connected workers get a RoundRequest on their sessions.
+    const runRound = PubSub.publish(roundRequests, "requested through the shard's API").pipe(
+      Effect.andThen(localRound)
+    )
+
+    yield* localRound.pipe(
       Effect.catch((error) => Effect.logWarning("federation round failed", error)),
       Effect.schedule(Schedule.spaced(options.every)),
       Effect.forkScoped
@@ -56,7 +65,8 @@ function make(options: { readonly every: Duration.Input }) {
     return Federation.of({
       runRound,
       announceContent: (items) => PubSub.publish(content, items).pipe(Effect.asVoid),
-      content
+      content,
+      roundRequests
     })
   })
 }

@@ -7,6 +7,7 @@
  */
 import {
   type DeltaAck,
+  type GlobalPattern,
   type GlobalPatterns,
   makeWireCodec,
   MAX_GLOBAL_PATTERNS,
@@ -94,6 +95,15 @@ export class Ingestion extends Context.Service<Ingestion, {
   /** Recomputes the snapshots of regions that changed (or all of them); returns what was published. */
   readonly refresh: (all: boolean) => Effect.Effect<RefreshReport, StorageError>
   readonly stats: Effect.Effect<IngestionStats>
+  /** Regions this shard has aggregated anything for. */
+  readonly regions: Effect.Effect<ReadonlyArray<string>>
+  /** This shard's own aggregated patterns of a region, groups below k included, for a federation round. */
+  readonly localPatterns: (region: string, limit: number) => Effect.Effect<ReadonlyArray<GlobalPattern>>
+  /**
+   * Takes a region's federated patterns (aggregated across shards by the federation worker): they
+   * are what the region's TVs get from now on, pushed on their open sessions.
+   */
+  readonly applyFederated: (region: string, global: GlobalPatterns) => Effect.Effect<void, StorageError>
 }>()("omega/constellation/Ingestion") {
   static readonly layer = (config: IngestionConfig = defaultIngestionConfig) => Layer.effect(Ingestion, make(config))
 }
@@ -116,6 +126,8 @@ function make(config: IngestionConfig) {
     const queue = yield* Queue.unbounded<Pending>()
     const updates = yield* PubSub.unbounded<string>()
     const snapshots = new Map<string, GlobalPatterns>()
+    // Cross-shard patterns from the last federation round, served instead of this shard's own.
+    const federated = new Map<string, GlobalPatterns>()
     const dirty = new Set<string>()
     const counters = {
       deltasAccepted: 0,
@@ -239,8 +251,13 @@ function make(config: IngestionConfig) {
 
     const refreshRegion = Effect.fnUntraced(function*(region: string) {
       const now = yield* Clock.currentTimeMillis
-      const similar = aggregator.snapshot(region, config.snapshotPatterns, now)
+      const fromFederation = federated.get(region)
+      const similar = fromFederation?.similar.slice(0, config.snapshotPatterns) ??
+        aggregator.snapshot(region, config.snapshotPatterns, now)
       const version = yield* storage.upsertAggregated(region, similar)
+      if (fromFederation !== undefined && fromFederation.trending.length > 0) {
+        yield* storage.upsertTrends(fromFederation.trending.map((t) => ({ ...t, region })))
+      }
       const trending = yield* storage.loadTrends(region, config.snapshotTrends)
       snapshots.set(region, { version, similar, trending })
       yield* PubSub.publish(updates, region)
@@ -268,6 +285,13 @@ function make(config: IngestionConfig) {
       stats: Effect.sync(() => {
         const s = aggregator.stats()
         return { ...counters, clusters: s.clusters, publishableClusters: s.publishable }
+      }),
+      regions: Effect.sync(() => aggregator.regionNames()),
+      localPatterns: (region, limit) =>
+        Effect.map(Clock.currentTimeMillis, (now) => aggregator.snapshot(region, limit, now, 1)),
+      applyFederated: Effect.fnUntraced(function*(region: string, global: GlobalPatterns) {
+        federated.set(region, global)
+        yield* refreshRegion(region)
       })
     })
   })

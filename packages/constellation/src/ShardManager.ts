@@ -49,12 +49,17 @@ export class ShardManager extends Context.Service<ShardManager, {
     token: string,
     region: string
   ) => Effect.Effect<DeviceState, AuthError | StorageError>
+  /** Checks a federation worker's credentials (an id in the "federation:" namespace); no registration. */
+  readonly authenticatePeer: (peerId: string, token: string) => Effect.Effect<void, AuthError>
   readonly sessionOpened: (deviceId: string) => void
   readonly sessionClosed: (deviceId: string) => void
   readonly stats: Effect.Effect<ShardStats>
 }>()("omega/constellation/ShardManager") {
   static readonly layer = (config: ShardConfig) => Layer.effect(ShardManager, make(config))
 }
+
+/** Session ids of federation workers start with this; devices cannot register such ids. */
+export const FEDERATION_PEER_PREFIX = "federation:"
 
 /** The token a device with `deviceId` holds under `fleetSecret`. */
 export const deviceToken = (fleetSecret: Redacted.Redacted<string> | string, deviceId: string): string =>
@@ -80,7 +85,7 @@ function make(config: ShardConfig) {
 
     const authenticate = Effect.fn("ShardManager.authenticate")(
       function*(deviceId: string, token: string, region: string) {
-        if (!verify(deviceId, token)) {
+        if (!verify(deviceId, token) || deviceId.startsWith(FEDERATION_PEER_PREFIX)) {
           return yield* new AuthError({
             reason: "unauthorized",
             message: `unknown device or wrong token for ${deviceId}`
@@ -116,6 +121,10 @@ function make(config: ShardConfig) {
     return ShardManager.of({
       config,
       authenticate,
+      authenticatePeer: (peerId, token) =>
+        peerId.startsWith(FEDERATION_PEER_PREFIX) && verify(peerId, token) ?
+          Effect.void :
+          Effect.fail(new AuthError({ reason: "unauthorized", message: `${peerId} is not a federation worker` })),
       sessionOpened: (deviceId) => {
         activeSessions += 1
         sessions.set(deviceId, (sessions.get(deviceId) ?? 0) + 1)

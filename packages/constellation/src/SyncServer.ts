@@ -19,7 +19,7 @@ import { type Connection, type ListenOptions, SyncTransport } from "@omega/sync"
 import { Clock, Context, Duration, Effect, Layer, Metric, PubSub, Sink, Stream } from "effect"
 import { Federation } from "./Federation.ts"
 import { Ingestion } from "./Ingestion.ts"
-import { type DeviceState, ShardManager } from "./ShardManager.ts"
+import { type DeviceState, FEDERATION_PEER_PREFIX, ShardManager } from "./ShardManager.ts"
 
 export interface SyncServerConfig {
   readonly listen: ListenOptions
@@ -155,6 +155,54 @@ function make(config: SyncServerConfig) {
           }))
       })
 
+    /** A federation worker's session: our aggregated patterns out on request, federated ones in. */
+    const serveFederation = (connection: Connection, frames: Stream.Stream<Uint8Array, unknown>) =>
+      Effect.gen(function*() {
+        const requests = yield* PubSub.subscribe(federation.roundRequests)
+        yield* Stream.fromSubscription(requests).pipe(
+          Stream.runForEach((reason) => send(connection, { _tag: "RoundRequest", reason })),
+          Effect.ignore,
+          Effect.forkScoped
+        )
+        yield* Stream.runForEach(frames, (bytes) =>
+          Effect.gen(function*() {
+            const decoded = yield* Effect.exit(codec.decode(bytes))
+            if (decoded._tag === "Failure") {
+              yield* refuse(connection, "bad-frame", "frame rejected: it does not match the protocol")
+              return yield* Effect.fail("bad-frame" as const)
+            }
+            const frame = decoded.value
+            switch (frame._tag) {
+              case "FederationPull": {
+                const regions = yield* ingestion.regions
+                const all = regions.length > 0 ? regions : [manager.config.defaultRegion]
+                for (const [i, region] of all.entries()) {
+                  yield* send(connection, {
+                    _tag: "ShardPatterns",
+                    round: frame.round,
+                    shardId: manager.config.shardId,
+                    region,
+                    patterns: yield* ingestion.localPatterns(region, frame.maxPatterns),
+                    trends: [],
+                    last: i === all.length - 1
+                  })
+                }
+                return
+              }
+              case "RegionUpdate":
+                return yield* ingestion.applyFederated(frame.region, frame.global).pipe(
+                  Effect.catch(() => refuse(connection, "internal", "could not store the federated patterns"))
+                )
+              case "Ping":
+                return yield* send(connection, { _tag: "Pong", nonce: frame.nonce })
+              case "Pong":
+                return
+              default:
+                return yield* refuse(connection, "bad-frame", `${frame._tag} is not a frame a federation worker sends`)
+            }
+          }))
+      })
+
     const onConnection = (connection: Connection) =>
       Effect.scoped(Effect.gen(function*() {
         // Everything the TV sends, through one reader; the first frame is taken apart from the rest.
@@ -168,6 +216,20 @@ function make(config: SyncServerConfig) {
         const { deviceId, protocolVersion, region, resume, token } = hello.value
         if (protocolVersion !== PROTOCOL_VERSION) {
           return yield* refuse(connection, "unsupported-version", `this shard speaks protocol ${PROTOCOL_VERSION}`)
+        }
+        if (deviceId.startsWith(FEDERATION_PEER_PREFIX)) {
+          const allowed = yield* manager.authenticatePeer(deviceId, token).pipe(
+            Effect.as(true),
+            Effect.catch(() => Effect.as(refuse(connection, "unauthorized", "unknown federation worker"), false))
+          )
+          if (!allowed) return
+          yield* send(connection, {
+            _tag: "Welcome",
+            sessionId: `${manager.config.shardId}-${++sessionCounter}` as SessionId,
+            serverTime: yield* Clock.currentTimeMillis,
+            globalVersion: 0
+          })
+          return yield* serveFederation(connection, rest)
         }
         const auth = yield* manager.authenticate(deviceId, token, region).pipe(
           Effect.map((device) => ({ device })),

@@ -216,7 +216,10 @@ function make(config: SyncClientConfig) {
       )
       // Deltas a previous session never saw acknowledged are replayed, then whatever changed since.
       const replay = Effect.gen(function*() {
-        for (const delta of yield* brain.pendingDeltas) yield* inFlight.withPermit(push(active, delta))
+        // Read under the permit: a delta acknowledged meanwhile has left the outbox and is not resent.
+        yield* inFlight.withPermit(Effect.gen(function*() {
+          for (const delta of yield* brain.pendingDeltas) yield* push(active, delta)
+        }))
         yield* syncNow
       }).pipe(Effect.catch((e) => Effect.logDebug("outbox replay did not finish", e)))
 

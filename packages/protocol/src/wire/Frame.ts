@@ -6,6 +6,7 @@
  * Member order is part of the binary format: add new frames at the end.
  */
 import { Schema } from "effect"
+import { MAX_GLOBAL_PATTERNS, MAX_TRENDS } from "../Constants.ts"
 import {
   ContentEmbedding,
   GlobalPattern,
@@ -13,13 +14,14 @@ import {
   PatternDelta,
   Region,
   SharedPattern,
+  TrendSignal,
   Version
 } from "../Pattern.ts"
 import { Timestamp } from "../Viewing.ts"
 import { QuantizedEmbedding, type QuantizerConfig, QuantizerPresets } from "./Quantize.ts"
 
 /** Version of the frame schemas below; bump on any change to them or to the binary layout. */
-export const PROTOCOL_VERSION = 1
+export const PROTOCOL_VERSION = 2
 
 /** Upper bound on catalog items announced in one ContentUpdate. */
 export const MAX_CONTENT_ITEMS = 64
@@ -131,7 +133,42 @@ export const makeSyncFrame = (quantization: FrameQuantization = defaultQuantizat
     retryAfterMs: Schema.optionalKey(Schema.Int.check(Schema.isGreaterThanOrEqualTo(0)))
   })
 
-  return Schema.Union([Hello, Welcome, DeltaUpload, DeltaAck, GlobalUpdate, ContentUpdate, Ping, Pong, ErrorFrame])
+  // Federation: a worker holds a session to every shard (authenticated like a device, with an id
+  // in the "federation:" namespace) and exchanges aggregated patterns in the same schemas.
+  /** Worker to shard: send your aggregated patterns for round `round`. */
+  const FederationPull = Schema.TaggedStruct("FederationPull", {
+    round: Nonce,
+    maxPatterns: Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: MAX_GLOBAL_PATTERNS }))
+  })
+  /** Shard to worker: one region's aggregated patterns and trends; `last` ends the shard's answer. */
+  const ShardPatterns = Schema.TaggedStruct("ShardPatterns", {
+    round: Nonce,
+    shardId: Schema.String.check(Schema.isBetweenLength(1, 128)),
+    region: Region,
+    patterns: arrayLike(Schema.Array(GlobalPattern).check(Schema.isMaxLength(MAX_GLOBAL_PATTERNS)), WireGlobalPattern),
+    trends: Schema.Array(TrendSignal).check(Schema.isMaxLength(MAX_TRENDS)),
+    last: Schema.Boolean
+  })
+  /** Worker to shard: the federated global patterns of a region. */
+  const RegionUpdate = Schema.TaggedStruct("RegionUpdate", { region: Region, global: WireGlobalPatterns })
+  /** Shard to worker: start a round now (POST /api/v1/federation/trigger). */
+  const RoundRequest = Schema.TaggedStruct("RoundRequest", { reason: Schema.String.check(Schema.isMaxLength(256)) })
+
+  return Schema.Union([
+    Hello,
+    Welcome,
+    DeltaUpload,
+    DeltaAck,
+    GlobalUpdate,
+    ContentUpdate,
+    Ping,
+    Pong,
+    ErrorFrame,
+    FederationPull,
+    ShardPatterns,
+    RegionUpdate,
+    RoundRequest
+  ])
 }
 
 /** Every frame of a sync session, with the default quantization. */
@@ -147,3 +184,7 @@ export type ContentUpdate = Extract<SyncFrame, { readonly _tag: "ContentUpdate" 
 export type Ping = Extract<SyncFrame, { readonly _tag: "Ping" }>
 export type Pong = Extract<SyncFrame, { readonly _tag: "Pong" }>
 export type ErrorFrame = Extract<SyncFrame, { readonly _tag: "ErrorFrame" }>
+export type FederationPull = Extract<SyncFrame, { readonly _tag: "FederationPull" }>
+export type ShardPatterns = Extract<SyncFrame, { readonly _tag: "ShardPatterns" }>
+export type RegionUpdate = Extract<SyncFrame, { readonly _tag: "RegionUpdate" }>
+export type RoundRequest = Extract<SyncFrame, { readonly _tag: "RoundRequest" }>

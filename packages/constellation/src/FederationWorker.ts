@@ -1,0 +1,241 @@
+/**
+ * The federation worker: holds a long-lived sync session to every shard (authenticated like a
+ * device, in the "federation:" namespace), and in each round pulls every shard's aggregated
+ * patterns, federates them per region across shards, and sends the result back to the shards
+ * as RegionUpdate frames, which the shards push on to their TVs. Rounds run on a schedule and
+ * whenever a shard asks (POST /api/v1/federation/trigger on any shard).
+ */
+import {
+  type DeviceId,
+  type GlobalPattern,
+  type GlobalPatterns,
+  makeWireCodec,
+  MAX_GLOBAL_PATTERNS,
+  PROTOCOL_VERSION,
+  type ShardPatterns,
+  type SyncFrame,
+  type TrendSignal
+} from "@omega/protocol"
+import { type Connection, type ConnectOptions, SyncTransport } from "@omega/sync"
+import { Clock, Context, Deferred, Duration, Effect, Layer, Metric, Ref, Schedule, Stream } from "effect"
+import { deviceToken, FEDERATION_PEER_PREFIX } from "./ShardManager.ts"
+
+export interface ShardEndpoint {
+  readonly shardId: string
+  readonly endpoint: ConnectOptions
+}
+
+/** One shard's aggregated patterns of one region, as a round collects them. */
+export interface ShardRegionPatterns {
+  readonly shardId: string
+  readonly region: string
+  readonly patterns: ReadonlyArray<GlobalPattern>
+  readonly trends: ReadonlyArray<TrendSignal>
+}
+
+/** Turns a round's inputs into each region's federated patterns (k-anonymity included). */
+export type Federate = (inputs: ReadonlyArray<ShardRegionPatterns>) => ReadonlyMap<string, {
+  readonly patterns: ReadonlyArray<GlobalPattern>
+  readonly trends: ReadonlyArray<TrendSignal>
+}>
+
+export interface FederationWorkerConfig {
+  /** This worker's id; "federation:" is prepended when missing. */
+  readonly workerId: string
+  readonly fleetSecret: string
+  readonly shards: ReadonlyArray<ShardEndpoint>
+  readonly every: Duration.Input
+  /** How long a round waits for shards to answer before federating what it has. */
+  readonly roundTimeout: Duration.Input
+  readonly maxPatternsPerShard: number
+  readonly federate: Federate
+}
+
+export interface WorkerRoundReport {
+  readonly round: number
+  readonly durationMs: number
+  readonly shardsAnswered: number
+  readonly patternsIn: number
+  readonly patternsOut: number
+  readonly regions: number
+  /** Mean cosine of each output pattern to its nearest output of the previous round (1 = settled). */
+  readonly convergence: number
+}
+
+export const federationMetrics = {
+  rounds: Metric.counter("omega_federation_rounds_total", { description: "Federation rounds run", incremental: true }),
+  duration: Metric.gauge("omega_federation_round_duration_ms", { description: "Duration of the last round" }),
+  patternsIn: Metric.gauge("omega_federation_patterns_in", { description: "Shard patterns in the last round" }),
+  patternsOut: Metric.gauge("omega_federation_patterns_out", {
+    description: "Federated patterns out of the last round"
+  }),
+  groups: Metric.gauge("omega_federation_regions", { description: "Regions federated in the last round" }),
+  convergence: Metric.gauge("omega_federation_convergence", { description: "Mean cosine to the previous round" })
+}
+
+export class FederationWorker extends Context.Service<FederationWorker, {
+  readonly runRound: Effect.Effect<WorkerRoundReport>
+  readonly lastRound: Effect.Effect<WorkerRoundReport | undefined>
+  /** Shards with an open session. */
+  readonly connectedShards: Effect.Effect<number>
+}>()("omega/constellation/FederationWorker") {
+  static readonly layer = (config: FederationWorkerConfig) => Layer.effect(FederationWorker, make(config))
+}
+
+interface ShardSession {
+  readonly connection: Connection
+  readonly shardId: string
+}
+
+function make(config: FederationWorkerConfig) {
+  return Effect.gen(function*() {
+    const transport = yield* SyncTransport
+    const codec = makeWireCodec()
+    const workerId = config.workerId.startsWith(FEDERATION_PEER_PREFIX) ?
+      config.workerId :
+      `${FEDERATION_PEER_PREFIX}${config.workerId}`
+    const sessions = new Map<string, ShardSession>()
+    // The round being collected: answers by shard, and a signal when every shard is done.
+    let collecting: {
+      round: number
+      answers: Map<string, Array<ShardPatterns>>
+      done: Deferred.Deferred<void>
+    } | undefined
+    let round = 0
+    let previous: ReadonlyArray<GlobalPattern> = []
+    const last = yield* Ref.make<WorkerRoundReport | undefined>(undefined)
+    const requested = yield* Ref.make(false)
+
+    const send = (connection: Connection, frame: SyncFrame) =>
+      Effect.flatMap(codec.encodeEffect(frame).pipe(Effect.orDie), (bytes) => connection.send(bytes))
+
+    const onFrame = Effect.fnUntraced(function*(shardId: string, bytes: Uint8Array) {
+      const frame = yield* codec.decode(bytes)
+      if (frame._tag === "ShardPatterns") {
+        if (collecting === undefined || frame.round !== collecting.round) return
+        const list = collecting.answers.get(shardId) ?? []
+        list.push(frame)
+        collecting.answers.set(shardId, list)
+        const finished = [...sessions.keys()].every((id) => collecting!.answers.get(id)?.some((a) => a.last))
+        if (finished) yield* Deferred.succeed(collecting.done, undefined)
+      } else if (frame._tag === "RoundRequest") {
+        yield* Ref.set(requested, true)
+      } else if (frame._tag === "Ping") {
+        yield* send(sessions.get(shardId)!.connection, { _tag: "Pong", nonce: frame.nonce })
+      }
+    })
+
+    /** A session to one shard, kept open with reconnects. */
+    const keepSession = (shard: ShardEndpoint) =>
+      Effect.scoped(Effect.gen(function*() {
+        const connection = yield* transport.connect(shard.endpoint)
+        yield* send(connection, {
+          _tag: "Hello",
+          deviceId: workerId as DeviceId,
+          token: deviceToken(config.fleetSecret, workerId),
+          region: "federation",
+          protocolVersion: PROTOCOL_VERSION
+        })
+        let welcomed = false
+        yield* Effect.addFinalizer(() => Effect.sync(() => sessions.delete(shard.shardId)))
+        yield* Stream.runForEach(connection.incoming, (bytes): Effect.Effect<void, unknown> => {
+          if (welcomed) return onFrame(shard.shardId, bytes)
+          welcomed = true
+          return Effect.flatMap(codec.decode(bytes), (frame) =>
+            frame._tag === "Welcome" ?
+              Effect.sync(() => sessions.set(shard.shardId, { connection, shardId: shard.shardId })) :
+              Effect.fail(`shard ${shard.shardId} refused the worker: ${frame._tag}`))
+        })
+      })).pipe(
+        Effect.catchCause((cause) => Effect.logDebug(`federation session to ${shard.shardId} ended`, cause)),
+        Effect.andThen(Effect.sleep(Duration.seconds(1))),
+        Effect.forever
+      )
+
+    for (const shard of config.shards) yield* Effect.forkScoped(keepSession(shard))
+
+    const runRound = Effect.gen(function*() {
+      const started = yield* Clock.currentTimeMillis
+      round += 1
+      const done = yield* Deferred.make<void>()
+      collecting = { round, answers: new Map(), done }
+      const open = [...sessions.values()]
+      for (const session of open) {
+        yield* send(session.connection, { _tag: "FederationPull", round, maxPatterns: config.maxPatternsPerShard })
+          .pipe(
+            Effect.ignore
+          )
+      }
+      if (open.length > 0) yield* Deferred.await(done).pipe(Effect.timeoutOption(config.roundTimeout))
+      const answers = collecting.answers
+      collecting = undefined
+      const inputs: Array<ShardRegionPatterns> = [...answers.entries()].flatMap(([shardId, frames]) =>
+        frames.map((f) => ({ shardId, region: f.region, patterns: f.patterns, trends: f.trends }))
+      )
+      const federated = config.federate(inputs)
+      // Every shard gets every region it reported (its TVs live there).
+      const version = started
+      for (const [shardId, frames] of answers) {
+        const session = sessions.get(shardId)
+        if (session === undefined) continue
+        for (const region of new Set(frames.map((f) => f.region))) {
+          const result = federated.get(region)
+          if (result === undefined) continue
+          const global: GlobalPatterns = {
+            version,
+            similar: result.patterns.slice(0, MAX_GLOBAL_PATTERNS),
+            trending: result.trends.slice(0, 20)
+          }
+          yield* send(session.connection, { _tag: "RegionUpdate", region, global }).pipe(Effect.ignore)
+        }
+      }
+      const out = [...federated.values()].flatMap((r) => r.patterns)
+      const report: WorkerRoundReport = {
+        round,
+        durationMs: (yield* Clock.currentTimeMillis) - started,
+        shardsAnswered: answers.size,
+        patternsIn: inputs.reduce((n, i) => n + i.patterns.length, 0),
+        patternsOut: out.length,
+        regions: federated.size,
+        convergence: convergence(previous, out)
+      }
+      previous = out
+      yield* Ref.set(last, report)
+      yield* Metric.update(federationMetrics.rounds, 1)
+      yield* Metric.update(federationMetrics.duration, report.durationMs)
+      yield* Metric.update(federationMetrics.patternsIn, report.patternsIn)
+      yield* Metric.update(federationMetrics.patternsOut, report.patternsOut)
+      yield* Metric.update(federationMetrics.groups, report.regions)
+      yield* Metric.update(federationMetrics.convergence, report.convergence)
+      return report
+    }).pipe(Effect.withSpan("FederationWorker.runRound"))
+
+    // Scheduled rounds, and a prompt round when a shard asks for one.
+    yield* runRound.pipe(Effect.schedule(Schedule.spaced(config.every)), Effect.forkScoped)
+    yield* Effect.gen(function*() {
+      if (yield* Ref.getAndSet(requested, false)) yield* runRound
+    }).pipe(Effect.schedule(Schedule.spaced(Duration.millis(200))), Effect.forkScoped)
+
+    return FederationWorker.of({
+      runRound,
+      lastRound: Ref.get(last),
+      connectedShards: Effect.sync(() => sessions.size)
+    })
+  })
+}
+
+/** Mean best cosine of `current` patterns to `previous` ones; 0 without a previous round. */
+const convergence = (previous: ReadonlyArray<GlobalPattern>, current: ReadonlyArray<GlobalPattern>): number => {
+  if (previous.length === 0 || current.length === 0) return 0
+  let total = 0
+  for (const p of current) {
+    let best = -1
+    for (const q of previous) {
+      let dot = 0
+      for (let i = 0; i < p.embedding.length; i++) dot += p.embedding[i]! * q.embedding[i]!
+      if (dot > best) best = dot
+    }
+    total += best
+  }
+  return total / current.length
+}
