@@ -59,9 +59,10 @@ const demo = Command.make(
   {
     json,
     dataset,
-    tvs: Flag.Int("tvs").pipe(Flag.withDescription("How many TVs to simulate"), Flag.withDefault(50))
+    tvs: Flag.Int("tvs").pipe(Flag.withDescription("How many TVs to simulate"), Flag.withDefault(200))
   },
-  (flags) => runDemo({ json: flags.json, dataset: Option.getOrUndefined(flags.dataset), tvs: flags.tvs })
+  (flags) =>
+    runDemo({ json: flags.json, dataset: Option.getOrUndefined(flags.dataset), tvs: flags.tvs }).pipe(Effect.scoped)
 ).pipe(Command.withDescription("A fleet of TV brains replaying viewers and recommending, with the numbers"))
 
 const loadtest = Command.make(

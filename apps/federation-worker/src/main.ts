@@ -1,0 +1,34 @@
+/** `omega-federation`: the cross-shard federation worker (configuration: WorkerConfig.ts). */
+import { NodeHttpServer, NodeRuntime } from "@effect/platform-node"
+import { defaultCrossShardConfig, federateAcrossShards, FederationWorker } from "@omega/constellation"
+import { SyncTransport } from "@omega/sync"
+import { Duration, Effect, Layer, Redacted } from "effect"
+import { HttpRouter } from "effect/http"
+import { PrometheusMetrics } from "effect/observability"
+import { createServer } from "node:http"
+import { parseShards, workerConfig } from "./WorkerConfig.ts"
+
+const program = Effect.gen(function*() {
+  const config = yield* workerConfig
+  const shards = yield* parseShards(config.shards, config.transport)
+  const worker = FederationWorker.layer({
+    workerId: config.workerId,
+    fleetSecret: Redacted.value(config.fleetSecret),
+    shards,
+    every: Duration.millis(config.everyMs),
+    roundTimeout: Duration.seconds(10),
+    maxPatternsPerShard: 500,
+    federate: federateAcrossShards({ ...defaultCrossShardConfig, minDevices: config.minDevices })
+  }).pipe(
+    Layer.provide(config.transport === "quic" ? SyncTransport.layerQuic() : SyncTransport.layerWebTransport())
+  )
+  const metrics = HttpRouter.serve(PrometheusMetrics.layerHttp(), { disableLogger: true, disableListenLog: true }).pipe(
+    Layer.provide(NodeHttpServer.layer(createServer, { port: config.metricsPort, host: config.host }))
+  )
+  yield* Effect.logInfo(
+    `federation worker ${config.workerId}: ${shards.length} shards, a round every ${config.everyMs} ms`
+  )
+  return yield* Layer.launch(Layer.mergeAll(worker, metrics))
+})
+
+NodeRuntime.runMain(program)
