@@ -182,10 +182,10 @@ export const runDemo = Effect.fn("omega.demo")(function*(options: DemoOptions) {
   const syncMs: Array<number> = []
   let bytesUp = 0
   let syncs = 0
-  for (const [round, cut] of cuts.entries()) {
+  for (const [index, cut] of cuts.entries()) {
     let events = 0
     for (const tv of fleet) {
-      const from = round === 0 ? -Infinity : cuts[round - 1]!
+      const from = index === 0 ? -Infinity : cuts[index - 1]!
       const window = tv.split.train.filter((r) => r.at > from && r.at <= cut)
       yield* replay(tv.brain, { titles }, window)
       events += window.length
@@ -200,7 +200,7 @@ export const runDemo = Effect.fn("omega.demo")(function*(options: DemoOptions) {
     const report = yield* worker.runRound
     yield* Effect.sleep(Duration.millis(300))
     rounds.push({
-      round: round + 1,
+      round: index + 1,
       events,
       syncs,
       shards: report.shardsAnswered,
