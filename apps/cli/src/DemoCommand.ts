@@ -210,7 +210,7 @@ export const runDemo = Effect.fn("omega.demo")(function*(options: DemoOptions) {
       convergence: round3(report.convergence)
     })
     yield* progress(
-      `  round ${round + 1}/${ROUNDS}: ${events} events replayed, federated ${report.patternsOut} patterns`
+      `  round ${index + 1}/${ROUNDS}: ${events} events replayed, federated ${report.patternsOut} patterns`
     )
   }
   const bytesDown = (yield* Effect.forEach(fleet, (tv) => tv.client.status)).reduce((n, s) => n + s.bytesDown, 0)
