@@ -64,6 +64,8 @@ export class IngestError extends Data.TaggedError("IngestError")<{
 }> {}
 
 export interface IngestionStats {
+  /** Acknowledged patterns in the durable log, this run and before it. */
+  readonly patternsStored: number
   readonly deltasAccepted: number
   readonly deltasDuplicate: number
   readonly deltasRateLimited: number
@@ -130,6 +132,7 @@ function make(config: IngestionConfig) {
     const federated = new Map<string, GlobalPatterns>()
     const dirty = new Set<string>()
     const counters = {
+      patternsStored: (yield* storage.counts).loggedPatterns,
       deltasAccepted: 0,
       deltasDuplicate: 0,
       deltasRateLimited: 0,
@@ -210,6 +213,7 @@ function make(config: IngestionConfig) {
           dirty.add(p.device.region)
           counters.deltasAccepted += 1
           counters.patternsAccepted += p.patterns.length
+          counters.patternsStored += p.patterns.length
           yield* Deferred.succeed(p.done, ack(p.delta.version, p.patterns.length, false))
         } else {
           counters.deltasDuplicate += 1

@@ -31,6 +31,7 @@ const Stats = Schema.Struct({
   /** Deltas and patterns in the durable log: everything ever acknowledged. */
   loggedDeltas: Schema.Number,
   loggedPatterns: Schema.Number,
+  patternsStored: Schema.Number,
   deltasAccepted: Schema.Number,
   deltasDuplicate: Schema.Number,
   deltasRateLimited: Schema.Number,

@@ -48,7 +48,9 @@ export const syncMetrics = {
     boundaries: Metric.boundariesFromIterable([0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5])
   }),
   bytesIn: Metric.counter("omega_sync_bytes_in_total", { description: "Frame bytes received", incremental: true }),
-  bytesOut: Metric.counter("omega_sync_bytes_out_total", { description: "Frame bytes sent", incremental: true })
+  bytesOut: Metric.counter("omega_sync_bytes_out_total", { description: "Frame bytes sent", incremental: true }),
+  activeDevices: Metric.gauge("omega_active_devices", { description: "Devices with an open session" }),
+  patternsStored: Metric.gauge("omega_patterns_stored", { description: "Acknowledged patterns in the durable log" })
 }
 
 function make(config: SyncServerConfig) {
@@ -59,6 +61,12 @@ function make(config: SyncServerConfig) {
     const federation = yield* Federation
     const codec = config.codec ?? makeWireCodec()
     let sessionCounter = 0
+    // Exported from the start, so /metrics shows every series before the first sync.
+    for (const counter of [syncMetrics.requests, syncMetrics.rejected, syncMetrics.bytesIn, syncMetrics.bytesOut]) {
+      yield* Metric.update(counter, 0)
+    }
+    yield* Metric.update(syncMetrics.activeDevices, 0)
+    yield* Metric.update(syncMetrics.patternsStored, (yield* ingestion.stats).patternsStored)
     // A region's snapshot goes to every session of the region: encode it once per version.
     const encodedGlobal = new Map<string, { readonly version: number; readonly bytes: Uint8Array }>()
     const sendGlobal = (connection: Connection, region: string, global: GlobalPatterns) =>
@@ -136,6 +144,7 @@ function make(config: SyncServerConfig) {
                     Effect.gen(function*() {
                       yield* send(connection, ack)
                       yield* Metric.update(syncMetrics.latency, ((yield* Clock.currentTimeMillis) - started) / 1000)
+                      yield* Metric.update(syncMetrics.patternsStored, (yield* ingestion.stats).patternsStored)
                     })
                   ),
                   Effect.catchTag("IngestError", (failure) =>
@@ -245,7 +254,13 @@ function make(config: SyncServerConfig) {
         if (auth === undefined) return
         const device = auth.device
         manager.sessionOpened(device.id)
-        yield* Effect.addFinalizer(() => Effect.sync(() => manager.sessionClosed(device.id)))
+        yield* Metric.update(syncMetrics.activeDevices, (yield* manager.stats).activeDevices)
+        yield* Effect.addFinalizer(() =>
+          Effect.sync(() => manager.sessionClosed(device.id)).pipe(
+            Effect.andThen(manager.stats),
+            Effect.flatMap((stats) => Metric.update(syncMetrics.activeDevices, stats.activeDevices))
+          )
+        )
         const global = yield* ingestion.snapshot(device.region)
         yield* send(connection, {
           _tag: "Welcome",

@@ -1,0 +1,93 @@
+import { assert, describe, it } from "@effect/vitest"
+import { EMBEDDING_DIMENSIONS } from "@omega/protocol"
+import { SyncTransport } from "@omega/sync"
+import { Duration, Effect, Layer } from "effect"
+import { HttpServer } from "effect/http"
+import { HttpApiTest } from "effect/http-api"
+import { ManagementApi, managementHandlers } from "./ManagementApi.ts"
+import { shardCore } from "./Shard.ts"
+import { ShardStorage } from "./ShardStorage.ts"
+
+const shard = shardCore({
+  shardId: "api-test",
+  region: "eu-west",
+  maxDevices: 10,
+  fleetSecret: "secret",
+  transport: "memory",
+  sync: { port: 0 },
+  host: "127.0.0.1",
+  httpPort: 0,
+  metricsPort: 0,
+  ingestion: { minSyncInterval: Duration.zero },
+  federationEvery: Duration.hours(1)
+}).pipe(Layer.provideMerge(Layer.mergeAll(ShardStorage.layerTest, SyncTransport.layerMemory)))
+
+const api = managementHandlers({ syncPort: 4433, region: "eu-west" }).pipe(
+  Layer.provideMerge(shard),
+  Layer.provideMerge(HttpServer.layerServices)
+)
+
+const client = HttpApiTest.groups(ManagementApi, ["shard"])
+
+const content = (contentId: string, embedding: ReadonlyArray<number>) => ({
+  contentId,
+  title: "A New Show (2026)",
+  genres: ["Drama"],
+  embedding
+})
+const unit = Array.from({ length: EMBEDDING_DIMENSIONS }, (_, i) => (i === 0 ? 1 : 0))
+
+describe("management REST API", () => {
+  it.live("health, stats and shards describe the shard and its database", () =>
+    Effect.gen(function*() {
+      const shard = yield* client
+      const health = yield* shard.health()
+      assert.strictEqual(health.status, "ok")
+      assert.strictEqual(health.database, "up")
+      assert.strictEqual(health.shardId, "api-test")
+      const stats = yield* shard.stats()
+      assert.strictEqual(stats.maxDevices, 10)
+      assert.strictEqual(stats.loggedPatterns, 0)
+      const shards = yield* shard.shards()
+      assert.deepStrictEqual(shards.map((s) => [s.shardId, s.region, s.syncPort]), [["api-test", "eu-west", 4433]])
+    }).pipe(Effect.provide(api)), 30_000)
+
+  it.live(
+    "POST /api/v1/content stores valid items and refuses bad ones with a message, storing nothing",
+    () =>
+      Effect.gen(function*() {
+        const shard = yield* client
+        assert.deepStrictEqual(yield* shard.addContent({ payload: content("show-1", unit) }), { added: 1 })
+        assert.deepStrictEqual(
+          yield* shard.addContent({ payload: [content("show-2", unit), content("show-3", unit)] }),
+          { added: 2 }
+        )
+        const bad = [
+          content("short", [1, 2, 3]),
+          // JSON has no NaN or Infinity: a non-number component arrives as null or a string.
+          { ...content("null", unit), embedding: unit.map((x, i) => (i === 5 ? null : x)) },
+          { ...content("string", unit), embedding: unit.map((x, i) => (i === 5 ? "1" : x)) },
+          content("zero", unit.map(() => 0)),
+          content("", unit),
+          { title: "no id" },
+          []
+        ]
+        for (const payload of bad) {
+          const error = yield* Effect.flip(shard.addContent({ payload }))
+          assert.strictEqual(error._tag, "InvalidRequest", JSON.stringify(payload).slice(0, 60))
+        }
+        const storage = yield* ShardStorage
+        assert.strictEqual((yield* storage.listContentSince(0, 100)).length, 3)
+      }).pipe(Effect.provide(api)),
+    30_000
+  )
+
+  it.live("POST /api/v1/federation/trigger runs a round and reports it", () =>
+    Effect.gen(function*() {
+      const shard = yield* client
+      const first = yield* shard.triggerFederation()
+      const second = yield* shard.triggerFederation()
+      assert.strictEqual(second.round, first.round + 1)
+      assert.isAtLeast(second.durationMs, 0)
+    }).pipe(Effect.provide(api)), 30_000)
+})
