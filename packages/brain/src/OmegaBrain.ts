@@ -277,7 +277,8 @@ function make(config: BrainConfig) {
         updated: sent.filter((p) => p.createdVersion <= base).map(toShared),
         removed: removed.map((r) => r.id)
       }
-      yield* store.enqueueDelta(delta, yield* Clock.currentTimeMillis)
+      // An empty delta (nothing changed since `base`) is not worth keeping for a retry.
+      if (delta.version > delta.baseVersion) yield* store.enqueueDelta(delta, yield* Clock.currentTimeMillis)
       return delta
     })
 

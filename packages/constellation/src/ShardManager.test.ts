@@ -1,0 +1,61 @@
+import { assert, describe, it } from "@effect/vitest"
+import { Effect, Layer, Redacted } from "effect"
+import { type AuthError, deviceToken, ShardManager } from "./ShardManager.ts"
+import { ShardStorage, type StorageError } from "./ShardStorage.ts"
+
+const SECRET = "manager-test-secret"
+/** The reason of an AuthError (anything else, a storage failure, fails the test). */
+const reasonOf = (
+  error: AuthError | StorageError
+) => (error._tag === "AuthError" ? error.reason : `storage: ${error.message}`)
+
+const manager = ShardManager.layer({
+  shardId: "m",
+  defaultRegion: "eu-west",
+  maxDevices: 2,
+  fleetSecret: Redacted.make(SECRET)
+}).pipe(Layer.provideMerge(ShardStorage.layerTest))
+
+describe("ShardManager", () => {
+  it.live(
+    "lets in devices with their token, registers them once, refuses forged tokens and a full shard",
+    () =>
+      Effect.gen(function*() {
+        const shard = yield* ShardManager
+        const storage = yield* ShardStorage
+        const a = yield* shard.authenticate("tv-a", deviceToken(SECRET, "tv-a"), "")
+        assert.strictEqual(a.region, "eu-west", "a TV that does not say its region gets the shard's")
+        const again = yield* shard.authenticate("tv-a", deviceToken(SECRET, "tv-a"), "")
+        assert.strictEqual(again, a, "the same state object: one registry entry per device")
+        const forged = yield* Effect.flip(shard.authenticate("tv-b", deviceToken("other-secret", "tv-b"), "eu"))
+        assert.strictEqual(forged.reason, "unauthorized")
+        const swapped = yield* Effect.flip(shard.authenticate("tv-b", deviceToken(SECRET, "tv-a"), "eu"))
+        assert.strictEqual(reasonOf(swapped), "unauthorized", "a token is bound to its device id")
+        yield* shard.authenticate("tv-b", deviceToken(SECRET, "tv-b"), "us-east")
+        const full = yield* Effect.flip(shard.authenticate("tv-c", deviceToken(SECRET, "tv-c"), "eu"))
+        assert.strictEqual(reasonOf(full), "shard-full")
+        assert.strictEqual((yield* storage.counts).devices, 2)
+        const stats = yield* shard.stats
+        assert.deepStrictEqual([stats.registeredDevices, stats.maxDevices], [2, 2])
+      }).pipe(Effect.provide(manager)),
+    30_000
+  )
+
+  it.live(
+    "keeps the federation namespace for workers: devices cannot use it, workers need the secret",
+    () =>
+      Effect.gen(function*() {
+        const shard = yield* ShardManager
+        const asDevice = yield* Effect.flip(
+          shard.authenticate("federation:w1", deviceToken(SECRET, "federation:w1"), "eu")
+        )
+        assert.strictEqual(reasonOf(asDevice), "unauthorized")
+        yield* shard.authenticatePeer("federation:w1", deviceToken(SECRET, "federation:w1"))
+        const forged = yield* Effect.flip(shard.authenticatePeer("federation:w1", "nope"))
+        assert.strictEqual(forged.reason, "unauthorized")
+        const notAWorker = yield* Effect.flip(shard.authenticatePeer("tv-a", deviceToken(SECRET, "tv-a")))
+        assert.strictEqual(notAWorker.reason, "unauthorized")
+      }).pipe(Effect.provide(manager)),
+    30_000
+  )
+})

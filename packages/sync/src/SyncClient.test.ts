@@ -1,0 +1,123 @@
+import { assert, describe, it } from "@effect/vitest"
+import { defaultBrainConfig, OmegaBrain } from "@omega/brain"
+import { decodeFrame, encodeFrame, type ViewingEvent } from "@omega/protocol"
+import { Context, Duration, Effect, Exit, Layer, Scope, Stream } from "effect"
+import { defaultSyncTiming, SyncClient } from "./SyncClient.ts"
+import { SyncTransport } from "./SyncTransport.ts"
+
+const evening = { timeOfDay: "evening", dayType: "weekday", recentWatches: [] } as const
+
+const watch = (n: number): ViewingEvent => ({
+  contentId: `film-${n % 3}` as ViewingEvent["contentId"],
+  title: `Film ${["Harbor", "Winter", "Signal"][n % 3]} (1999)`,
+  genres: ["Drama"],
+  watchedAt: 1_700_000_000_000 + n,
+  watchShare: 0.9,
+  context: evening
+})
+
+/**
+ * A stand-in shard on the memory transport ("mock hardware"): welcomes every TV, acknowledges
+ * deltas by version (a replay is a duplicate) and records what it saw.
+ */
+const fakeShard = (
+  transport: SyncTransport["Service"],
+  port: number,
+  seen: { deltas: Array<number>; duplicates: number; sessions: number }
+) =>
+  Effect.gen(function*() {
+    let acknowledged = 0
+    return yield* transport.listen({ port }, (connection) =>
+      Stream.runForEach(connection.incoming, (bytes) =>
+        Effect.gen(function*() {
+          const frame = yield* decodeFrame(bytes)
+          if (frame._tag === "Hello") {
+            seen.sessions += 1
+            yield* connection.send(
+              encodeFrame({ _tag: "Welcome", sessionId: "s" as never, serverTime: 0, globalVersion: 0 })
+            )
+          } else if (frame._tag === "DeltaUpload") {
+            const duplicate = frame.delta.version <= acknowledged
+            if (duplicate) {
+              seen.duplicates += 1
+            } else seen.deltas.push(frame.delta.version)
+            acknowledged = Math.max(acknowledged, frame.delta.version)
+            yield* connection.send(encodeFrame({
+              _tag: "DeltaAck",
+              version: frame.delta.version,
+              accepted: duplicate ? 0 : frame.delta.added.length + frame.delta.updated.length,
+              duplicate
+            }))
+          }
+        })).pipe(Effect.ignore))
+  })
+
+const client = (port: number) =>
+  SyncClient.layer({
+    deviceId: "tv-1",
+    token: "t",
+    region: "eu",
+    endpoint: { host: "127.0.0.1", port },
+    ...defaultSyncTiming,
+    minInterval: Duration.hours(1),
+    maxInterval: Duration.hours(2),
+    reconnectBase: Duration.millis(20),
+    reconnectMax: Duration.millis(200)
+  })
+
+describe("SyncClient", () => {
+  it.live(
+    "works offline without failing the brain, then connects, pushes and is acknowledged",
+    () =>
+      Effect.gen(function*() {
+        const transport = Context.get(yield* Layer.build(SyncTransport.layerMemory), SyncTransport)
+        const provideTransport = Layer.succeed(SyncTransport, transport)
+        // Nothing listens on this port yet: the TV is offline.
+        const port = 47_001
+        const brainLayer = Layer.succeedContext(
+          yield* Layer.build(OmegaBrain.layerTest({ ...defaultBrainConfig, runLearningLoops: false }))
+        )
+        const clientScope = yield* Scope.make()
+        const tv = yield* Layer.buildWithScope(
+          client(port).pipe(Layer.provideMerge(brainLayer), Layer.provide(provideTransport)),
+          clientScope
+        )
+        const brain = Context.get(tv, OmegaBrain)
+        const sync = Context.get(tv, SyncClient)
+        for (let n = 0; n < 6; n++) yield* brain.observe(watch(n))
+        assert.deepStrictEqual(yield* sync.syncNow, { _tag: "Offline" })
+        const recs = yield* brain.recommend(evening, 3)
+        assert.isArray(recs, "recommending never depends on the network")
+        assert.isFalse((yield* sync.status).connected)
+
+        // The shard comes up; the client reconnects by itself (backoff) and pushes what changed.
+        const seen = { deltas: [] as Array<number>, duplicates: 0, sessions: 0 }
+        yield* fakeShard(transport, port, seen)
+        yield* sync.awaitConnected
+        for (let i = 0; i < 50 && seen.deltas.length === 0; i++) yield* Effect.sleep(Duration.millis(20))
+        assert.deepStrictEqual(seen.deltas, [6], "the replay on connect pushed everything learned offline")
+        assert.strictEqual((yield* brain.pendingDeltas).length, 0, "acknowledged deltas leave the outbox")
+        assert.deepStrictEqual(yield* sync.syncNow, { _tag: "NothingToSend" })
+
+        // The TV restarts with a delta prepared but never acknowledged in its outbox: the new session
+        // replays it, and the shard acknowledges it as a duplicate instead of counting it again.
+        const stale = yield* brain.prepareSyncDelta(0)
+        assert.strictEqual(stale.version, 6)
+        yield* Scope.close(clientScope, Exit.void)
+        const restarted = Context.get(
+          yield* Layer.build(client(port).pipe(Layer.provide(Layer.merge(brainLayer, provideTransport)))),
+          SyncClient
+        )
+        yield* restarted.awaitConnected
+        for (let i = 0; i < 50 && seen.duplicates === 0; i++) yield* Effect.sleep(Duration.millis(20))
+        assert.strictEqual(seen.duplicates, 1)
+        assert.strictEqual(seen.sessions, 2)
+        for (let i = 0; i < 50 && (yield* brain.pendingDeltas).length > 0; i++) yield* Effect.sleep(Duration.millis(20))
+        assert.strictEqual((yield* brain.pendingDeltas).length, 0, "the duplicate ack clears the outbox too")
+        yield* brain.observe(watch(7))
+        assert.strictEqual((yield* restarted.syncNow)._tag, "Acknowledged")
+        assert.deepStrictEqual(seen.deltas, [6, 7], "every version counted exactly once")
+      }).pipe(Effect.scoped),
+    30_000
+  )
+})
