@@ -6,9 +6,8 @@
  * title or watch timestamp of anything watched ever left a TV.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { defaultBrainConfig, makeHashing, OmegaBrain } from "@omega/brain"
+import { makeHashing, OmegaBrain } from "@omega/brain"
 import {
-  deviceToken,
   federateAcrossShards,
   Federation,
   FederationWorker,
@@ -26,6 +25,7 @@ import {
 } from "@omega/protocol"
 import { SyncClient, SyncTransport } from "@omega/sync"
 import { Context, Duration, Effect, Layer, Stream } from "effect"
+import { eventually, testTv } from "./support.ts"
 
 const SECRET = "federation-e2e-secret"
 const REGION = "eu-west"
@@ -72,28 +72,7 @@ const shard = (shardId: string, transport: SyncTransport["Service"]) =>
   }).pipe(Layer.provideMerge(ShardStorage.layerTest), Layer.provide(Layer.succeed(SyncTransport, transport)))
 
 const tv = (deviceId: string, port: number) =>
-  SyncClient.layer({
-    deviceId,
-    token: deviceToken(SECRET, deviceId),
-    region: REGION,
-    endpoint: { host: "127.0.0.1", port },
-    minInterval: Duration.hours(1),
-    maxInterval: Duration.hours(2),
-    pushAfterChanges: 1_000,
-    changeCheckEvery: Duration.hours(1),
-    ackTimeout: Duration.seconds(5),
-    reconnectBase: Duration.millis(50),
-    reconnectMax: Duration.seconds(1)
-  }).pipe(Layer.provideMerge(OmegaBrain.layerTest({ ...defaultBrainConfig, runLearningLoops: false })))
-
-const eventually = <E, R>(check: Effect.Effect<boolean, E, R>, what: string) =>
-  Effect.gen(function*() {
-    for (let i = 0; i < 100; i++) {
-      if (yield* check) return
-      yield* Effect.sleep(Duration.millis(100))
-    }
-    assert.fail(`timed out waiting until ${what}`)
-  })
+  testTv({ deviceId, fleetSecret: SECRET, region: REGION, endpoint: { host: "127.0.0.1", port } })
 
 describe("federation across shards", () => {
   it.live(

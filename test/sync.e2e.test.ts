@@ -5,7 +5,7 @@
  * typed ErrorFrame and changes nothing stored.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { defaultBrainConfig, makeHashing, OmegaBrain } from "@omega/brain"
+import { makeHashing, OmegaBrain } from "@omega/brain"
 import { deviceToken, Ingestion, shardCore, ShardStorage, SyncServer } from "@omega/constellation"
 import {
   type ContentEmbedding,
@@ -19,6 +19,7 @@ import {
 } from "@omega/protocol"
 import { makeDevCertificate, SyncClient, SyncTransport } from "@omega/sync"
 import { Context, Duration, Effect, Layer, Stream } from "effect"
+import { eventually, testTv } from "./support.ts"
 
 const SECRET = "e2e-fleet-secret"
 const REGION = "eu-west"
@@ -37,8 +38,6 @@ const catalog: Array<ContentEmbedding> = ["Comedy", "Horror", "Documentary"].fla
 )
 const evening: ViewContext = { timeOfDay: "evening", dayType: "weekday", recentWatches: [] }
 
-const brainConfig = { ...defaultBrainConfig, runLearningLoops: false }
-
 /** Everything a shard needs, on PGlite in memory and real WebTransport on 127.0.0.1. */
 const shard = (certificate: { certificate: string; privateKey: string }) =>
   shardCore({
@@ -56,28 +55,7 @@ const shard = (certificate: { certificate: string; privateKey: string }) =>
 
 /** One TV: a brain and a sync client holding a session to the shard. */
 const tv = (deviceId: string, port: number, pin: Uint8Array) =>
-  SyncClient.layer({
-    deviceId,
-    token: deviceToken(SECRET, deviceId),
-    region: REGION,
-    endpoint: { host: "127.0.0.1", port, certificateHash: pin },
-    minInterval: Duration.hours(1),
-    maxInterval: Duration.hours(2),
-    pushAfterChanges: 1_000,
-    changeCheckEvery: Duration.hours(1),
-    ackTimeout: Duration.seconds(5),
-    reconnectBase: Duration.millis(100),
-    reconnectMax: Duration.seconds(1)
-  }).pipe(Layer.provideMerge(OmegaBrain.layerTest(brainConfig)))
-
-const eventually = <E, R>(check: Effect.Effect<boolean, E, R>, what: string) =>
-  Effect.gen(function*() {
-    for (let i = 0; i < 100; i++) {
-      if (yield* check) return
-      yield* Effect.sleep(Duration.millis(100))
-    }
-    assert.fail(`timed out waiting until ${what}`)
-  })
+  testTv({ deviceId, fleetSecret: SECRET, region: REGION, endpoint: { host: "127.0.0.1", port, certificateHash: pin } })
 
 describe("sync end to end over WebTransport", () => {
   it.live(

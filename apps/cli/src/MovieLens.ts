@@ -47,7 +47,8 @@ export const loadMovieLens = (dir: string) =>
     catch: (cause) => new DatasetMissing({ message: cause instanceof Error ? cause.message : String(cause) })
   })
 
-const GENRES = [
+/** MovieLens genres in the order of u.item's flags. */
+export const MOVIELENS_GENRES = [
   "unknown",
   "Action",
   "Adventure",
@@ -80,7 +81,7 @@ function parse(data: string, items: string): MovieLens {
     movies.push({
       contentId: movieId(fields[0]!),
       title: fields[1]!,
-      genres: GENRES.filter((_, i) => flags[i] === "1" && i > 0)
+      genres: MOVIELENS_GENRES.filter((_, i) => flags[i] === "1" && i > 0)
     })
   }
   const byUser = new Map<number, Array<Rating>>()

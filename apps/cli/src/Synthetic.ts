@@ -5,28 +5,11 @@
  * tendency to watch popular items, so that both personal taste and crowd signal exist.
  */
 import { type ContentId, dayTypeOf, timeOfDayOf, type ViewContext, type ViewingEvent } from "@omega/protocol"
+import { MOVIELENS_GENRES } from "./MovieLens.ts"
 import { mulberry32 } from "./Random.ts"
 
-export const SYNTHETIC_GENRES = [
-  "Action",
-  "Adventure",
-  "Animation",
-  "Children's",
-  "Comedy",
-  "Crime",
-  "Documentary",
-  "Drama",
-  "Fantasy",
-  "Horror",
-  "Musical",
-  "Mystery",
-  "Romance",
-  "Sci-Fi",
-  "Thriller",
-  "War",
-  "Western",
-  "Nature"
-] as const
+/** The MovieLens genres (without "unknown"), so synthetic and real viewers share a vocabulary. */
+export const SYNTHETIC_GENRES = MOVIELENS_GENRES.filter((genre) => genre !== "unknown")
 
 const WORDS = [
   "Harbor",

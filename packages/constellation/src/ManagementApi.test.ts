@@ -8,7 +8,7 @@ import { ManagementApi, managementHandlers } from "./ManagementApi.ts"
 import { shardCore } from "./Shard.ts"
 import { ShardStorage } from "./ShardStorage.ts"
 
-const shard = shardCore({
+const shardLayer = shardCore({
   shardId: "api-test",
   region: "eu-west",
   maxDevices: 10,
@@ -23,7 +23,7 @@ const shard = shardCore({
 }).pipe(Layer.provideMerge(Layer.mergeAll(ShardStorage.layerTest, SyncTransport.layerMemory)))
 
 const api = managementHandlers({ syncPort: 4433, region: "eu-west" }).pipe(
-  Layer.provideMerge(shard),
+  Layer.provideMerge(shardLayer),
   Layer.provideMerge(HttpServer.layerServices)
 )
 

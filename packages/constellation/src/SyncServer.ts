@@ -99,6 +99,16 @@ function make(config: SyncServerConfig) {
         yield* send(connection, frame).pipe(Effect.ignore)
       })
 
+    /** A frame decoded through the protocol schemas; anything else is refused and ends the session. */
+    const decodeOrRefuse = (connection: Connection, bytes: Uint8Array) =>
+      codec.decode(bytes).pipe(
+        Effect.catch(() =>
+          refuse(connection, "bad-frame", "frame rejected: it does not match the protocol").pipe(
+            Effect.andThen(Effect.fail("bad-frame" as const))
+          )
+        )
+      )
+
     /** After Hello: deltas in, acks and pushes out, until the TV goes away. */
     const serve = (connection: Connection, device: DeviceState, frames: Stream.Stream<Uint8Array, unknown>) =>
       Effect.gen(function*() {
@@ -129,12 +139,7 @@ function make(config: SyncServerConfig) {
         yield* Stream.runForEach(frames, (bytes) =>
           Effect.gen(function*() {
             yield* Metric.update(syncMetrics.bytesIn, bytes.length)
-            const decoded = yield* Effect.exit(codec.decode(bytes))
-            if (decoded._tag === "Failure") {
-              yield* refuse(connection, "bad-frame", "frame rejected: it does not match the protocol")
-              return yield* Effect.fail("bad-frame" as const)
-            }
-            const frame = decoded.value
+            const frame = yield* decodeOrRefuse(connection, bytes)
             switch (frame._tag) {
               case "DeltaUpload": {
                 yield* Metric.update(syncMetrics.requests, 1)
@@ -175,12 +180,7 @@ function make(config: SyncServerConfig) {
         )
         yield* Stream.runForEach(frames, (bytes) =>
           Effect.gen(function*() {
-            const decoded = yield* Effect.exit(codec.decode(bytes))
-            if (decoded._tag === "Failure") {
-              yield* refuse(connection, "bad-frame", "frame rejected: it does not match the protocol")
-              return yield* Effect.fail("bad-frame" as const)
-            }
-            const frame = decoded.value
+            const frame = yield* decodeOrRefuse(connection, bytes)
             switch (frame._tag) {
               case "FederationPull": {
                 const regions = yield* ingestion.regions
