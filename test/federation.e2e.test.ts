@@ -155,8 +155,13 @@ describe("federation across shards", () => {
         assert.isAbove(report.patternsOut, 0)
 
         for (const s of shards) {
-          const similar = (yield* Context.get(s, Ingestion).snapshot(REGION)).similar
-          assert.isAbove(similar.length, 0, "each shard now serves the federated taste")
+          // The worker has sent RegionUpdate; the shard applies it on its own session fiber.
+          const snapshot = Effect.map(Context.get(s, Ingestion).snapshot(REGION), (g) => g.similar)
+          yield* eventually(
+            Effect.map(snapshot, (similar) => similar.length > 0),
+            "each shard serves the federated taste"
+          )
+          const similar = yield* snapshot
           for (const p of similar) assert.isAtLeast(p.deviceCount, 3, "nothing below k devices is redistributed")
         }
         for (const brain of tvs) {
