@@ -93,16 +93,25 @@ function make(config: RecommenderConfig) {
       return config.sourceWeights[source] * (2 * (outcome.successes + 1)) / (outcome.watched + 2)
     }
 
-    const bestLocalPatterns = (context: PatternContext, newest: number): Array<LocalPattern> => {
-      const top: Array<{ pattern: LocalPattern; weight: number }> = []
+    /**
+     * The patterns with the highest vote weight in `context`, and the newest update time, in one
+     * pass. Ranking in log space makes the recency factor a plain addition (its reference point
+     * cancels out), and the evidence term is cached per pattern object (patterns are immutable).
+     */
+    const bestLocalPatterns = (context: PatternContext) => {
+      const perMs = Math.LN2 / (config.recencyHalfLifeDays * DAY_MS)
+      const top: Array<{ pattern: LocalPattern; rank: number }> = []
+      let newest = 0
       for (const pattern of tiers.skills.all()) {
-        const weight = localWeight(pattern, context, newest, config.recencyHalfLifeDays)
-        if (top.length < config.patternsByQuality) top.push({ pattern, weight })
-        else if (weight > top[top.length - 1]!.weight) top[top.length - 1] = { pattern, weight }
+        if (pattern.updatedAt > newest) newest = pattern.updatedAt
+        const rank = Math.log(cachedWeight(pattern) * contextMatch(pattern.context, context)) +
+          pattern.updatedAt * perMs
+        if (top.length < config.patternsByQuality) top.push({ pattern, rank })
+        else if (rank > top[top.length - 1]!.rank) top[top.length - 1] = { pattern, rank }
         else continue
-        top.sort((a, b) => b.weight - a.weight)
+        top.sort((a, b) => b.rank - a.rank)
       }
-      return top.map((t) => t.pattern)
+      return { patterns: top.map((t) => t.pattern), newest }
     }
 
     const recommend = Effect.fn("Recommender.recommend")(function*(context: ViewContext, limit: number) {
@@ -139,9 +148,8 @@ function make(config: RecommenderConfig) {
       // Local patterns: the best ones for this context, and the ones closest to what was just watched.
       const voters = new Map<string, { pattern: LocalPattern; weight: number }>()
       const localMultiplier = sourceMultiplier("local")
-      let newest = 0
-      for (const pattern of tiers.skills.all()) newest = Math.max(newest, pattern.updatedAt)
-      for (const pattern of bestLocalPatterns(patternContext, newest)) {
+      const { newest, patterns: best } = bestLocalPatterns(patternContext)
+      for (const pattern of best) {
         voters.set(pattern.id, {
           pattern,
           weight: localWeight(pattern, patternContext, newest, config.recencyHalfLifeDays)
@@ -212,8 +220,15 @@ function make(config: RecommenderConfig) {
 const DAY_MS = 86_400_000
 
 /** Vote weight of a local pattern: evidence, fit to the context, and freshness. */
+const evidence = new WeakMap<LocalPattern, number>()
+const cachedWeight = (pattern: LocalPattern): number => {
+  let weight = evidence.get(pattern)
+  if (weight === undefined) evidence.set(pattern, weight = patternWeight(pattern))
+  return weight
+}
+
 const localWeight = (pattern: LocalPattern, context: PatternContext, newest: number, halfLifeDays: number) =>
-  patternWeight(pattern) * contextMatch(pattern.context, context) *
+  cachedWeight(pattern) * contextMatch(pattern.context, context) *
   Math.pow(0.5, (newest - pattern.updatedAt) / (halfLifeDays * DAY_MS))
 
 const bestCollective = (patterns: ReadonlyArray<GlobalPattern>, n: number) =>
