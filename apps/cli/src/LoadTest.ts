@@ -18,7 +18,7 @@ import {
   type SyncFrame
 } from "@omega/protocol"
 import { type Connection, makeDevCertificate, makeQuicIdentity, SyncTransport } from "@omega/sync"
-import { Duration, Effect, Fiber, Stream } from "effect"
+import { Deferred, Duration, Effect, Fiber, Semaphore, Stream } from "effect"
 import { spawn } from "node:child_process"
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { createServer } from "node:net"
@@ -117,7 +117,11 @@ export const runLoadTest = Effect.fn("omega.loadtest")(function*(options: LoadTe
     bytesDown: 0,
     latencies: []
   }
-  const deadline = Date.now() + options.seconds * 1000
+  // Every session is opened first (not timed); the timed phase starts when all are up.
+  let deadline = Number.POSITIVE_INFINITY
+  const go = yield* Deferred.make<void>()
+  const connectSlots = yield* Semaphore.make(64)
+  let connected = 0
   let killed = false
   let restarting = false
   const perSessionMs = options.rate > 0 ? (options.sessions * 1000) / options.rate : 0
@@ -129,32 +133,43 @@ export const runLoadTest = Effect.fn("omega.loadtest")(function*(options: LoadTe
       const random = mulberry32(n + 1)
       let version = 0
       let nextId = 0
+      let first = true
       // A small pool of embedding objects per session: the codec quantizes each once.
       const pool = Array.from({ length: 8 }, () => randomUnit(random))
       while (Date.now() < deadline) {
         const attempt = Effect.scoped(Effect.gen(function*() {
-          const connection: Connection = yield* transport.connect({
-            host: "127.0.0.1",
-            port: syncPort,
-            certificateHash: certificate.sha256,
-            serverPeerId: identity.peerId,
-            timeoutMs: 10_000
+          const open = Effect.gen(function*() {
+            const connection: Connection = yield* transport.connect({
+              host: "127.0.0.1",
+              port: syncPort,
+              certificateHash: certificate.sha256,
+              serverPeerId: identity.peerId,
+              timeoutMs: 10_000
+            })
+            const pull = yield* framePuller(connection)
+            yield* connection.send(encodeFrame({
+              _tag: "Hello",
+              deviceId: deviceId as DeviceId,
+              token: deviceToken(SECRET, deviceId),
+              region: "eu-west",
+              protocolVersion: PROTOCOL_VERSION,
+              resume: { lastAckedVersion: version, globalVersion: 0 }
+            }))
+            const welcome = yield* readUntil(pull, (tag) => tag === "Welcome" || tag === "ErrorFrame").pipe(
+              Effect.timeout(Duration.seconds(10))
+            )
+            if (welcome._tag !== "Welcome") return yield* Effect.fail(`refused: ${welcome._tag}`)
+            return { connection, pull }
           })
-          const pull = yield* framePuller(connection)
-          yield* connection.send(encodeFrame({
-            _tag: "Hello",
-            deviceId: deviceId as DeviceId,
-            token: deviceToken(SECRET, deviceId),
-            region: "eu-west",
-            protocolVersion: PROTOCOL_VERSION,
-            resume: { lastAckedVersion: version, globalVersion: 0 }
-          }))
-          const welcome = yield* readUntil(pull, (tag) => tag === "Welcome" || tag === "ErrorFrame").pipe(
-            Effect.timeout(Duration.seconds(10))
-          )
-          if (welcome._tag !== "Welcome") return yield* Effect.fail(`refused: ${welcome._tag}`)
-          // Spread the first syncs over one interval so sessions do not move in lockstep.
-          if (perSessionMs > 0) yield* Effect.sleep(Duration.millis(random() * perSessionMs))
+          const { connection, pull } = yield* connectSlots.withPermit(open)
+          // The first session of each TV waits for the start of the timed phase; a reconnect does not.
+          if (first) {
+            first = false
+            connected += 1
+            yield* Deferred.await(go)
+            // Spread the first syncs over one interval so sessions do not move in lockstep.
+            if (perSessionMs > 0) yield* sleepUntilDeadline(random() * perSessionMs)
+          }
           while (Date.now() < deadline) {
             const started = performance.now()
             version += 1
@@ -183,10 +198,7 @@ export const runLoadTest = Effect.fn("omega.loadtest")(function*(options: LoadTe
             tally.acked += 1
             tally.ackedPatterns += ack.accepted
             tally.latencies.push(performance.now() - started)
-            if (perSessionMs > 0) {
-              const wait = perSessionMs - (performance.now() - started)
-              if (wait > 0) yield* Effect.sleep(Duration.millis(wait))
-            }
+            if (perSessionMs > 0) yield* sleepUntilDeadline(perSessionMs - (performance.now() - started))
           }
         }))
         const result = yield* Effect.exit(attempt)
@@ -198,12 +210,24 @@ export const runLoadTest = Effect.fn("omega.loadtest")(function*(options: LoadTe
       }
     })
 
-  const started = Date.now()
+  /** Sleeps `ms`, but never past the end of the timed phase. */
+  const sleepUntilDeadline = (ms: number) =>
+    Effect.sleep(Duration.millis(Math.max(0, Math.min(ms, deadline - Date.now()))))
+
   // Forked one after another from this fiber, so they live until joined below.
+  const opening = Date.now()
   const fibers = yield* Effect.forEach(
     Array.from({ length: options.sessions }, (_, n) => n),
     (n) => Effect.forkChild(session(n))
   )
+  while (connected < options.sessions && Date.now() - opening < 120_000) {
+    yield* Effect.sleep(Duration.millis(200))
+  }
+  const connectSeconds = (Date.now() - opening) / 1000
+  yield* progress(`  ${connected}/${options.sessions} sessions open after ${connectSeconds.toFixed(1)} s; syncing`)
+  const started = Date.now()
+  deadline = started + options.seconds * 1000
+  yield* Deferred.succeed(go, undefined)
   // Progress every 5 s, and the kill if asked for.
   const reporter = yield* Effect.forkChild(Effect.gen(function*() {
     let last = 0
@@ -245,6 +269,8 @@ export const runLoadTest = Effect.fn("omega.loadtest")(function*(options: LoadTe
 
   const result = {
     sessions: options.sessions,
+    sessions_open: connected,
+    connect_s: round(connectSeconds, 1),
     seconds: round(elapsed, 1),
     transport: options.transport,
     storage,

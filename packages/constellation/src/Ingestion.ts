@@ -15,7 +15,7 @@ import {
   type SharedPattern,
   SUCCESS_THRESHOLD
 } from "@omega/protocol"
-import { Clock, Context, Data, Deferred, Duration, Effect, Layer, PubSub, Queue, Schedule } from "effect"
+import { Clock, Context, Data, Deferred, Duration, Effect, Layer, Metric, PubSub, Queue, Schedule } from "effect"
 import { Aggregator, type AggregatorConfig, defaultAggregatorConfig } from "./Aggregator.ts"
 import type { DeviceState } from "./ShardManager.ts"
 import { type DevicePatternsUpdate, ShardStorage, type StorageError } from "./ShardStorage.ts"
@@ -62,6 +62,12 @@ export class IngestError extends Data.TaggedError("IngestError")<{
   readonly message: string
   readonly retryAfterMs?: number
 }> {}
+
+/** Exported on /metrics; updated once per group commit, not per delta. */
+export const ingestionMetrics = {
+  patternsStored: Metric.gauge("omega_patterns_stored", { description: "Acknowledged patterns in the durable log" }),
+  batchSize: Metric.gauge("omega_ingest_batch_deltas", { description: "Deltas in the last group commit" })
+}
 
 export interface IngestionStats {
   /** Acknowledged patterns in the durable log, this run and before it. */
@@ -220,8 +226,11 @@ function make(config: IngestionConfig) {
           yield* Deferred.succeed(p.done, ack(p.delta.version, 0, true))
         }
       }
+      yield* Metric.update(ingestionMetrics.patternsStored, counters.patternsStored)
+      yield* Metric.update(ingestionMetrics.batchSize, batch.length)
       if (result._tag === "Failure") yield* Effect.logError("delta batch write failed", result.cause)
     })
+    yield* Metric.update(ingestionMetrics.patternsStored, counters.patternsStored)
     yield* Effect.forkScoped(Effect.forever(writeBatch))
 
     /** Applies logged deltas to device_patterns; a restarted shard picks up where this stopped. */

@@ -49,8 +49,7 @@ export const syncMetrics = {
   }),
   bytesIn: Metric.counter("omega_sync_bytes_in_total", { description: "Frame bytes received", incremental: true }),
   bytesOut: Metric.counter("omega_sync_bytes_out_total", { description: "Frame bytes sent", incremental: true }),
-  activeDevices: Metric.gauge("omega_active_devices", { description: "Devices with an open session" }),
-  patternsStored: Metric.gauge("omega_patterns_stored", { description: "Acknowledged patterns in the durable log" })
+  activeDevices: Metric.gauge("omega_active_devices", { description: "Devices with an open session" })
 }
 
 function make(config: SyncServerConfig) {
@@ -66,7 +65,6 @@ function make(config: SyncServerConfig) {
       yield* Metric.update(counter, 0)
     }
     yield* Metric.update(syncMetrics.activeDevices, 0)
-    yield* Metric.update(syncMetrics.patternsStored, (yield* ingestion.stats).patternsStored)
     // A region's snapshot goes to every session of the region: encode it once per version.
     const encodedGlobal = new Map<string, { readonly version: number; readonly bytes: Uint8Array }>()
     const sendGlobal = (connection: Connection, region: string, global: GlobalPatterns) =>
@@ -149,7 +147,6 @@ function make(config: SyncServerConfig) {
                     Effect.gen(function*() {
                       yield* send(connection, ack)
                       yield* Metric.update(syncMetrics.latency, ((yield* Clock.currentTimeMillis) - started) / 1000)
-                      yield* Metric.update(syncMetrics.patternsStored, (yield* ingestion.stats).patternsStored)
                     })
                   ),
                   Effect.catchTag("IngestError", (failure) =>
