@@ -79,7 +79,7 @@ export const runLoadTest = Effect.fn("omega.loadtest")(function*(options: LoadTe
   const identity = makeQuicIdentity()
   writeFileSync(join(dir, "quic.key"), identity.privateKey)
   const [syncPort, httpPort, metricsPort] = [yield* freePort(), yield* freePort(), yield* freePort()]
-  const databaseUrl = process.env["OMEGA_DATABASE_URL"] ?? process.env["POSTGRES_URL"]
+  const databaseUrl = (process.env["OMEGA_DATABASE_URL"] || process.env["POSTGRES_URL"]) || undefined
   const schema = `loadtest_${process.pid}_${Date.now()}`
   const env: Record<string, string> = {
     ...process.env as Record<string, string>,
