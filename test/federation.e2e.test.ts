@@ -131,12 +131,7 @@ describe("federation across shards", () => {
             every: Duration.hours(1),
             roundTimeout: Duration.seconds(5),
             maxPatternsPerShard: 500,
-            federate: federateAcrossShards({
-              joinThreshold: 0.85,
-              minDevices: 3,
-              maxPatternsPerRegion: 100,
-              maxTrendsPerRegion: 20
-            })
+            federate: federateAcrossShards()
           }).pipe(Layer.provide(Layer.succeed(SyncTransport, memory)))
         )
         const federationWorker = Context.get(worker, FederationWorker)

@@ -1,6 +1,7 @@
 /** `omega eval`: the MovieLens quality evaluation as a table and one JSON line. */
 import { Embedder } from "@omega/brain"
 import { Effect } from "effect"
+import { alsRanker, itemKnnRanker } from "./CentralBaseline.ts"
 import {
   embedCatalog,
   evaluate,
@@ -8,8 +9,10 @@ import {
   localBrainRanker,
   type Metrics,
   popularityRanker,
-  randomRanker
+  randomRanker,
+  validationSplits
 } from "./Evaluation.ts"
+import { federatedEvalConfig, type FederatedResult, runFederated } from "./FederatedEvaluation.ts"
 import { datasetPath, loadMovieLens } from "./MovieLens.ts"
 import { printJson, printTable, progress, round } from "./Report.ts"
 
@@ -18,19 +21,63 @@ export interface EvalOptions {
   readonly json: boolean
   /** Evaluate only the first N users (quick runs); undefined means all. */
   readonly users: number | undefined
+  /** Sync and federation rounds of the federated replay. */
+  readonly rounds?: number | undefined
+  /** Also run the federated fleet with (epsilon, 1e-5)-DP noise on every uploaded pattern. */
+  readonly dpEpsilon?: number | undefined
+  /** Hold out each user's second-to-last positive instead (for tuning; the test positives stay unseen). */
+  readonly validation?: boolean | undefined
 }
+
+/** The issue's targets for the federated brain. */
+const TARGETS = { overLocal: 1.1, ofCentral: 0.95, bytesPerSync: 6 * 1024 }
+
+const DP_DELTA = 1e-5
 
 export const runEval = Effect.fn("omega.eval")(function*(options: EvalOptions) {
   const dir = datasetPath(options.dataset)
   const ml = yield* loadMovieLens(dir)
-  const splits = leaveLastPositiveOut(ml).slice(0, options.users)
-  yield* progress(`eval: ${ml.movies.length} movies, ${splits.length} users (TVs) from ${dir}`)
+  const all = leaveLastPositiveOut(ml)
+  const splits = (options.validation === true ? validationSplits(all) : all).slice(0, options.users)
+  const protocol = options.validation === true ? "second-to-last positive (validation)" : "last positive"
+  yield* progress(
+    `eval: ${ml.movies.length} movies, ${splits.length} users (TVs) from ${dir}, holding out the ${protocol}`
+  )
   const catalog = yield* embedCatalog(ml).pipe(Effect.provide(Embedder.layerHashing))
+  const ids = ml.movies.map((m) => m.contentId)
 
   const results: Record<string, Metrics> = {}
-  results["random"] = yield* evaluate("random", splits, randomRanker(ml.movies.map((m) => m.contentId)))
+  results["random"] = yield* evaluate("random", splits, randomRanker(ids))
   results["popularity"] = yield* evaluate("popularity", splits, popularityRanker(splits))
   results["local"] = yield* evaluate("local", splits, localBrainRanker(catalog))
+
+  const config = federatedEvalConfig(options.rounds)
+  const federatedCatalog = yield* embedCatalog(ml).pipe(Effect.provide(Embedder.layerHashingWith(config.embedder)))
+  // The same local-only brain on the federated TVs' embedder and learning settings: what federation alone adds.
+  results["local_tv_embedder"] = yield* evaluate(
+    "local_tv_embedder",
+    splits,
+    localBrainRanker(federatedCatalog, config.brain)
+  )
+  yield* progress(`  federated: ${config.rounds} rounds, ${config.shards} shards, k = ${config.federation.minDevices}`)
+  const federated = yield* runFederated(splits, federatedCatalog, config)
+  results["federated"] = federated.metrics
+  yield* progress("  federated, with trends decoded only from published k-anonymous groups (never from one upload)")
+  const groupTrends = yield* runFederated(splits, federatedCatalog, { ...config, trendSource: "groups" })
+  results["federated_group_trends"] = groupTrends.metrics
+  let private_: FederatedResult | undefined
+  if (options.dpEpsilon !== undefined) {
+    yield* progress(`  federated with (${options.dpEpsilon}, ${DP_DELTA})-DP noise on every uploaded pattern`)
+    private_ = yield* runFederated(splits, federatedCatalog, {
+      ...config,
+      privacy: { epsilon: options.dpEpsilon, delta: DP_DELTA }
+    })
+    results["federated_dp"] = private_.metrics
+  }
+
+  yield* progress("  central: training iALS on all raw training ratings")
+  results["central"] = yield* evaluate("central", splits, alsRanker(splits, ids))
+  results["central_itemknn"] = yield* evaluate("central_itemknn", splits, itemKnnRanker(splits, ids))
 
   const rows = Object.entries(results).map(([method, m]) => ({
     method,
@@ -39,19 +86,94 @@ export const runEval = Effect.fn("omega.eval")(function*(options: EvalOptions) {
     "x random": round(m.hr10 / Math.max(results["random"]!.hr10, 1e-9), 2)
   }))
   yield* printTable(
-    `MovieLens 100K, leave-last-positive-out, full ranking over unseen items (${splits.length} TVs)`,
+    `MovieLens 100K, held out: each user's ${protocol}, full ranking over unseen items (${splits.length} TVs)`,
     rows
   )
-  const local = results["local"]!
-  const popularity = results["popularity"]!
-  yield* progress(
-    `local-only brain vs popularity: HR@10 ${(local.hr10 / popularity.hr10).toFixed(2)}x, NDCG@10 ${
-      (local.ndcg10 / popularity.ndcg10).toFixed(2)
-    }x`
+  yield* printTable(
+    "Federated rounds (global time windows; every TV syncs after each)",
+    federated.rounds.map((r) => ({
+      round: r.round,
+      "patterns in": r.patternsIn,
+      "device patterns": r.devicePatterns,
+      "shard groups": r.shardGroups,
+      "global (k>=3)": r.published,
+      trends: r.trends,
+      seconds: (r.ms / 1000).toFixed(1)
+    }))
   )
-  const json = Object.fromEntries(
+  yield* printTable(
+    "Where the federated TVs' suggestions came from (the reason shown with each)",
+    Object.entries(federated.sources).map(([source, { hits, shown }]) => ({
+      source,
+      shown,
+      hits,
+      "hit rate": round(hits / Math.max(1, shown), 4)
+    }))
+  )
+  const bytes = federated.bytes
+  yield* printTable("Bytes per TV sync (real wire frames: DeltaUpload up; DeltaAck + GlobalUpdate down)", [
+    {
+      syncs: bytes.syncs,
+      "mean up": round(bytes.up, 0),
+      "mean down": round(bytes.down, 0),
+      "mean total": round(bytes.total, 0),
+      max: bytes.max
+    }
+  ])
+
+  // The target compares with the better of the two local-only rows.
+  const local = results["local"]!.hr10 >= results["local_tv_embedder"]!.hr10
+    ? results["local"]!
+    : results["local_tv_embedder"]!
+  const fed = results["federated"]!
+  const central = results["central"]!
+  const popularity = results["popularity"]!
+  const targets = {
+    over_popularity: fed.hr10 >= popularity.hr10,
+    over_local: fed.hr10 >= TARGETS.overLocal * local.hr10,
+    of_central: fed.hr10 >= TARGETS.ofCentral * central.hr10,
+    bytes: bytes.total <= TARGETS.bytesPerSync
+  }
+  const verdict = (met: boolean) => (met ? "met" : "NOT met")
+  yield* progress(
+    [
+      `federated HR@10 ${fed.hr10.toFixed(4)}: ${(fed.hr10 / popularity.hr10).toFixed(2)}x popularity (target >= 1: ${
+        verdict(targets.over_popularity)
+      })`,
+      `  ${(fed.hr10 / local.hr10).toFixed(2)}x local-only (target >= ${TARGETS.overLocal}: ${
+        verdict(targets.over_local)
+      })`,
+      `  ${(fed.hr10 / central.hr10).toFixed(2)}x central iALS (target >= ${TARGETS.ofCentral}: ${
+        verdict(targets.of_central)
+      })`,
+      `  ${Math.round(bytes.total)} bytes per sync (target <= ${TARGETS.bytesPerSync}: ${verdict(targets.bytes)})`,
+      `  trends from published k-anonymous groups only: HR@10 ${groupTrends.metrics.hr10.toFixed(4)}, ${
+        Math.round(groupTrends.bytes.total)
+      } bytes per sync`,
+      ...(private_?.privacy === undefined ? [] : [
+        `  with DP: HR@10 ${private_.metrics.hr10.toFixed(4)} at epsilon ${private_.privacy.perPattern} per pattern, ${
+          private_.privacy.perDevice.toFixed(1)
+        } per device over the run (zCDP), delta ${DP_DELTA}`
+      ])
+    ].join("\n")
+  )
+  const json: Record<string, unknown> = Object.fromEntries(
     Object.entries(results).map(([k, m]) => [k, { hr10: round(m.hr10, 4), ndcg10: round(m.ndcg10, 4) }])
   )
-  if (options.json) yield* printJson({ users: splits.length, ...json })
-  return json
+  const output = {
+    users: splits.length,
+    ...json,
+    bytes_per_sync: round(bytes.total, 0),
+    sync: { syncs: bytes.syncs, up: round(bytes.up, 0), down: round(bytes.down, 0), max: bytes.max },
+    ...(private_?.privacy === undefined ? {} : {
+      dp: {
+        epsilon_per_pattern: private_.privacy.perPattern,
+        epsilon_per_device: round(private_.privacy.perDevice, 2),
+        delta: DP_DELTA
+      }
+    }),
+    targets
+  }
+  if (options.json) yield* printJson(output)
+  return output
 })

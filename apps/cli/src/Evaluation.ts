@@ -43,6 +43,21 @@ export const leaveLastPositiveOut = (ml: MovieLens): Array<Split> => {
   return splits.sort((a, b) => a.user - b.user)
 }
 
+/**
+ * The validation protocol for tuning: from each split's training ratings, hold out the last
+ * positive instead (the test item and everything after it stay unseen), so settings are chosen
+ * without ever looking at the test positives.
+ */
+export const validationSplits = (splits: ReadonlyArray<Split>): Array<Split> =>
+  splits.flatMap((split) => {
+    for (let i = split.train.length - 1; i > 0; i--) {
+      if (split.train[i]!.rating >= POSITIVE) {
+        return [{ user: split.user, train: split.train.slice(0, i), heldOut: split.train[i]! }]
+      }
+    }
+    return []
+  })
+
 /** Mean HR@10 and NDCG@10 of `ranker` over `splits`, with progress every 100 users. */
 export const evaluate = <E, R>(name: string, splits: ReadonlyArray<Split>, ranker: Ranker<E, R>) =>
   Effect.gen(function*() {
@@ -115,11 +130,18 @@ export const replay = (
   brain: OmegaBrain["Service"],
   ml: { readonly titles: ReadonlyMap<ContentId, ContentEmbedding> },
   train: ReadonlyArray<Rating>
+) => replayEvents(brain, ml.titles, train, [])
+
+/** Replays ratings as viewing events; `recent` (the last watches, oldest first) carries over between calls. */
+export const replayEvents = (
+  brain: OmegaBrain["Service"],
+  titles: ReadonlyMap<ContentId, ContentEmbedding>,
+  ratings: ReadonlyArray<Rating>,
+  recent: Array<ContentId>
 ) =>
   Effect.gen(function*() {
-    const recent: Array<ContentId> = []
-    for (const r of train) {
-      const movie = ml.titles.get(r.contentId)!
+    for (const r of ratings) {
+      const movie = titles.get(r.contentId)!
       yield* brain.observe({
         contentId: r.contentId,
         title: movie.title,

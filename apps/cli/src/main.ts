@@ -22,15 +22,32 @@ const evalCommand = Command.make(
   {
     json,
     dataset,
-    users: Flag.Int("users").pipe(Flag.withDescription("Evaluate only the first N users"), Flag.optional)
+    users: Flag.Int("users").pipe(Flag.withDescription("Evaluate only the first N users"), Flag.optional),
+    rounds: Flag.Int("rounds").pipe(
+      Flag.withDescription("Sync and federation rounds of the federated replay"),
+      Flag.optional
+    ),
+    dpEpsilon: Flag.Finite("dp-epsilon").pipe(
+      Flag.withDescription("Also run the federated fleet with this epsilon of DP noise on every uploaded pattern"),
+      Flag.optional
+    ),
+    validation: Flag.Boolean("validation").pipe(
+      Flag.withDescription("Hold out each user's second-to-last positive instead (for tuning)"),
+      Flag.withDefault(false)
+    )
   },
   (flags) =>
     runEval({
       json: flags.json,
       dataset: Option.getOrUndefined(flags.dataset),
-      users: Option.getOrUndefined(flags.users)
+      users: Option.getOrUndefined(flags.users),
+      rounds: Option.getOrUndefined(flags.rounds),
+      dpEpsilon: Option.getOrUndefined(flags.dpEpsilon),
+      validation: flags.validation
     })
-).pipe(Command.withDescription("Recommendation quality on MovieLens 100K: HR@10 and NDCG@10 per method"))
+).pipe(Command.withDescription(
+  "Recommendation quality on MovieLens 100K: HR@10 and NDCG@10 per method (random, popularity, local-only, federated, central) and bytes per sync"
+))
 
 const benchBrain = Command.make(
   "bench-brain",

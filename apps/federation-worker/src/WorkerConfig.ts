@@ -14,7 +14,7 @@ export const workerConfig = Config.all({
   shards: Config.String("SHARDS"),
   transport: Config.Literals(["webtransport", "quic"], "TRANSPORT").pipe(Config.withDefault("webtransport" as const)),
   everyMs: Config.Int("ROUND_EVERY_MS").pipe(Config.withDefault(60_000)),
-  minDevices: Config.Int("MIN_DEVICES").pipe(Config.withDefault(defaultCrossShardConfig.minDevices)),
+  minDevices: Config.Int("MIN_DEVICES").pipe(Config.withDefault(defaultCrossShardConfig.averaging.minDevices)),
   metricsPort: Config.Port("METRICS_PORT").pipe(Config.withDefault(9465)),
   host: Config.String("HOST").pipe(Config.withDefault("127.0.0.1"))
 })

@@ -18,7 +18,10 @@ const program = Effect.gen(function*() {
     every: Duration.millis(config.everyMs),
     roundTimeout: Duration.seconds(10),
     maxPatternsPerShard: 500,
-    federate: federateAcrossShards({ ...defaultCrossShardConfig, minDevices: config.minDevices })
+    federate: federateAcrossShards({
+      ...defaultCrossShardConfig,
+      averaging: { ...defaultCrossShardConfig.averaging, minDevices: config.minDevices }
+    })
   }).pipe(
     Layer.provide(config.transport === "quic" ? SyncTransport.layerQuic() : SyncTransport.layerWebTransport())
   )

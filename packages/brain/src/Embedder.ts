@@ -22,6 +22,9 @@ export class Embedder extends Context.Service<Embedder, {
 }>()("omega/brain/Embedder") {
   /** The weight-free default: feature hashing of title, year and genre tokens. */
   static readonly layerHashing = Layer.sync(Embedder, () => makeHashing())
+  /** Feature hashing with other token weights (for example an identity token per title). */
+  static readonly layerHashingWith = (weights: HashingWeights) =>
+    Layer.sync(Embedder, () => makeHashing(EMBEDDING_DIMENSIONS, weights))
 }
 
 /** The embedder could not produce a vector (model failed to load or run). */
@@ -30,45 +33,78 @@ export class EmbedError extends Data.TaggedError("EmbedError")<{
   readonly cause?: unknown
 }> {}
 
-// Genre, decade and year tokens describe taste more than individual title words do.
-const GENRE_WEIGHT = 2.0
-const DECADE_WEIGHT = 0.75
-const YEAR_WEIGHT = 1.0
-const WORD_WEIGHT = 0.5
+/** How much each kind of token of a catalog item weighs in its hashed embedding. */
+export interface HashingWeights {
+  readonly genre: number
+  readonly decade: number
+  readonly year: number
+  readonly word: number
+  /**
+   * One token for the whole title: the item's own identity, which lets an average of many items
+   * (a pattern) still say which items it averages. 0 leaves it out.
+   */
+  readonly title: number
+  /** Hashed features the title token is spread over (its weight is spread to keep its energy). */
+  readonly titleFeatures: number
+}
+
+/** Genre, decade and year tokens describe taste more than individual title words do. */
+export const defaultHashingWeights: HashingWeights = {
+  genre: 2.0,
+  decade: 0.75,
+  year: 1.0,
+  word: 0.5,
+  title: 0,
+  titleFeatures: 2
+}
 
 const STOP_WORDS = new Set(["the", "a", "an", "of", "and", "in", "on", "to", "la", "le", "il", "de"])
 
-/** Feature-hashing embedder: each token adds ±weight to one dimension chosen by hash. */
-export function makeHashing(dimensions = EMBEDDING_DIMENSIONS): Embedder["Service"] {
-  const embedTokens = (tokens: ReadonlyArray<readonly [string, number]>): Embedding => {
+/** Feature-hashing embedder: each token adds ±weight to dimensions chosen by hash. */
+export function makeHashing(
+  dimensions = EMBEDDING_DIMENSIONS,
+  weights: HashingWeights = defaultHashingWeights
+): Embedder["Service"] {
+  const embedTokens = (tokens: ReadonlyArray<Token>): Embedding => {
     const v = new Float32Array(dimensions)
-    for (const [token, weight] of tokens) {
-      // Two independent hashed features per token halve the damage of a collision.
-      const h1 = fnv1a(token)
-      const h2 = fnv1a(token + "#")
-      v[h1 % dimensions]! += (h1 & 0x80000000 ? -1 : 1) * weight
-      v[h2 % dimensions]! += (h2 & 0x80000000 ? -1 : 1) * weight
+    for (const { features, text, weight } of tokens) {
+      // Two or more independent hashed features per token soften the damage of a collision.
+      const share = weight * Math.sqrt(2 / features)
+      for (let f = 0; f < features; f++) {
+        const h = fnv1a(text + "#".repeat(f))
+        v[h % dimensions]! += (h & 0x80000000 ? -1 : 1) * share
+      }
     }
     return normalize(v)
   }
+  const identity = weights.title > 0 ? `-title${weights.title}x${weights.titleFeatures}` : ""
 
   return Embedder.of({
-    model: `feature-hashing-${dimensions}`,
+    model: `feature-hashing-${dimensions}${identity}`,
     dimensions,
-    embedText: (text) => Effect.sync(() => embedTokens(words(text).map((w) => [`word:${w}`, 1] as const))),
-    embedContent: (item) => Effect.sync(() => embedTokens(contentTokens(item)))
+    embedText: (text) =>
+      Effect.sync(() => embedTokens(words(text).map((w) => ({ text: `word:${w}`, weight: 1, features: 2 })))),
+    embedContent: (item) => Effect.sync(() => embedTokens(contentTokens(item, weights)))
   })
 }
 
-const contentTokens = (item: ContentText): Array<readonly [string, number]> => {
-  const tokens: Array<readonly [string, number]> = []
-  for (const genre of item.genres) tokens.push([`genre:${genre.toLowerCase()}`, GENRE_WEIGHT])
+interface Token {
+  readonly text: string
+  readonly weight: number
+  readonly features: number
+}
+
+const contentTokens = (item: ContentText, weights: HashingWeights): Array<Token> => {
+  const tokens: Array<Token> = []
+  const token = (text: string, weight: number, features = 2) => tokens.push({ text, weight, features })
+  for (const genre of item.genres) token(`genre:${genre.toLowerCase()}`, weights.genre)
   const year = /\((\d{4})\)/.exec(item.title)?.[1]
   if (year !== undefined) {
-    tokens.push([`decade:${year.slice(0, 3)}`, DECADE_WEIGHT])
-    tokens.push([`year:${year}`, YEAR_WEIGHT])
+    token(`decade:${year.slice(0, 3)}`, weights.decade)
+    token(`year:${year}`, weights.year)
   }
-  for (const word of words(item.title.replace(/\(\d{4}\)/, ""))) tokens.push([`word:${word}`, WORD_WEIGHT])
+  for (const word of words(item.title.replace(/\(\d{4}\)/, ""))) token(`word:${word}`, weights.word)
+  if (weights.title > 0) token(`title:${item.title.toLowerCase()}`, weights.title, weights.titleFeatures)
   return tokens
 }
 

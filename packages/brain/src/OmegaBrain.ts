@@ -123,9 +123,16 @@ export class OmegaBrain extends Context.Service<OmegaBrain, {
 }>()("omega/brain/OmegaBrain") {
   /** The brain on whatever Embedder, VectorIndex and BrainStore are provided. */
   static readonly layer = (config: BrainConfig = defaultBrainConfig) =>
+    OmegaBrain.layerOnCatalog(config).pipe(Layer.provideMerge(Catalog.layer))
+
+  /**
+   * The brain on a Catalog provided from outside, for example one read-only catalog shared by
+   * many simulated TVs in an evaluation (each brain's own store then holds no catalog rows).
+   */
+  static readonly layerOnCatalog = (config: BrainConfig = defaultBrainConfig) =>
     Layer.effect(OmegaBrain, make(config)).pipe(
       Layer.provide(Recommender.layer(config.recommender)),
-      Layer.provideMerge(Layer.mergeAll(MemoryTiers.layer(config.tiers), Catalog.layer))
+      Layer.provideMerge(MemoryTiers.layer(config.tiers))
     )
 
   /**

@@ -34,6 +34,11 @@ export interface RecommenderConfig {
   readonly recencyHalfLifeDays: number
   /** Region whose trends apply to this TV; undefined means every region's. */
   readonly region: string | undefined
+  /**
+   * How much a trending item's boost grows with its cosine to the viewer's recent taste: the boost
+   * is multiplied by 1 + trendAffinity x cosine, so 0 gives every viewer the same trends.
+   */
+  readonly trendAffinity: number
 }
 
 export const defaultRecommenderConfig: RecommenderConfig = {
@@ -44,7 +49,8 @@ export const defaultRecommenderConfig: RecommenderConfig = {
   recentWatches: 5,
   sourceWeights: { local: 1, collective: 0.6, trend: 0.3 },
   recencyHalfLifeDays: 30,
-  region: undefined
+  region: undefined,
+  trendAffinity: 0
 }
 
 export class Recommender extends Context.Service<Recommender, {
@@ -195,7 +201,13 @@ function make(config: RecommenderConfig) {
         const trendMultiplier = sourceMultiplier("trend")
         for (const trend of trends) {
           const item = catalog.get(trend.contentId)
-          if (item !== undefined) vote(item, trendMultiplier * trend.score / hottest, "trend")
+          if (item === undefined || tiers.episodes.hasWatched(item.contentId)) continue
+          let fit = 0
+          if (config.trendAffinity > 0 && profile !== undefined) {
+            const embedding = yield* catalog.embedding(trend.contentId)
+            if (embedding !== undefined) fit = Math.max(0, dot(profile, embedding))
+          }
+          vote(item, trendMultiplier * (trend.score / hottest) * (1 + config.trendAffinity * fit), "trend")
         }
       }
 
@@ -218,6 +230,12 @@ function make(config: RecommenderConfig) {
 }
 
 const DAY_MS = 86_400_000
+
+const dot = (a: Float32Array, b: Float32Array) => {
+  let s = 0
+  for (let i = 0; i < a.length; i++) s += a[i]! * b[i]!
+  return s
+}
 
 /** Vote weight of a local pattern: evidence, fit to the context, and freshness. */
 const evidence = new WeakMap<LocalPattern, number>()

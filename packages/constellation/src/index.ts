@@ -1,6 +1,7 @@
 export * from "./Aggregator.ts"
 export * from "./CrossShard.ts"
 export * from "./Federation.ts"
+export * from "./federation/index.ts"
 export * from "./FederationWorker.ts"
 export * from "./Ingestion.ts"
 export * from "./ManagementApi.ts"

@@ -1,0 +1,174 @@
+/**
+ * What a cloud recommender would do with every viewer's raw history in one place: the
+ * centralized baselines of the evaluation. Both treat every training rating as an implicit
+ * "watched" signal, as the popularity baseline does.
+ *
+ * - iALS: implicit-feedback matrix factorization (Hu, Koren and Volinsky, 2008; Spark's ALS):
+ *   confidence 1 + alpha on watched items, 1 on all others, alternating exact least squares.
+ * - item-kNN: cosine similarity of items' viewer sets; an item scores the sum of its similarities
+ *   to everything the viewer watched.
+ */
+import type { ContentId } from "@omega/protocol"
+import { Effect } from "effect"
+import type { Ranker, Split } from "./Evaluation.ts"
+import { mulberry32 } from "./Random.ts"
+
+export interface AlsConfig {
+  readonly factors: number
+  readonly alpha: number
+  readonly lambda: number
+  readonly iterations: number
+  readonly seed: number
+}
+
+/** Common settings for MovieLens-sized data (not tuned: a stronger baseline only makes the targets harder). */
+export const defaultAlsConfig: AlsConfig = { factors: 64, alpha: 10, lambda: 10, iterations: 12, seed: 7 }
+
+/** Dense index of the training data: users, items, and each user's watched item rows. */
+interface Interactions {
+  readonly items: ReadonlyArray<ContentId>
+  readonly itemRow: ReadonlyMap<ContentId, number>
+  /** Per split, the item rows it watched in training. */
+  readonly byUser: ReadonlyArray<Int32Array>
+  readonly userRow: ReadonlyMap<number, number>
+}
+
+const interactions = (splits: ReadonlyArray<Split>, catalog: ReadonlyArray<ContentId>): Interactions => {
+  const itemRow = new Map(catalog.map((id, i) => [id, i]))
+  const byUser = splits.map((s) =>
+    Int32Array.from(new Set(s.train.map((r) => itemRow.get(r.contentId)).filter((i) => i !== undefined)))
+  )
+  return { items: catalog, itemRow, byUser, userRow: new Map(splits.map((s, i) => [s.user, i])) }
+}
+
+/** Top-10 unseen items by a score per item row. */
+const topUnseen = (scores: Float64Array, items: ReadonlyArray<ContentId>, seen: Int32Array): Array<ContentId> => {
+  const excluded = new Uint8Array(items.length)
+  for (const i of seen) excluded[i] = 1
+  const top: Array<number> = []
+  for (let i = 0; i < scores.length; i++) {
+    if (excluded[i]) continue
+    if (top.length < 10) top.push(i)
+    else if (scores[i]! > scores[top[9]!]!) top[9] = i
+    else continue
+    top.sort((a, b) => scores[b]! - scores[a]! || a - b)
+  }
+  return top.map((i) => items[i]!)
+}
+
+/** Trains iALS on the splits' training ratings and ranks from the learned factors. */
+export const alsRanker = (
+  splits: ReadonlyArray<Split>,
+  catalog: ReadonlyArray<ContentId>,
+  config: AlsConfig = defaultAlsConfig
+): Ranker => {
+  const data = interactions(splits, catalog)
+  const f = config.factors
+  const random = mulberry32(config.seed)
+  const init = (n: number) => Float64Array.from({ length: n * f }, () => (random() - 0.5) * 0.02)
+  const users = init(splits.length)
+  const items = init(catalog.length)
+  const byItem: Array<Array<number>> = catalog.map(() => [])
+  data.byUser.forEach((rows, u) => rows.forEach((i) => byItem[i]!.push(u)))
+  const itemUsers = byItem.map((list) => Int32Array.from(list))
+  for (let iteration = 0; iteration < config.iterations; iteration++) {
+    solveSide(users, items, data.byUser, f, config)
+    solveSide(items, users, itemUsers, f, config)
+  }
+  return (split) =>
+    Effect.sync(() => {
+      const u = data.userRow.get(split.user)!
+      const scores = new Float64Array(catalog.length)
+      for (let i = 0; i < catalog.length; i++) {
+        let s = 0
+        for (let k = 0; k < f; k++) s += users[u * f + k]! * items[i * f + k]!
+        scores[i] = s
+      }
+      return topUnseen(scores, catalog, data.byUser[u]!)
+    })
+}
+
+/** One ALS half-step: every row of `target` solved exactly with `fixed` held still. */
+const solveSide = (
+  target: Float64Array,
+  fixed: Float64Array,
+  observed: ReadonlyArray<Int32Array>,
+  f: number,
+  config: AlsConfig
+) => {
+  const gram = new Float64Array(f * f)
+  const rows = fixed.length / f
+  for (let r = 0; r < rows; r++) {
+    for (let a = 0; a < f; a++) {
+      const x = fixed[r * f + a]!
+      for (let b = 0; b < f; b++) gram[a * f + b]! += x * fixed[r * f + b]!
+    }
+  }
+  const A = new Float64Array(f * f)
+  const rhs = new Float64Array(f)
+  for (let t = 0; t < observed.length; t++) {
+    A.set(gram)
+    rhs.fill(0)
+    for (const r of observed[t]!) {
+      for (let a = 0; a < f; a++) {
+        const x = fixed[r * f + a]!
+        rhs[a]! += (1 + config.alpha) * x
+        for (let b = 0; b < f; b++) A[a * f + b]! += config.alpha * x * fixed[r * f + b]!
+      }
+    }
+    for (let a = 0; a < f; a++) A[a * f + a]! += config.lambda
+    choleskySolve(A, rhs, f)
+    target.set(rhs, t * f)
+  }
+}
+
+/** Solves A x = b in place (x into b) for a symmetric positive definite A (overwritten). */
+const choleskySolve = (A: Float64Array, b: Float64Array, n: number) => {
+  for (let j = 0; j < n; j++) {
+    let d = A[j * n + j]!
+    for (let k = 0; k < j; k++) d -= A[j * n + k]! * A[j * n + k]!
+    const l = Math.sqrt(Math.max(d, 1e-12))
+    A[j * n + j] = l
+    for (let i = j + 1; i < n; i++) {
+      let s = A[i * n + j]!
+      for (let k = 0; k < j; k++) s -= A[i * n + k]! * A[j * n + k]!
+      A[i * n + j] = s / l
+    }
+  }
+  for (let i = 0; i < n; i++) {
+    let s = b[i]!
+    for (let k = 0; k < i; k++) s -= A[i * n + k]! * b[k]!
+    b[i] = s / A[i * n + i]!
+  }
+  for (let i = n - 1; i >= 0; i--) {
+    let s = b[i]!
+    for (let k = i + 1; k < n; k++) s -= A[k * n + i]! * b[k]!
+    b[i] = s / A[i * n + i]!
+  }
+}
+
+/** Item-kNN with cosine similarity of viewer sets, scored against everything the viewer watched. */
+export const itemKnnRanker = (splits: ReadonlyArray<Split>, catalog: ReadonlyArray<ContentId>): Ranker => {
+  const data = interactions(splits, catalog)
+  const n = catalog.length
+  const counts = new Float32Array(n * n)
+  const viewers = new Float64Array(n)
+  for (const rows of data.byUser) {
+    for (const i of rows) {
+      viewers[i]! += 1
+      for (const j of rows) if (i !== j) counts[i * n + j]! += 1
+    }
+  }
+  return (split) =>
+    Effect.sync(() => {
+      const seen = data.byUser[data.userRow.get(split.user)!]!
+      const scores = new Float64Array(n)
+      for (const i of seen) {
+        for (let j = 0; j < n; j++) {
+          const c = counts[i * n + j]!
+          if (c > 0) scores[j]! += c / Math.sqrt(viewers[i]! * viewers[j]!)
+        }
+      }
+      return topUnseen(scores, catalog, seen)
+    })
+}

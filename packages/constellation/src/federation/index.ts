@@ -1,0 +1,5 @@
+export * from "./Averaging.ts"
+export * from "./ContentDistribution.ts"
+export * from "./Personalization.ts"
+export * from "./Privacy.ts"
+export * from "./Trends.ts"
