@@ -4,13 +4,12 @@
  * RSS of a fresh process that reopens the 10K-pattern brain.
  */
 import { defaultBrainConfig, Embedder, OmegaBrain } from "@omega/brain"
-import { type ContentEmbedding, type ContentId, type ViewContext } from "@omega/protocol"
+import { type ContentEmbedding, type ContentId, seededRandom, type ViewContext } from "@omega/protocol"
 import { Effect, Layer } from "effect"
 import { execFileSync } from "node:child_process"
 import { mkdtempSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { mulberry32 } from "./Random.ts"
 import { percentile, printJson, printTable, progress, round } from "./Report.ts"
 import { makeWorld, nextViewing, type SyntheticWorld } from "./Synthetic.ts"
 
@@ -51,7 +50,7 @@ export const runBrainBench = Effect.fn("omega.benchBrain")(function*(options: Br
   yield* Effect.gen(function*() {
     const brain = yield* OmegaBrain
     yield* brain.addContent(catalog)
-    const random = mulberry32(5)
+    const random = seededRandom(5)
     let at = Date.UTC(2026, 0, 1)
     const recent: Array<ContentId> = []
     // A "power viewer" whose taste spans every genre and context grows patterns fastest.

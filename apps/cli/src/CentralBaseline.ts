@@ -8,10 +8,10 @@
  * - item-kNN: cosine similarity of items' viewer sets; an item scores the sum of its similarities
  *   to everything the viewer watched.
  */
+import { seededRandom } from "@omega/protocol"
 import type { ContentId } from "@omega/protocol"
 import { Effect } from "effect"
 import type { Ranker, Split } from "./Evaluation.ts"
-import { mulberry32 } from "./Random.ts"
 
 export interface AlsConfig {
   readonly factors: number
@@ -64,7 +64,7 @@ export const alsRanker = (
 ): Ranker => {
   const data = interactions(splits, catalog)
   const f = config.factors
-  const random = mulberry32(config.seed)
+  const random = seededRandom(config.seed)
   const init = (n: number) => Float64Array.from({ length: n * f }, () => (random() - 0.5) * 0.02)
   const users = init(splits.length)
   const items = init(catalog.length)

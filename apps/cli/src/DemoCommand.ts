@@ -17,12 +17,11 @@ import {
   ShardStorage,
   SyncServer
 } from "@omega/constellation"
-import { type ContentEmbedding, type ContentId } from "@omega/protocol"
+import { type ContentEmbedding, type ContentId, seededRandom } from "@omega/protocol"
 import { defaultSyncTiming, makeDevCertificate, SyncClient, SyncTransport } from "@omega/sync"
 import { Console, Context, Duration, Effect, HashRing, Layer, PrimaryKey } from "effect"
 import { embedCatalog, evaluate, leaveLastPositiveOut, localBrainRanker, replay, type Split } from "./Evaluation.ts"
 import { contextAt, datasetPath, loadMovieLens, type Rating } from "./MovieLens.ts"
-import { mulberry32 } from "./Random.ts"
 import { percentile, printJson, printTable, progress, round } from "./Report.ts"
 import { makeWorld, nextViewing } from "./Synthetic.ts"
 
@@ -57,7 +56,7 @@ const loadWorld = (options: DemoOptions) =>
         genres: item.genres,
         embedding
       }))))
-    const random = mulberry32(17)
+    const random = seededRandom(17)
     const splits: Array<Split> = []
     for (const viewer of world.viewers) {
       const ratings: Array<Rating> = []

@@ -4,10 +4,9 @@
  * user has not rated before it. Reported: HR@10 and NDCG@10.
  */
 import { type BrainConfig, defaultBrainConfig, Embedder, OmegaBrain } from "@omega/brain"
-import { type ContentEmbedding, type ContentId } from "@omega/protocol"
+import { type ContentEmbedding, type ContentId, seededRandom } from "@omega/protocol"
 import { Effect } from "effect"
 import { contextAt, type MovieLens, type Rating } from "./MovieLens.ts"
-import { mulberry32 } from "./Random.ts"
 import { progress } from "./Report.ts"
 
 export interface Split {
@@ -80,7 +79,7 @@ export const evaluate = <E, R>(name: string, splits: ReadonlyArray<Split>, ranke
 
 /** A uniformly random ranking (seeded), the floor every method must clear. */
 export const randomRanker = (catalog: ReadonlyArray<ContentId>, seed = 42): Ranker => {
-  const random = mulberry32(seed)
+  const random = seededRandom(seed)
   return (split) =>
     Effect.sync(() => {
       const seen = new Set(split.train.map((r) => r.contentId))

@@ -48,6 +48,7 @@ import {
   type PatternDelta,
   type PatternId,
   QuantizerPresets,
+  seededRandom,
   type SharedPattern,
   type SyncFrame,
   type TrendSignal,
@@ -56,7 +57,6 @@ import {
 import { Context, Effect, Layer } from "effect"
 import { evalBrainConfig, type Metrics, replayEvents, type Split } from "./Evaluation.ts"
 import { contextAt } from "./MovieLens.ts"
-import { mulberry32 } from "./Random.ts"
 import { progress } from "./Report.ts"
 
 export interface FederatedConfig {
@@ -218,7 +218,7 @@ export const runFederated = (
       ...config.privacy,
       maxSamples: config.shardAveraging.maxSamplesPerDevice
     })
-    const random = mulberry32(0x5eed)
+    const random = seededRandom(0x5eed)
     const matrix = catalogMatrix(catalog)
     // A published group already stands for at least k devices, so group evidence needs no second k.
     const trends = new TrendDetector(

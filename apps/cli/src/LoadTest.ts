@@ -14,6 +14,7 @@ import {
   type PatternContext,
   type PatternId,
   PROTOCOL_VERSION,
+  seededRandom,
   type SharedPattern,
   type SyncFrame
 } from "@omega/protocol"
@@ -24,7 +25,6 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { createServer } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { mulberry32 } from "./Random.ts"
 import { percentile, printJson, printTable, progress, round } from "./Report.ts"
 
 export interface LoadTestOptions {
@@ -130,7 +130,7 @@ export const runLoadTest = Effect.fn("omega.loadtest")(function*(options: LoadTe
   const session = (n: number) =>
     Effect.gen(function*() {
       const deviceId = `lt-${n}`
-      const random = mulberry32(n + 1)
+      const random = seededRandom(n + 1)
       let version = 0
       let nextId = 0
       let first = true

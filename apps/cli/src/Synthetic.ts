@@ -4,9 +4,15 @@
  * genres, daily habits (what they watch in the morning differs from late at night) and a
  * tendency to watch popular items, so that both personal taste and crowd signal exist.
  */
-import { type ContentId, dayTypeOf, timeOfDayOf, type ViewContext, type ViewingEvent } from "@omega/protocol"
+import {
+  type ContentId,
+  dayTypeOf,
+  seededRandom,
+  timeOfDayOf,
+  type ViewContext,
+  type ViewingEvent
+} from "@omega/protocol"
 import { MOVIELENS_GENRES } from "./MovieLens.ts"
-import { mulberry32 } from "./Random.ts"
 
 /** The MovieLens genres (without "unknown"), so synthetic and real viewers share a vocabulary. */
 export const SYNTHETIC_GENRES = MOVIELENS_GENRES.filter((genre) => genre !== "unknown")
@@ -69,7 +75,7 @@ export interface SyntheticWorld {
 }
 
 export const makeWorld = (options: { readonly items: number; readonly viewers: number; readonly seed?: number }) => {
-  const random = mulberry32(options.seed ?? 7)
+  const random = seededRandom(options.seed ?? 7)
   const pick = <A>(xs: ReadonlyArray<A>): A => xs[Math.floor(random() * xs.length)]!
   const items: Array<SyntheticItem> = []
   for (let i = 0; i < options.items; i++) {

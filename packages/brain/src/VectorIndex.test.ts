@@ -1,4 +1,5 @@
 import { assert, layer } from "@effect/vitest"
+import { seededRandom } from "@omega/protocol"
 import { Cause, Effect, Exit } from "effect"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
@@ -13,17 +14,9 @@ const vector = (...components: ReadonlyArray<number>) => {
   return v
 }
 
-/** Deterministic uniform [0, 1) numbers (mulberry32). */
-const prng = (seed: number) => () => {
-  seed = (seed + 0x6d2b79f5) | 0
-  let t = Math.imul(seed ^ (seed >>> 15), 1 | seed)
-  t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
-  return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-}
-
 /** Uniformly random directions: normalised Gaussian vectors. */
 const randomUnits = (count: number, dimensions: number, seed: number) => {
-  const random = prng(seed)
+  const random = seededRandom(seed)
   const gaussian = () => Math.sqrt(-2 * Math.log(1 - random())) * Math.cos(2 * Math.PI * random())
   return Array.from({ length: count }, () => {
     const v = new Float32Array(dimensions)
