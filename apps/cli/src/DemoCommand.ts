@@ -1,7 +1,7 @@
 /**
  * `omega demo` (the README's main job): the whole system in one process on embedded defaults.
  * Two constellation shards on PGlite, a federation worker, and a fleet of TV brains (MovieLens
- * viewers when configured, else a synthetic world) holding WebTransport sessions on loopback,
+ * viewers when configured, else a synthetic world) holding QUIC sessions on loopback,
  * devices mapped to shards by consistent hashing. Viewing is replayed in rounds; after each,
  * TVs sync, the worker federates across shards and the shards push the result to their TVs.
  * The report: recommendation quality against the same TVs without federation, recommend
@@ -18,8 +18,8 @@ import {
   SyncServer
 } from "@omega/constellation"
 import { type ContentEmbedding, type ContentId, seededRandom } from "@omega/protocol"
-import { defaultSyncTiming, makeDevCertificate, SyncClient, SyncTransport } from "@omega/sync"
-import { Console, Context, Duration, Effect, HashRing, Layer, PrimaryKey } from "effect"
+import { defaultSyncTiming, makeQuicIdentity, SyncClient, SyncTransport } from "@omega/sync"
+import { Console, Context, Duration, Effect, Exit, HashRing, Layer, PrimaryKey, Scope } from "effect"
 import { embedCatalog, evaluate, leaveLastPositiveOut, localBrainRanker, replay, type Split } from "./Evaluation.ts"
 import { contextAt, datasetPath, loadMovieLens, type Rating } from "./MovieLens.ts"
 import { percentile, printJson, printTable, progress, round } from "./Report.ts"
@@ -98,9 +98,11 @@ export const runDemo = Effect.fn("omega.demo")(function*(options: DemoOptions) {
   const titles = new Map(world.catalog.map((c) => [c.contentId, c]))
   yield* progress(`demo: ${world.splits.length} TVs replaying viewers from ${world.source}`)
 
-  // The constellation: two shards on PGlite with real WebTransport on loopback, and a federation worker.
-  const certificate = yield* makeDevCertificate()
-  const transport = Context.get(yield* Layer.build(SyncTransport.layerWebTransport()), SyncTransport)
+  // The constellation: two shards on PGlite with real QUIC on loopback, and a federation worker.
+  // (QUIC rather than WebTransport over HTTP/2: that library can spin forever closing hundreds of
+  // sessions at once, which would keep the demo from exiting.)
+  const identity = makeQuicIdentity()
+  const transport = Context.get(yield* Layer.build(SyncTransport.layerQuic()), SyncTransport)
   const shards: Array<ShardNode> = []
   for (const shardId of ["shard-a", "shard-b"]) {
     const context = yield* Layer.build(
@@ -109,8 +111,8 @@ export const runDemo = Effect.fn("omega.demo")(function*(options: DemoOptions) {
         region: REGION,
         maxDevices: 100_000,
         fleetSecret: SECRET,
-        transport: "webtransport",
-        sync: { host: "127.0.0.1", port: 0, certificate },
+        transport: "quic",
+        sync: { host: "127.0.0.1", port: 0, identity },
         host: "127.0.0.1",
         httpPort: 0,
         metricsPort: 0,
@@ -122,7 +124,7 @@ export const runDemo = Effect.fn("omega.demo")(function*(options: DemoOptions) {
       )
     )
     shards.push(new ShardNode(shardId, Context.get(context, SyncServer).port))
-    yield* progress(`  ${shardId} ready (PGlite, WebTransport on 127.0.0.1:${Context.get(context, SyncServer).port})`)
+    yield* progress(`  ${shardId} ready (PGlite, QUIC on 127.0.0.1:${Context.get(context, SyncServer).port})`)
   }
   const ring = HashRing.make<ShardNode>()
   for (const node of shards) HashRing.add(ring, node)
@@ -133,7 +135,7 @@ export const runDemo = Effect.fn("omega.demo")(function*(options: DemoOptions) {
         fleetSecret: SECRET,
         shards: shards.map((s) => ({
           shardId: s.shardId,
-          endpoint: { host: "127.0.0.1", port: s.port, certificateHash: certificate.sha256 }
+          endpoint: { host: "127.0.0.1", port: s.port, serverPeerId: identity.peerId }
         })),
         every: Duration.hours(1),
         roundTimeout: Duration.seconds(10),
@@ -147,15 +149,22 @@ export const runDemo = Effect.fn("omega.demo")(function*(options: DemoOptions) {
   // The fleet: one brain and one long-lived session per TV.
   const config = { ...defaultBrainConfig, runLearningLoops: false }
   const fleet: Array<{ split: Split; brain: OmegaBrain["Service"]; client: SyncClient["Service"]; shard: string }> = []
+  // Each TV in a scope of its own, so that at the end all sessions close at once, not one by one.
+  const tvScopes: Array<Scope.Closeable> = []
+  yield* Effect.addFinalizer(() =>
+    Effect.forEach(tvScopes, (scope) => Scope.close(scope, Exit.void), { concurrency: "unbounded", discard: true })
+  )
   for (const split of world.splits) {
     const deviceId = `tv-${split.user}`
     const home = HashRing.get(ring, deviceId)!
-    const context = yield* Layer.build(
+    const tvScope = yield* Scope.make()
+    tvScopes.push(tvScope)
+    const context = yield* Layer.buildWithScope(
       SyncClient.layer({
         deviceId,
         token: deviceToken(SECRET, deviceId),
         region: REGION,
-        endpoint: { host: "127.0.0.1", port: home.port, certificateHash: certificate.sha256 },
+        endpoint: { host: "127.0.0.1", port: home.port, serverPeerId: identity.peerId },
         ...defaultSyncTiming,
         // The demo drives syncs itself, round by round.
         minInterval: Duration.hours(1),
@@ -165,7 +174,8 @@ export const runDemo = Effect.fn("omega.demo")(function*(options: DemoOptions) {
         Layer.provideMerge(OmegaBrain.layer(config)),
         Layer.provide(Layer.mergeAll(Embedder.layerHashing, VectorIndex.layer, BrainStore.layerTest)),
         Layer.provide(Layer.succeed(SyncTransport, transport))
-      )
+      ),
+      tvScope
     )
     const brain = Context.get(context, OmegaBrain)
     yield* brain.addContent(world.catalog)
