@@ -1,4 +1,5 @@
 export * from "./Constants.ts"
+export * from "./ContentHashing.ts"
 export * from "./Decode.ts"
 export * from "./Embedding.ts"
 export * from "./Errors.ts"

@@ -3,6 +3,7 @@
  * quantization recall on, and sync frames of the sizes a TV and a shard exchange.
  */
 import { EMBEDDING_DIMENSIONS } from "../Constants.ts"
+import { hashContent, normalizeEmbedding } from "../ContentHashing.ts"
 import type {
   ContentEmbedding,
   GlobalPattern,
@@ -17,17 +18,7 @@ import { gaussian, seededRandom } from "./internal/random.ts"
 
 export { seededRandom }
 
-const normalize = (v: Float32Array): Float32Array => {
-  let norm = 0
-  for (let i = 0; i < v.length; i++) norm += v[i]! * v[i]!
-  if (norm === 0) {
-    v[0] = 1
-    return v
-  }
-  const inv = 1 / Math.sqrt(norm)
-  for (let i = 0; i < v.length; i++) v[i]! *= inv
-  return v
-}
+const normalize = normalizeEmbedding
 
 const randomUnit = (random: () => number): Float32Array =>
   normalize(Float32Array.from({ length: EMBEDDING_DIMENSIONS }, () => gaussian(random)))
@@ -50,40 +41,9 @@ export const clusteredVectors = (n: number, seed: number, clusters = 40): Array<
   })
 }
 
-/**
- * The feature-hashing embedding of @omega/brain's `makeHashing()` (same tokens, weights and
- * hashes), repeated here because the protocol package cannot depend on the brain.
- */
-export const hashingEmbedding = (title: string, genres: ReadonlyArray<string>): Float32Array => {
-  const tokens: Array<readonly [string, number]> = []
-  for (const genre of genres) tokens.push([`genre:${genre.toLowerCase()}`, 2])
-  const year = /\((\d{4})\)/.exec(title)?.[1]
-  if (year !== undefined) {
-    tokens.push([`decade:${year.slice(0, 3)}`, 0.75])
-    tokens.push([`year:${year}`, 1])
-  }
-  for (const word of words(title.replace(/\(\d{4}\)/, ""))) tokens.push([`word:${word}`, 0.5])
-  const v = new Float32Array(EMBEDDING_DIMENSIONS)
-  for (const [token, weight] of tokens) {
-    const h1 = fnv1a(token)
-    const h2 = fnv1a(token + "#")
-    v[h1 % EMBEDDING_DIMENSIONS]! += (h1 & 0x80000000 ? -1 : 1) * weight
-    v[h2 % EMBEDDING_DIMENSIONS]! += (h2 & 0x80000000 ? -1 : 1) * weight
-  }
-  return normalize(v)
-}
-
-const STOP_WORDS = new Set(["the", "a", "an", "of", "and", "in", "on", "to", "la", "le", "il", "de"])
-const words = (text: string): Array<string> =>
-  text.toLowerCase().split(/[^\p{L}\p{N}]+/u).filter((w) => w.length > 1 && !STOP_WORDS.has(w))
-const fnv1a = (text: string): number => {
-  let h = 0x811c9dc5
-  for (let i = 0; i < text.length; i++) {
-    h ^= text.charCodeAt(i)
-    h = Math.imul(h, 0x01000193)
-  }
-  return h >>> 0
-}
+/** The protocol's hashing embedding of a catalog item (what the brain's default Embedder computes). */
+export const hashingEmbedding = (title: string, genres: ReadonlyArray<string>): Float32Array =>
+  hashContent({ title, genres })
 
 const GENRES = [
   "Action",
