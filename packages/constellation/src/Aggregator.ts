@@ -12,6 +12,7 @@ import {
   type PatternId,
   type SharedPattern
 } from "@omega/protocol"
+import { dot, norm, unit } from "./internal/vectors.ts"
 
 export interface AggregatorConfig {
   /** Cosine similarity at which a pattern joins a cluster. */
@@ -179,7 +180,7 @@ export class Aggregator {
         this.decay(cluster, now)
         const deviceCount = cluster.devices.size + cluster.extraDevices
         if (deviceCount < minDevices || cluster.weight <= 0) continue
-        const embedding = normalized(cluster.sum)
+        const embedding = unit(cluster.sum)
         if (embedding === undefined) continue
         const successRate = Math.min(1, Math.max(0, cluster.successWeight / cluster.weight))
         out.push({
@@ -261,10 +262,10 @@ export class Aggregator {
     let h = 0
     const d = v.length
     for (let b = 0; b < this.config.hashBits; b++) {
-      let dot = 0
+      let side = 0
       const offset = b * d
-      for (let i = 0; i < d; i++) dot += this.planes[offset + i]! * v[i]!
-      if (dot >= 0) h |= 1 << b
+      for (let i = 0; i < d; i++) side += this.planes[offset + i]! * v[i]!
+      if (side >= 0) h |= 1 << b
     }
     return h
   }
@@ -279,27 +280,11 @@ const hashString = (s: string): number => {
   return (h >>> 0) & 0x7fff0000
 }
 
-const dot = (a: Float32Array, b: Float32Array): number => {
-  let sum = 0
-  for (let i = 0; i < a.length; i++) sum += a[i]! * b[i]!
-  return sum
-}
-
 /** Writes `sum` scaled to unit length into `out` (all zeros when `sum` is zero, which matches nothing). */
 const toUnit = (sum: Float32Array, out: Float32Array): void => {
-  const norm = Math.sqrt(dot(sum, sum))
-  const inv = norm > 0 && Number.isFinite(norm) ? 1 / norm : 0
+  const n = norm(sum)
+  const inv = n > 0 && Number.isFinite(n) ? 1 / n : 0
   for (let i = 0; i < sum.length; i++) out[i] = sum[i]! * inv
-}
-
-const normalized = (sum: Float32Array): Float32Array | undefined => {
-  let norm = 0
-  for (let i = 0; i < sum.length; i++) norm += sum[i]! * sum[i]!
-  if (norm === 0 || !Number.isFinite(norm)) return undefined
-  const inv = 1 / Math.sqrt(norm)
-  const out = new Float32Array(sum.length)
-  for (let i = 0; i < sum.length; i++) out[i] = sum[i]! * inv
-  return out
 }
 
 /** Gaussian-ish random hyperplanes from a fixed seed (xorshift32 + sum of uniforms). */

@@ -18,6 +18,7 @@ import {
 } from "@omega/protocol"
 import { type Connection, type ConnectOptions, SyncTransport } from "@omega/sync"
 import { Clock, Context, Deferred, Duration, Effect, Layer, Metric, Ref, Schedule, Stream } from "effect"
+import { dot } from "./internal/vectors.ts"
 import { deviceToken, FEDERATION_PEER_PREFIX } from "./ShardManager.ts"
 
 export interface ShardEndpoint {
@@ -230,11 +231,7 @@ const convergence = (previous: ReadonlyArray<GlobalPattern>, current: ReadonlyAr
   let total = 0
   for (const p of current) {
     let best = -1
-    for (const q of previous) {
-      let dot = 0
-      for (let i = 0; i < p.embedding.length; i++) dot += p.embedding[i]! * q.embedding[i]!
-      if (dot > best) best = dot
-    }
+    for (const q of previous) best = Math.max(best, dot(p.embedding, q.embedding))
     total += best
   }
   return total / current.length

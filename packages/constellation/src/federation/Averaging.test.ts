@@ -1,5 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import { EMBEDDING_DIMENSIONS, type GlobalPattern, type PatternContext } from "@omega/protocol"
+import { cosine, gaussian, seededRandom } from "../internal/vectors.ts"
 import {
   type AveragingConfig,
   type Contribution,
@@ -10,7 +11,6 @@ import {
   publishable,
   weightedMedian
 } from "./Averaging.ts"
-import { cosine, gaussian, seededRandom } from "./internal/vectors.ts"
 
 const random = seededRandom(42)
 

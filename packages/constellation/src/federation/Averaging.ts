@@ -8,7 +8,7 @@
  * only when at least k distinct devices stand behind what was kept of it.
  */
 import type { GlobalPattern, PatternContext, PatternId } from "@omega/protocol"
-import { dot, unit } from "./internal/vectors.ts"
+import { dot, unit } from "../internal/vectors.ts"
 
 /** One pattern entering a round. */
 export interface Contribution {

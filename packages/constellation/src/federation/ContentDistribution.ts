@@ -5,8 +5,8 @@
  * its viewers are likeliest to want. Items travel in ContentUpdate-sized batches.
  */
 import { type ContentEmbedding, type GlobalPattern, MAX_CONTENT_ITEMS } from "@omega/protocol"
+import { dot } from "../internal/vectors.ts"
 import { patternQuality } from "./Averaging.ts"
-import { dot } from "./internal/vectors.ts"
 
 /**
  * Up to `cap` of `items` for TVs whose tastes are `patterns`: all of them when they fit, else

@@ -6,8 +6,8 @@ import {
   type GlobalPattern,
   type PatternId
 } from "@omega/protocol"
+import { gaussian, seededRandom, unit } from "../internal/vectors.ts"
 import { contentBatches, newContentFor } from "./ContentDistribution.ts"
-import { gaussian, seededRandom, unit } from "./internal/vectors.ts"
 import { personalizedPatterns } from "./Personalization.ts"
 
 const random = seededRandom(3)

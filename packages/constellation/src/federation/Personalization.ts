@@ -5,8 +5,8 @@
  * so a TV's taste can still widen.
  */
 import type { GlobalPattern } from "@omega/protocol"
+import { dot } from "../internal/vectors.ts"
 import { patternQuality } from "./Averaging.ts"
-import { dot } from "./internal/vectors.ts"
 
 export interface PersonalizationOptions {
   /** Global patterns in one download. */

@@ -1,6 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import { EMBEDDING_DIMENSIONS, type PatternId, type SharedPattern } from "@omega/protocol"
-import { cosine, gaussian, seededRandom, unit } from "./internal/vectors.ts"
+import { cosine, gaussian, seededRandom, unit } from "../internal/vectors.ts"
 import {
   composedEpsilon,
   gaussianDelta,

@@ -6,7 +6,7 @@
  * noise (renormalizing, clamping) is post-processing and spends nothing.
  */
 import type { SharedPattern } from "@omega/protocol"
-import { gaussian, norm } from "./internal/vectors.ts"
+import { gaussian, norm } from "../internal/vectors.ts"
 
 /**
  * L2 sensitivity of one released pattern: the embedding is clipped to norm 1 (two embeddings

@@ -1,6 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import { type ContentEmbedding, type ContentId, EMBEDDING_DIMENSIONS } from "@omega/protocol"
-import { gaussian, seededRandom, unit } from "./internal/vectors.ts"
+import { gaussian, seededRandom, unit } from "../internal/vectors.ts"
 import { catalogEvidence, catalogMatrix, decayed, TrendDetector } from "./Trends.ts"
 
 const random = seededRandom(7)

@@ -1,4 +1,4 @@
-/** Small dense-vector helpers shared by the federation algorithms. */
+/** Small dense-vector helpers shared by shard aggregation and the federation algorithms. */
 
 export const dot = (a: ArrayLike<number>, b: ArrayLike<number>): number => {
   let s = 0
