@@ -343,7 +343,10 @@ const rssMb = (pid: number | undefined): number => {
 /** Starts the shard server as a child process and waits until /health answers. */
 const startShard = (env: Record<string, string>, httpPort: number) =>
   Effect.gen(function*() {
-    const child = spawn(process.execPath, [join(import.meta.dirname, "../../constellation-server/src/main.ts")], {
+    // OMEGA_SHARD_NODE_ARGS passes Node flags to the shard only (for example --prof to profile it).
+    const nodeArgs = (process.env["OMEGA_SHARD_NODE_ARGS"] ?? "").split(" ").filter((arg) => arg !== "")
+    const main = join(import.meta.dirname, "../../constellation-server/src/main.ts")
+    const child = spawn(process.execPath, [...nodeArgs, main], {
       env,
       stdio: ["ignore", "ignore", "inherit"]
     })
