@@ -1,13 +1,15 @@
 import { assert, describe, it } from "@effect/vitest"
 import {
+  dequantize,
   EMBEDDING_DIMENSIONS,
   encodeFrame,
   type PatternDelta,
   type PatternId,
+  quantize,
   type SharedPattern
 } from "@omega/protocol"
 import { Duration, Effect, Layer } from "effect"
-import { defaultIngestionConfig, Ingestion } from "./Ingestion.ts"
+import { defaultIngestionConfig, ingestCodec, Ingestion } from "./Ingestion.ts"
 import type { DeviceState } from "./ShardManager.ts"
 import { ShardStorage } from "./ShardStorage.ts"
 
@@ -34,7 +36,14 @@ const delta = (version: number, added: ReadonlyArray<SharedPattern>): PatternDel
   removed: []
 })
 
-const frameOf = (d: PatternDelta) => encodeFrame({ _tag: "DeltaUpload", delta: d })
+/** A delta as it reaches Ingestion from the sync server: encoded by the TV, decoded by the shard's ingest codec. */
+const upload = (ingestion: Ingestion["Service"], device: DeviceState, d: PatternDelta) =>
+  Effect.gen(function*() {
+    const frame = encodeFrame({ _tag: "DeltaUpload", delta: d })
+    const decoded = yield* Effect.orDie(ingestCodec.decode(frame))
+    if (decoded._tag !== "DeltaUpload") return yield* Effect.die("not an upload")
+    return yield* ingestion.submit(device, decoded.delta, frame)
+  })
 
 const ingestionLayer = (minSyncInterval: Duration.Input) =>
   Ingestion.layer({ ...defaultIngestionConfig, minSyncInterval, materializeEvery: Duration.hours(1) }).pipe(
@@ -64,11 +73,11 @@ describe("Ingestion", () => {
           pattern("weak", { successRate: 0.4 }),
           pattern("thin", { sampleCount: 1 })
         ])
-        const ack = yield* ingestion.submit(tv, d, frameOf(d))
+        const ack = yield* upload(ingestion, tv, d)
         assert.deepStrictEqual(ack, { _tag: "DeltaAck", version: 3, accepted: 1, duplicate: false })
         assert.strictEqual((yield* storage.counts).loggedPatterns, 1)
 
-        const replay = yield* ingestion.submit(tv, d, frameOf(d))
+        const replay = yield* upload(ingestion, tv, d)
         assert.isTrue(replay.duplicate)
         assert.strictEqual(replay.accepted, 0)
         assert.strictEqual((yield* storage.counts).loggedDeltas, 1)
@@ -87,9 +96,9 @@ describe("Ingestion", () => {
         const { device, ingestion, storage } = yield* setup
         const tv = yield* device("tv-2")
         const first = delta(1, [pattern("a")])
-        yield* ingestion.submit(tv, first, frameOf(first))
+        yield* upload(ingestion, tv, first)
         const second = delta(2, [pattern("b")])
-        const error = yield* Effect.flip(ingestion.submit(tv, second, frameOf(second)))
+        const error = yield* Effect.flip(upload(ingestion, tv, second))
         assert.strictEqual(error.reason, "rate-limited")
         assert.isAbove(error.retryAfterMs ?? 0, 50_000)
         assert.strictEqual((yield* storage.counts).loggedDeltas, 1)
@@ -103,17 +112,21 @@ describe("Ingestion", () => {
       for (let n = 0; n < 2; n++) {
         const tv = yield* device(`few-${n}`)
         const d = delta(1, [pattern(`p-${n}`)])
-        yield* ingestion.submit(tv, d, frameOf(d))
+        yield* upload(ingestion, tv, d)
       }
       yield* ingestion.refresh(true)
       assert.strictEqual((yield* ingestion.snapshot("eu")).similar.length, 0)
       const third = yield* device("few-2")
       const d = delta(1, [pattern("p-2")])
-      yield* ingestion.submit(third, d, frameOf(d))
+      yield* upload(ingestion, third, d)
       yield* ingestion.refresh(true)
       const snapshot = yield* ingestion.snapshot("eu")
       assert.strictEqual(snapshot.similar.length, 1)
       assert.strictEqual(snapshot.similar[0]!.deviceCount, 3)
       assert.isAbove(snapshot.version, 0)
+      // Aggregated in the rotated basis, published in the embedding space: the taste the TVs sent.
+      const sent = dequantize(quantize(unit(1)))
+      const published = snapshot.similar[0]!.embedding
+      assert.closeTo(published.reduce((sum, x, i) => sum + x * sent[i]!, 0), 1, 1e-4)
     }).pipe(Effect.provide(ingestionLayer(Duration.zero))), 30_000)
 })

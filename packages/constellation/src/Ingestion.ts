@@ -7,13 +7,15 @@
  */
 import {
   type DeltaAck,
+  fromRotatedBasis,
   type GlobalPattern,
   type GlobalPatterns,
   makeWireCodec,
   MAX_GLOBAL_PATTERNS,
   type PatternDelta,
   type SharedPattern,
-  SUCCESS_THRESHOLD
+  SUCCESS_THRESHOLD,
+  toRotatedBasis
 } from "@omega/protocol"
 import { Clock, Context, Data, Deferred, Duration, Effect, Layer, Metric, PubSub, Queue, Schedule } from "effect"
 import { Aggregator, type AggregatorConfig, defaultAggregatorConfig } from "./Aggregator.ts"
@@ -56,6 +58,12 @@ export const defaultIngestionConfig: IngestionConfig = {
   materializeBatch: 500
 }
 
+/**
+ * How a shard decodes what TVs send: embeddings stay in the quantizer's rotated basis (cosines
+ * and sums there are those of the decoded vectors); only published patterns are rotated back.
+ */
+export const ingestCodec = makeWireCodec({ basis: "rotated" })
+
 /** A delta was not taken; `retryAfterMs` with rate-limited. Nothing of it was stored. */
 export class IngestError extends Data.TaggedError("IngestError")<{
   readonly reason: "rate-limited" | "storage"
@@ -93,7 +101,9 @@ export interface RefreshReport {
 export class Ingestion extends Context.Service<Ingestion, {
   /**
    * Takes one delta from an authenticated device, with the frame bytes it came in (they are
-   * what the durable log keeps); the ack is returned once the delta is durable.
+   * what the durable log keeps); the ack is returned once the delta is durable. The delta is as
+   * `ingestCodec` decodes it: embeddings in the quantizer's rotated basis, where aggregation
+   * needs no inverse rotation per upload.
    */
   readonly submit: (device: DeviceState, delta: PatternDelta, frame: Uint8Array) => Effect.Effect<DeltaAck, IngestError>
   /** The cached global patterns of a region. */
@@ -150,7 +160,7 @@ function make(config: IngestionConfig) {
     // Start from what the database already aggregated, so a restarted shard answers at once.
     for (const region of yield* storage.regions) {
       const patterns = yield* storage.loadAggregated(region, MAX_GLOBAL_PATTERNS)
-      aggregator.seed(region, patterns, yield* Clock.currentTimeMillis)
+      aggregator.seed(region, patterns.map(toRotated), yield* Clock.currentTimeMillis)
       snapshots.set(region, {
         version: yield* storage.globalVersion(region),
         similar: patterns.slice(0, config.snapshotPatterns),
@@ -158,7 +168,8 @@ function make(config: IngestionConfig) {
       })
     }
 
-    const submit = Effect.fn("Ingestion.submit")(
+    // Untraced: it runs for every delta, and a span per call costs more than the rest of it.
+    const submit = Effect.fnUntraced(
       function*(device: DeviceState, delta: PatternDelta, frame: Uint8Array) {
         if (delta.version <= device.lastVersion) {
           counters.deltasDuplicate += 1
@@ -266,7 +277,7 @@ function make(config: IngestionConfig) {
       const now = yield* Clock.currentTimeMillis
       const fromFederation = federated.get(region)
       const similar = fromFederation?.similar.slice(0, config.snapshotPatterns) ??
-        aggregator.snapshot(region, config.snapshotPatterns, now)
+        aggregator.snapshot(region, config.snapshotPatterns, now).map(fromRotated)
       const version = yield* storage.upsertAggregated(region, similar)
       if (fromFederation !== undefined && fromFederation.trending.length > 0) {
         yield* storage.upsertTrends(fromFederation.trending.map((t) => ({ ...t, region })))
@@ -301,7 +312,7 @@ function make(config: IngestionConfig) {
       }),
       regions: Effect.sync(() => aggregator.regionNames()),
       localPatterns: (region, limit) =>
-        Effect.map(Clock.currentTimeMillis, (now) => aggregator.snapshot(region, limit, now, 1)),
+        Effect.map(Clock.currentTimeMillis, (now) => aggregator.snapshot(region, limit, now, 1).map(fromRotated)),
       applyFederated: Effect.fnUntraced(function*(region: string, global: GlobalPatterns) {
         federated.set(region, global)
         yield* refreshRegion(region)
@@ -316,3 +327,6 @@ const ack = (version: number, accepted: number, duplicate: boolean): DeltaAck =>
   accepted,
   duplicate
 })
+
+const toRotated = (p: GlobalPattern): GlobalPattern => ({ ...p, embedding: toRotatedBasis(p.embedding) })
+const fromRotated = (p: GlobalPattern): GlobalPattern => ({ ...p, embedding: fromRotatedBasis(p.embedding) })

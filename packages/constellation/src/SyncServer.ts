@@ -18,7 +18,7 @@ import {
 import { type Connection, type ListenOptions, SyncTransport } from "@omega/sync"
 import { Clock, Context, Duration, Effect, Layer, Metric, PubSub, Sink, Stream } from "effect"
 import { Federation } from "./Federation.ts"
-import { Ingestion } from "./Ingestion.ts"
+import { ingestCodec, Ingestion } from "./Ingestion.ts"
 import { type DeviceState, FEDERATION_PEER_PREFIX, ShardManager } from "./ShardManager.ts"
 
 export interface SyncServerConfig {
@@ -98,8 +98,8 @@ function make(config: SyncServerConfig) {
       })
 
     /** A frame decoded through the protocol schemas; anything else is refused and ends the session. */
-    const decodeOrRefuse = (connection: Connection, bytes: Uint8Array) =>
-      codec.decode(bytes).pipe(
+    const decodeOrRefuse = (connection: Connection, bytes: Uint8Array, decoder: WireCodec = codec) =>
+      decoder.decode(bytes).pipe(
         Effect.catch(() =>
           refuse(connection, "bad-frame", "frame rejected: it does not match the protocol").pipe(
             Effect.andThen(Effect.fail("bad-frame" as const))
@@ -137,7 +137,8 @@ function make(config: SyncServerConfig) {
         yield* Stream.runForEach(frames, (bytes) =>
           Effect.gen(function*() {
             yield* Metric.update(syncMetrics.bytesIn, bytes.length)
-            const frame = yield* decodeOrRefuse(connection, bytes)
+            // Embeddings in the rotated basis, as Ingestion takes them.
+            const frame = yield* decodeOrRefuse(connection, bytes, ingestCodec)
             switch (frame._tag) {
               case "DeltaUpload": {
                 yield* Metric.update(syncMetrics.requests, 1)

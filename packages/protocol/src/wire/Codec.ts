@@ -19,6 +19,7 @@ import { deflateRawSync, inflateRawSync } from "node:zlib"
 const MIN_DEFLATE_BYTES = 96
 import { BinaryReadError, makeBinaryLayout } from "./Binary.ts"
 import { defaultQuantization, type FrameQuantization, makeSyncFrame, type SyncFrame } from "./Frame.ts"
+import type { EmbeddingBasis } from "./Quantize.ts"
 
 /** Version of the frame envelope and binary layout. */
 export const WIRE_VERSION = 1
@@ -62,6 +63,11 @@ export interface WireCodecOptions {
   readonly quantization?: FrameQuantization
   /** "auto" deflates when that makes the frame smaller. */
   readonly compression?: "auto" | "never"
+  /**
+   * "rotated": embeddings are decoded into (and encoded from) the quantizer's rotated basis, which
+   * skips the inverse rotation; for a shard's ingest path, which only compares and sums them.
+   */
+  readonly basis?: EmbeddingBasis
 }
 
 /** Encoder and decoder of sync frames. */
@@ -74,11 +80,9 @@ export interface WireCodec {
   readonly decode: (bytes: Uint8Array) => Effect.Effect<SyncFrame, WireDecodeError>
 }
 
-const INFLATE_STEP = 256
-
 /** A codec writing embeddings with `options.quantization`. */
 export const makeWireCodec = (options: WireCodecOptions = {}): WireCodec => {
-  const schema = makeSyncFrame(options.quantization ?? defaultQuantization)
+  const schema = makeSyncFrame(options.quantization ?? defaultQuantization, options.basis ?? "original")
   const layout = makeBinaryLayout(schema)
   const encodeSchema = Schema.encodeUnknownSync(schema)
   const decodeSchema = Schema.decodeUnknownEffect(schema)

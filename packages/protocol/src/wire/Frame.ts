@@ -18,7 +18,7 @@ import {
   Version
 } from "../Pattern.ts"
 import { Timestamp } from "../Viewing.ts"
-import { QuantizedEmbedding, type QuantizerConfig, QuantizerPresets } from "./Quantize.ts"
+import { type EmbeddingBasis, QuantizedEmbedding, type QuantizerConfig, QuantizerPresets } from "./Quantize.ts"
 
 /** Version of the frame schemas below; bump on any change to them or to the binary layout. */
 export const PROTOCOL_VERSION = 2
@@ -71,16 +71,22 @@ const arrayLike = <S extends Schema.Top>(array: Schema.Top, item: S) => {
 
 const Nonce = Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 0xffff_ffff }))
 
-/** The frame schemas with embeddings quantized as `quantization` says. */
-export const makeSyncFrame = (quantization: FrameQuantization = defaultQuantization) => {
-  const patternEmbedding = { embedding: QuantizedEmbedding(quantization.patterns) }
+/**
+ * The frame schemas with embeddings quantized as `quantization` says; `basis` "rotated" decodes
+ * (and encodes) embeddings in the quantizer's rotated basis instead (see `dequantizeRotated`).
+ */
+export const makeSyncFrame = (
+  quantization: FrameQuantization = defaultQuantization,
+  basis: EmbeddingBasis = "original"
+) => {
+  const patternEmbedding = { embedding: QuantizedEmbedding(quantization.patterns, basis) }
   // Struct-level checks only see decoded values, which the swap leaves as they were: keep them.
   const keep = { unsafePreserveChecks: true }
   const WireSharedPattern = SharedPattern.mapFields((f) => ({ ...f, ...patternEmbedding }), keep)
   const WireGlobalPattern = GlobalPattern.mapFields((f) => ({ ...f, ...patternEmbedding }), keep)
   const WireContentEmbedding = ContentEmbedding.mapFields((f) => ({
     ...f,
-    embedding: QuantizedEmbedding(quantization.content)
+    embedding: QuantizedEmbedding(quantization.content, basis)
   }), keep)
   const WirePatternDelta = PatternDelta.mapFields((f) => ({
     ...f,

@@ -5,12 +5,15 @@ import {
   codeProblem,
   configProblem,
   dequantize,
+  dequantizeRotated,
   expectedFidelity,
+  fromRotatedBasis,
   quantize,
   QuantizedEmbedding,
   quantizedSize,
   type QuantizerConfig,
-  QuantizerPresets
+  QuantizerPresets,
+  toRotatedBasis
 } from "./Quantize.ts"
 import { recallAtK } from "./Recall.ts"
 import { clusteredVectors, hashingItems, hashingPatterns } from "./SyntheticData.ts"
@@ -141,6 +144,39 @@ describe("recall@10 of decoded vectors (original query, decoded database)", () =
     const vectors = sets.clustered.slice(0, 200)
     assert.strictEqual(recallAtK(vectors, vectors, 10), 1)
     assert.isBelow(recallAtK(vectors, clusteredVectors(200, 99), 10), 0.2)
+  })
+
+  it("the rotated basis: same cosines and sums as decoded vectors, and back again", () => {
+    const vectors = clusteredVectors(40, 11, 4)
+    for (const config of [QuantizerPresets.compact, QuantizerPresets.precise, { dimensions: 200, bits: 3 } as const]) {
+      const codes = vectors.map((v) => quantize(v, config))
+      const decoded = codes.map(dequantize)
+      const rotated = codes.map(dequantizeRotated)
+      for (let i = 1; i < codes.length; i++) {
+        assert.closeTo(cosine(rotated[0]!, rotated[i]!), cosine(decoded[0]!, decoded[i]!), 1e-5)
+        assert.closeTo(norm(rotated[i]!), 1, 1e-5)
+      }
+      // A weighted sum taken in the rotated basis and rotated back is the sum of the decoded vectors.
+      const sum = new Float32Array(EMBEDDING_DIMENSIONS)
+      const expected = new Float32Array(EMBEDDING_DIMENSIONS)
+      rotated.forEach((r, i) => r.forEach((x, d) => (sum[d]! += (i + 1) * x)))
+      decoded.forEach((v, i) => v.forEach((x, d) => (expected[d]! += (i + 1) * x)))
+      assert.closeTo(cosine(fromRotatedBasis(sum), expected), 1, 1e-5)
+    }
+    const v = vectors[3]!
+    assert.closeTo(cosine(fromRotatedBasis(toRotatedBasis(v)), v), 1, 1e-6)
+    assert.closeTo(cosine(toRotatedBasis(v), dequantizeRotated(quantize(v, QuantizerPresets.fine))), 0.995, 0.01)
+  })
+
+  it("a rotated-basis schema reads every preset and writes codes a default decoder reads", () => {
+    const v = clusteredVectors(1, 5, 1)[0]!
+    const rotatedSchema = QuantizedEmbedding(QuantizerPresets.precise, "rotated")
+    const code = quantize(v, QuantizerPresets.compact)
+    const inRotated = Schema.decodeUnknownSync(rotatedSchema)(code)
+    assert.closeTo(cosine(inRotated, dequantizeRotated(code)), 1, 1e-6)
+    const written = Schema.encodeSync(rotatedSchema)(toRotatedBasis(v))
+    assert.strictEqual(written.length, quantizedSize(QuantizerPresets.precise))
+    assert.closeTo(cosine(dequantize(written), dequantize(quantize(v, QuantizerPresets.precise))), 1, 1e-5)
   })
 })
 

@@ -78,13 +78,21 @@ export const codeProblem = (code: Uint8Array): string | undefined => {
 
 /** Quantizes a 384-d vector (of any norm) to a self-describing code. */
 export const quantize = (v: Float32Array, config: QuantizerConfig = QuantizerPresets.compact): Uint8Array => {
+  checkInput(v, config)
+  return quantizeRotated(rotate(v), config)
+}
+
+const checkInput = (v: Float32Array, config: QuantizerConfig) => {
   const problem = configProblem(config)
   if (problem !== undefined) throw new RangeError(problem)
   if (v.length !== EMBEDDING_DIMENSIONS) {
     throw new RangeError(`expected ${EMBEDDING_DIMENSIONS} dimensions, got ${v.length}`)
   }
+}
+
+/** The code of a vector already in the rotated basis. */
+const quantizeRotated = (y: ArrayLike<number>, config: QuantizerConfig): Uint8Array => {
   const { bits, dimensions } = config
-  const y = rotate(v)
   let energy = 0
   for (let i = 0; i < dimensions; i++) energy += y[i]! * y[i]!
   const sigma = Math.sqrt(energy / dimensions)
@@ -109,47 +117,103 @@ export const quantize = (v: Float32Array, config: QuantizerConfig = QuantizerPre
 
 /** Decodes a code from `quantize` to a unit Float32Array; throws RangeError on a malformed code. */
 export const dequantize = (code: Uint8Array): Float32Array => {
+  placeLevels(code, levelScratch)
+  return toUnitFloat32(unrotate(levelScratch))
+}
+
+/**
+ * Decodes a code into the quantizer's rotated basis: the unit vector of its levels, without the
+ * inverse rotation. The rotation is orthogonal, so cosines and weighted sums there equal those of
+ * the decoded vectors; a shard aggregates uploads in this basis and rotates back only what it
+ * publishes (`fromRotatedBasis`). About 15x cheaper than `dequantize`.
+ */
+export const dequantizeRotated = (code: Uint8Array): Float32Array => {
+  const dimensions = placeLevels(code, levelScratch)
+  const out = new Float32Array(EMBEDDING_DIMENSIONS)
+  let norm = 0
+  for (let i = 0; i < dimensions; i++) norm += levelScratch[i]! * levelScratch[i]!
+  const inv = 1 / Math.sqrt(norm)
+  for (let i = 0; i < dimensions; i++) out[i] = levelScratch[i]! * inv
+  return out
+}
+
+/** A 384-d vector in the quantizer's rotated basis (same length, same cosines). */
+export const toRotatedBasis = (v: Float32Array): Float32Array => {
+  if (v.length !== EMBEDDING_DIMENSIONS) {
+    throw new RangeError(`expected ${EMBEDDING_DIMENSIONS} dimensions, got ${v.length}`)
+  }
+  return Float32Array.from(rotate(v))
+}
+
+/** Back from the rotated basis to the embedding space, as a unit vector (zero stays zero). */
+export const fromRotatedBasis = (y: Float32Array): Float32Array => {
+  if (y.length !== EMBEDDING_DIMENSIONS) {
+    throw new RangeError(`expected ${EMBEDDING_DIMENSIONS} dimensions, got ${y.length}`)
+  }
+  levelScratch.set(y)
+  return toUnitFloat32(unrotate(levelScratch))
+}
+
+/** Writes a code's levels into `y` (zeros beyond its dimensions); returns its dimensions. */
+const placeLevels = (code: Uint8Array, y: Float64Array): number => {
   const problem = codeProblem(code)
   if (problem !== undefined) throw new RangeError(problem)
   const bits = (code[0]! & 0x0f) + 1
   const dimensions = ((code.length - 1) * 8) / bits
   const levels = LEVELS[bits - 1]!
   const mask = (1 << bits) - 1
-  const y = levelScratch.fill(0)
+  y.fill(0)
   for (let i = 0; i < dimensions; i++) {
     const at = i * bits
     let level = code[1 + (at >> 3)]! >> (at & 7)
     if ((at & 7) + bits > 8) level |= code[2 + (at >> 3)]! << (8 - (at & 7))
     y[i] = levels[level & mask]!
   }
-  const x = unrotate(y)
+  return dimensions
+}
+
+const toUnitFloat32 = (x: Float64Array): Float32Array => {
   let norm = 0
   for (let i = 0; i < x.length; i++) norm += x[i]! * x[i]!
   const out = new Float32Array(EMBEDDING_DIMENSIONS)
+  if (norm === 0) return out
   const inv = 1 / Math.sqrt(norm)
   for (let i = 0; i < x.length; i++) out[i] = x[i]! * inv
   return out
 }
 
+/** Which basis decoded embeddings are in: the embedding space, or the quantizer's rotated basis. */
+export type EmbeddingBasis = "original" | "rotated"
+
 /**
  * An embedding that travels as a quantized code: encodes a Float32Array to its code with
  * `config`, decodes any valid code (whatever its preset) back to a unit Embedding.
  */
-export const QuantizedEmbedding = (config: QuantizerConfig = QuantizerPresets.compact) => {
+export const QuantizedEmbedding = (
+  config: QuantizerConfig = QuantizerPresets.compact,
+  basis: EmbeddingBasis = "original"
+) => {
   const problem = configProblem(config)
   if (problem !== undefined) throw new RangeError(problem)
   // Embeddings are never mutated once built (the brain makes a new array for every change), so a
   // vector sent again (an outbox replay, an unchanged global pattern) reuses its code.
   const codes = new WeakMap<Float32Array, Uint8Array>()
+  const quantizeIn = basis === "original" ? quantize : (v: Float32Array, c: QuantizerConfig) => {
+    checkInput(v, c)
+    return quantizeRotated(v, c)
+  }
   const encode = (v: Float32Array): Uint8Array => {
     let code = codes.get(v)
-    if (code === undefined) codes.set(v, code = quantize(v, config))
+    if (code === undefined) codes.set(v, code = quantizeIn(v, config))
     return code
   }
   return Schema.Uint8Array.check(Schema.makeFilter((code: Uint8Array) => codeProblem(code) ?? true)).pipe(
     Schema.decodeTo(
       Embedding,
-      SchemaTransformation.transform<Float32Array, Uint8Array>({ decode: dequantize, encode })
+      SchemaTransformation.transform<Float32Array, Uint8Array>({
+        decode: basis === "original" ? dequantize : dequantizeRotated,
+        encode
+      })
     )
   )
 }

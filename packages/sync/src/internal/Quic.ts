@@ -1,9 +1,10 @@
 /**
  * Raw QUIC through quinn. Both sides present Ed25519 identities in the TLS handshake, so the
  * server learns each device's peer id without a token, and a client pins the server's peer id.
- * One client endpoint (UDP socket) per connection: a TV holds one session, and a load test gets
- * independent sockets. The binding has no graceful close, so close waits for the peer's FIN
- * (see FramedConnection) before it aborts.
+ * One client endpoint (UDP socket) per identity: a TV has one identity and one session; a load
+ * generator that gives many simulated sessions one identity multiplexes them over one socket
+ * (quinn dials any number of connections from an endpoint). The binding has no graceful close,
+ * so close waits for the peer's FIN (see FramedConnection) before it aborts.
  */
 import { Effect } from "effect"
 import * as Dns from "node:dns/promises"
@@ -14,7 +15,7 @@ import type { ConnectOptions, ListenOptions, QuicOptions, SyncTransport } from "
 import { TransportError } from "../TransportError.ts"
 import type { Accepted, ByteChannel } from "./FramedConnection.ts"
 import { closedError, connectFramed, frameLimit, serveFramed } from "./FramedConnection.ts"
-import type { NativeConnection, NativeStream, QuicNative } from "./QuicNative.ts"
+import type { NativeClient, NativeConnection, NativeStream, QuicNative } from "./QuicNative.ts"
 import { addressOfMultiaddr, loadQuicNative, peerIdOfMultiaddr } from "./QuicNative.ts"
 
 const READ_CHUNK_BYTES = 64 * 1024
@@ -30,6 +31,7 @@ export const make = (options: QuicOptions): Effect.Effect<SyncTransport["Service
         })
     })
     const config = quinnConfig(native, options)
+    const endpoints = clientEndpoints(native, config)
 
     const listen: SyncTransport["Service"]["listen"] = (listenOptions: ListenOptions, onConnection) =>
       Effect.gen(function*() {
@@ -73,21 +75,14 @@ export const make = (options: QuicOptions): Effect.Effect<SyncTransport["Service
         const { host, port } = connectOptions
         const open = Effect.gen(function*() {
           const ip = yield* resolve(host)
-          const client = yield* Effect.acquireRelease(
-            Effect.try({
-              try: () => new native.Client(config(identity), Net.isIPv6(ip) ? 1 : 0),
-              catch: (cause) => connectFailed(host, port, cause)
-            }),
-            (endpoint) => Effect.sync(() => quietly(() => endpoint.abort()))
+          const client = yield* endpoints.acquire(identity, Net.isIPv6(ip) ? 1 : 0).pipe(
+            Effect.mapError((cause) => connectFailed(host, port, cause))
           )
           const connection = yield* Effect.tryPromise({
             try: () => client.outboundConnection(ip, port),
             catch: (cause) => connectFailed(host, port, cause)
           })
-          const abort = () => {
-            quietly(() => connection.abort())
-            quietly(() => client.abort())
-          }
+          const abort = () => quietly(() => connection.abort())
           yield* Effect.addFinalizer(() => Effect.sync(abort))
           const peerId = peerIdOfMultiaddr(connection.remoteMultiaddr())
           if (peerId !== serverPeerId) {
@@ -104,6 +99,36 @@ export const make = (options: QuicOptions): Effect.Effect<SyncTransport["Service
 
     return { kind: "quic", listen, connect }
   })
+
+/**
+ * Client endpoints shared by identity and address family, reference-counted: the socket closes
+ * with the last connection that uses it.
+ */
+const clientEndpoints = (native: QuicNative, config: (identity: QuicIdentity) => object) => {
+  const open = new Map<string, { readonly client: NativeClient; users: number }>()
+  return {
+    acquire: (identity: QuicIdentity, family: 0 | 1) =>
+      Effect.acquireRelease(
+        Effect.try(() => {
+          const key = `${identity.peerId}/${family}`
+          let endpoint = open.get(key)
+          if (endpoint === undefined) {
+            endpoint = { client: new native.Client(config(identity), family), users: 0 }
+            open.set(key, endpoint)
+          }
+          endpoint.users += 1
+          return { key, endpoint }
+        }),
+        ({ endpoint, key }) =>
+          Effect.sync(() => {
+            endpoint.users -= 1
+            if (endpoint.users > 0) return
+            open.delete(key)
+            quietly(() => endpoint.client.abort())
+          })
+      ).pipe(Effect.map(({ endpoint }) => endpoint.client))
+  }
+}
 
 const quinnConfig = (native: QuicNative, options: QuicOptions) => (identity: QuicIdentity) =>
   new native.QuinnConfig({
