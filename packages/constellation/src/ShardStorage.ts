@@ -281,17 +281,28 @@ const make = (options: CommonOptions) =>
       return rows.length > 0
     })
 
+    // The group commit only appends to delta_log; a device's last version and sync time are the
+    // newest of what devices holds (kept by the materializer) and what the log holds for it.
     const findDevice = Effect.fn("ShardStorage.findDevice")(function*(id: string) {
       const rows = yield* sql<DeviceRow>`
-        select id, token_hash, region, round(extract(epoch from registered_at) * 1000)::float8 as registered_at,
-          round(extract(epoch from last_sync_at) * 1000)::float8 as last_sync_at, last_version
-        from devices where id = ${id}`.pipe(sqlFailure("findDevice"))
+        select d.id, d.token_hash, d.region,
+          round(extract(epoch from d.registered_at) * 1000)::float8 as registered_at,
+          round(extract(epoch from greatest(d.last_sync_at, l.last_sync_at)) * 1000)::float8 as last_sync_at,
+          greatest(d.last_version, coalesce(l.last_version, 0)) as last_version
+        from devices d
+        left join lateral (
+          select max(version) as last_version, max(received_at) as last_sync_at
+          from delta_log where device_id = d.id
+        ) l on true
+        where d.id = ${id}`.pipe(sqlFailure("findDevice"))
       return Option.map(Option.fromNullishOr(rows[0]), deviceFromRow)
     })
 
     const deviceVersion = Effect.fn("ShardStorage.deviceVersion")(function*(id: string) {
       const rows = yield* sql<{ readonly last_version: unknown }>`
-        select last_version from devices where id = ${id}`.pipe(sqlFailure("deviceVersion"))
+        select greatest(d.last_version,
+          coalesce((select max(version) from delta_log where device_id = d.id), 0)) as last_version
+        from devices d where d.id = ${id}`.pipe(sqlFailure("deviceVersion"))
       return Option.map(Option.fromNullishOr(rows[0]), (row) => toNumber(row.last_version))
     })
 
@@ -583,23 +594,15 @@ const make = (options: CommonOptions) =>
         patterns: d.patterns,
         frame: Buffer.from(d.frame.buffer, d.frame.byteOffset, d.frame.byteLength).toString("base64")
       })))
-      const inserted = yield* sql.withTransaction(Effect.gen(function*() {
-        const added = yield* sql<{ readonly device_id: string; readonly version: unknown }>`
-          insert into delta_log (device_id, version, region, received_at, patterns, frame)
-          select r.device_id, r.version, r.region, to_timestamp(${now}::float8 / 1000), r.patterns,
-            decode(r.frame, 'base64')
-          from jsonb_to_recordset(${rows}::jsonb) as r(device_id text, version bigint, region text, patterns int,
-            frame text)
-          on conflict (device_id, version) do nothing
-          returning device_id, version`
-        yield* sql`
-          update devices d set last_version = greatest(d.last_version, r.version),
-            last_sync_at = to_timestamp(${now}::float8 / 1000)
-          from (select device_id, max(version) as version
-            from jsonb_to_recordset(${rows}::jsonb) as x(device_id text, version bigint) group by device_id) as r
-          where d.id = r.device_id`
-        return added
-      })).pipe(sqlFailure("appendDeltas"))
+      // One statement, so one implicit transaction: the whole batch is durable or none of it.
+      const inserted = yield* sql<{ readonly device_id: string; readonly version: unknown }>`
+        insert into delta_log (device_id, version, region, received_at, patterns, frame)
+        select r.device_id, r.version, r.region, to_timestamp(${now}::float8 / 1000), r.patterns,
+          decode(r.frame, 'base64')
+        from jsonb_to_recordset(${rows}::jsonb) as r(device_id text, version bigint, region text, patterns int,
+          frame text)
+        on conflict (device_id, version) do nothing
+        returning device_id, version`.pipe(sqlFailure("appendDeltas"))
       const fresh = new Set(inserted.map((row) => `${row.device_id}\u0000${toNumber(row.version)}`))
       return deltas.map((d) => fresh.has(`${d.deviceId}\u0000${d.version}`))
     })
