@@ -74,8 +74,6 @@ export interface WireCodec {
   readonly decode: (bytes: Uint8Array) => Effect.Effect<SyncFrame, WireDecodeError>
 }
 
-const INFLATE_STEP = 256
-
 /** A codec writing embeddings with `options.quantization`. */
 export const makeWireCodec = (options: WireCodecOptions = {}): WireCodec => {
   const schema = makeSyncFrame(options.quantization ?? defaultQuantization)
