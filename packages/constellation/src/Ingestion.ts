@@ -297,9 +297,19 @@ function make(config: IngestionConfig) {
       return similar.length
     })
 
-    /** One bounded pass of trend decoding; the regions it touched get new snapshots. */
-    const decodeTrends = Effect.map(Clock.currentTimeMillis, (now) => {
-      for (const region of trends.decode(now)) dirty.add(region)
+    /**
+     * One pass of trend decoding within its time budget, an upload at a time with a yield between
+     * (acks go out meanwhile); the regions it touched get new snapshots.
+     */
+    const decodeTrends = Effect.gen(function*() {
+      const started = yield* Clock.currentTimeMillis
+      let now = started
+      while (trends.decodable && now - started < config.trends.decodeBudgetMs) {
+        for (const region of trends.decode(0)) dirty.add(region)
+        yield* Effect.yieldNow
+        now = yield* Clock.currentTimeMillis
+      }
+      trends.prune(now)
       return now
     })
 

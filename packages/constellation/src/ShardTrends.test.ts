@@ -47,7 +47,7 @@ describe("ShardTrends", () => {
     assert.deepStrictEqual(trends.signals("eu", t0, 10), [], "observing only buffers")
     assert.strictEqual(trends.stats().pendingPatterns, 5)
 
-    assert.deepStrictEqual([...trends.decode(t0 + 1)], ["eu"])
+    assert.deepStrictEqual([...trends.decode()], ["eu"])
     const signals = trends.signals("eu", t0 + 1, 10)
     assert.deepStrictEqual(signals.map((t) => t.contentId).sort(), ["m17", "m3"])
     // Each device's 4 new samples are split between the two items the pattern averages.
@@ -60,7 +60,7 @@ describe("ShardTrends", () => {
     const trends = make()
     const upload = (count: number, at: number) => {
       for (const tv of ["tv-1", "tv-2", "tv-3"]) trends.observe("eu", tv, [pattern("p", [5], count, 0.5)], at)
-      trends.decode(at)
+      trends.decode()
     }
     upload(4, t0)
     assert.closeTo(scores(trends, t0)["m5"]!, 3 * 4 * 0.5, 1e-6)
@@ -70,20 +70,22 @@ describe("ShardTrends", () => {
     assert.closeTo(scores(trends, t0)["m5"]!, 6 + 3 * 2 * 0.5, 1e-6)
   })
 
-  it("lets evidence fade with the half-life", () => {
+  it("lets evidence fade with the half-life, and forgets what faded away", () => {
     const trends = make()
     for (const tv of ["tv-1", "tv-2", "tv-3"]) trends.observe("eu", tv, [pattern(`${tv}`, [8], 2)], t0)
-    trends.decode(t0)
+    trends.decode()
     assert.closeTo(scores(trends, t0)["m8"]!, 6, 1e-6)
     assert.closeTo(scores(trends, t0 + DAY)["m8"]!, 3, 1e-6)
     assert.closeTo(scores(trends, t0 + 3 * DAY)["m8"]!, 0.75, 1e-6)
+    trends.prune(t0 + 30 * DAY)
+    assert.deepStrictEqual(trends.signals("eu", t0 + 3 * DAY, 10), [])
   })
 
   it("keeps a bounded sample of waiting uploads and decodes at least one per pass", () => {
     const trends = make({ maxPendingPatterns: 2 })
     for (let n = 0; n < 5; n++) trends.observe("eu", `tv-${n}`, [pattern("p", [n], 3)], t0)
     assert.deepInclude(trends.stats(), { pendingUploads: 2, pendingPatterns: 2, dropped: 3 })
-    trends.decode(t0, 0)
+    trends.decode(0)
     assert.deepInclude(trends.stats(), { pendingUploads: 1, decoded: 1 })
   })
 
@@ -93,10 +95,11 @@ describe("ShardTrends", () => {
       trend: { halfLifeMs: DAY, minDevices: 1, maxEvidencePerDevice: 1, deviceMemory: 64 }
     })
     trends.observe("eu", "tv-1", [pattern("p", [9], 3)], t0)
-    assert.strictEqual(trends.decode(t0).size, 0)
+    assert.isFalse(trends.decodable)
+    assert.strictEqual(trends.decode().size, 0)
     assert.strictEqual(trends.stats().pendingUploads, 1)
     trends.addContent(catalog)
-    trends.decode(t0)
+    trends.decode()
     assert.deepStrictEqual(trends.signals("eu", t0, 1).map((t) => t.contentId), ["m9"])
   })
 })

@@ -4,7 +4,7 @@
  * is credited to the catalog items it decodes into (`catalogEvidence` against the shard's
  * content), and a TrendDetector keeps decayed evidence per region and item, reporting an item
  * only once k distinct devices stand behind it. `observe` runs on the acknowledgement path and
- * only buffers; `decode` does the matching off it, within a time budget per pass.
+ * only buffers; `decode` does the matching off it, a little at a time.
  */
 import type { ContentEmbedding, ContentId, PatternId, SharedPattern, TrendSignal } from "@omega/protocol"
 import {
@@ -29,7 +29,10 @@ export interface ShardTrendsConfig {
    * waiting one, so under load the shard decodes a sample, leaning to the newest uploads.
    */
   readonly maxPendingPatterns: number
-  /** Longest one decoding pass holds the shard's thread (it shares it with ingestion). */
+  /**
+   * Longest one decoding pass runs. The shard's thread is shared with ingestion, so a pass
+   * decodes one upload at a time and lets acknowledgements through in between.
+   */
   readonly decodeBudgetMs: number
   /**
    * Devices whose last sample count per pattern is remembered, least recently synced forgotten
@@ -127,13 +130,18 @@ export class ShardTrends {
     this.dropped += replaced.patterns.length
   }
 
+  /** Whether uploads wait that a catalog could decode. */
+  get decodable(): boolean {
+    return this.pending.length > 0 && this.catalog.size > 0
+  }
+
   /**
-   * Decodes waiting uploads, oldest first, until none is left or the time budget is spent (at
-   * least one upload per pass), and forgets evidence that faded away; returns the regions touched.
+   * Decodes waiting uploads, oldest first, until none is left or `budgetMs` is spent (at least one
+   * upload per call, so 0 decodes exactly one); returns the regions touched.
    */
-  decode(now: number, budgetMs: number = this.config.decodeBudgetMs): ReadonlySet<string> {
+  decode(budgetMs: number = this.config.decodeBudgetMs): ReadonlySet<string> {
     const regions = new Set<string>()
-    if (this.catalog.size === 0 || this.pending.length === 0) return regions
+    if (!this.decodable) return regions
     this.matrix ??= catalogMatrix([...this.catalog.values()])
     const matrix = this.matrix
     const started = performance.now()
@@ -152,8 +160,12 @@ export class ShardTrends {
       this.decoded += upload.patterns.length
     }
     this.pending = this.pending.slice(taken)
-    this.detector.prune(now)
     return regions
+  }
+
+  /** Forgets items whose evidence faded away by `now`. */
+  prune(now: number): void {
+    this.detector.prune(now)
   }
 
   /** The region's hottest items at `now`, each backed by at least k distinct devices of this shard. */
