@@ -3,10 +3,11 @@
  * worker holding sessions to both. Neither shard alone has k = 3 devices behind a taste, so
  * neither may publish it; federated across shards the group has four devices and reaches every
  * TV by server push. Every frame the shards received is decoded and audited: no content id,
- * title or watch timestamp of anything watched ever left a TV.
+ * title or watch timestamp of anything watched ever left a TV. Trends too: each shard decodes its
+ * own uploads against its catalog, and what k of one shard's TVs watch trends on every shard.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { makeHashing, OmegaBrain } from "@omega/brain"
+import { makeHashing, MemoryTiers, OmegaBrain } from "@omega/brain"
 import {
   federateAcrossShards,
   Federation,
@@ -20,6 +21,7 @@ import {
   type ContentEmbedding,
   type ContentId,
   decodeFrame,
+  type TrendSignal,
   type ViewContext,
   type ViewingEvent
 } from "@omega/protocol"
@@ -43,6 +45,16 @@ const catalog: Array<ContentEmbedding> = ["Western", "Musical"].flatMap((genre) 
     }
   })
 )
+
+const horror: Array<ContentEmbedding> = ["Cellar", "Lantern", "Hollow"].map((word, i) => {
+  const title = `Horror ${word} (197${i})`
+  return {
+    contentId: `horror-${i}` as ContentId,
+    title,
+    genres: ["Horror"],
+    embedding: Effect.runSync(hashing.embedContent({ title, genres: ["Horror"] }))
+  }
+})
 
 /** The memory transport with every frame a server receives recorded, for the privacy audit. */
 const tapped = (inner: SyncTransport["Service"], frames: Array<Uint8Array>) =>
@@ -73,6 +85,34 @@ const shard = (shardId: string, transport: SyncTransport["Service"]) =>
 
 const tv = (deviceId: string, port: number) =>
   testTv({ deviceId, fleetSecret: SECRET, region: REGION, endpoint: { host: "127.0.0.1", port } })
+
+/** Every frame any shard received, decoded; fails if one carries a watched item's id, title or time. */
+const auditUploads = (received: ReadonlyArray<Uint8Array>, watched: ReadonlyArray<ViewingEvent>) =>
+  Effect.gen(function*() {
+    let uploads = 0
+    for (const bytes of received) {
+      const frame = yield* decodeFrame(bytes)
+      if (frame._tag !== "DeltaUpload") continue
+      uploads += 1
+      const text = JSON.stringify(frame, (_, v) => (v instanceof Float32Array ? Array.from(v) : v))
+      for (const event of watched) {
+        assert.notInclude(text, event.contentId)
+        assert.notInclude(text, event.title)
+        assert.notInclude(text, String(event.watchedAt))
+      }
+    }
+    return uploads
+  })
+
+/** A viewing of `item` in the evening, `n`-th of the test. */
+const viewing = (item: ContentEmbedding, n: number): ViewingEvent => ({
+  contentId: item.contentId,
+  title: item.title,
+  genres: item.genres,
+  watchedAt: 1_600_000_000_000 + n * 1_000,
+  watchShare: 0.9,
+  context: evening
+})
 
 describe("federation across shards", () => {
   it.live(
@@ -167,21 +207,99 @@ describe("federation across shards", () => {
         }
 
         // The privacy audit: decode every frame any shard received.
-        let uploads = 0
-        for (const bytes of received) {
-          const frame = yield* decodeFrame(bytes)
-          if (frame._tag !== "DeltaUpload") continue
-          uploads += 1
-          const text = JSON.stringify(frame, (_, v) => (v instanceof Float32Array ? Array.from(v) : v))
-          for (const event of watched) {
-            assert.notInclude(text, event.contentId)
-            assert.notInclude(text, event.title)
-            assert.notInclude(text, String(event.watchedAt))
-          }
-        }
-        assert.strictEqual(uploads, 4)
+        assert.strictEqual(yield* auditUploads(received, watched), 4)
         const storage = Context.get(shards[0]!, ShardStorage)
         assert.isAtLeast((yield* storage.counts).loggedDeltas, 2)
+      }).pipe(Effect.scoped),
+    60_000
+  )
+
+  it.live(
+    "what k TVs of one shard watch trends on every TV of every shard, decoded from uploads without content ids",
+    () =>
+      Effect.gen(function*() {
+        const memory = Context.get(yield* Layer.build(SyncTransport.layerMemory), SyncTransport)
+        const received: Array<Uint8Array> = []
+        const shards = [
+          yield* Layer.build(shard("shard-a", tapped(memory, received))),
+          yield* Layer.build(shard("shard-b", tapped(memory, received)))
+        ]
+        const ports = shards.map((s) => Context.get(s, SyncServer).port)
+        const items = [...catalog, ...horror]
+        const item = (id: string) => items.find((c) => c.contentId === id)!
+        // What POST /api/v1/content does on each shard: store the items and announce them.
+        for (const s of shards) {
+          yield* Context.get(s, ShardStorage).addContent(items)
+          yield* Context.get(s, Federation).announceContent(items)
+        }
+
+        // Three TVs on shard-a watch western-0 and three on shard-b musical-1. horror-2 has three
+        // viewers too, but never k = 3 on one shard: no shard may report it, so it never trends.
+        const plan: ReadonlyArray<{ readonly shard: number; readonly watches: ReadonlyArray<string> }> = [
+          { shard: 0, watches: ["western-0", "horror-2"] },
+          { shard: 0, watches: ["western-0", "horror-2"] },
+          { shard: 0, watches: ["western-0"] },
+          { shard: 1, watches: ["musical-1", "horror-2"] },
+          { shard: 1, watches: ["musical-1"] },
+          { shard: 1, watches: ["musical-1"] }
+        ]
+        const watched: Array<ViewingEvent> = []
+        const tvs: Array<{ readonly shard: number; readonly tiers: MemoryTiers["Service"] }> = []
+        for (const [n, { shard: home, watches }] of plan.entries()) {
+          const context = yield* Layer.build(
+            tv(`trend-tv-${n}`, ports[home]!).pipe(Layer.provide(Layer.succeed(SyncTransport, memory)))
+          )
+          const brain = Context.get(context, OmegaBrain)
+          yield* brain.addContent(items)
+          for (const id of watches) {
+            for (let r = 0; r < 2; r++) {
+              const event = viewing(item(id), watched.length)
+              watched.push(event)
+              yield* brain.observe(event)
+            }
+          }
+          const client = Context.get(context, SyncClient)
+          yield* client.awaitConnected
+          assert.strictEqual((yield* client.syncNow)._tag, "Acknowledged")
+          tvs.push({ shard: home, tiers: Context.get(context, MemoryTiers) })
+        }
+
+        // Each shard alone trends what its own TVs watched (a quantized pattern may also credit a
+        // little to look-alike items, so the hottest item is what is checked).
+        const local = yield* Effect.forEach(shards, (s) => Context.get(s, Ingestion).localTrends(REGION, 20))
+        const ids = (trends: ReadonlyArray<TrendSignal>) => trends.map((t) => t.contentId as string)
+        assert.strictEqual(ids(local[0]!)[0], "western-0")
+        assert.strictEqual(ids(local[1]!)[0], "musical-1")
+        assert.notInclude(ids(local[1]!), "western-0", "no TV of shard-b watched western-0")
+
+        const worker = yield* Layer.build(
+          FederationWorker.layer({
+            workerId: "w2",
+            fleetSecret: SECRET,
+            shards: ports.map((port, i) => ({ shardId: `shard-${"ab"[i]}`, endpoint: { host: "127.0.0.1", port } })),
+            every: Duration.hours(1),
+            roundTimeout: Duration.seconds(5),
+            maxPatternsPerShard: 500,
+            federate: federateAcrossShards()
+          }).pipe(Layer.provide(Layer.succeed(SyncTransport, memory)))
+        )
+        const federationWorker = Context.get(worker, FederationWorker)
+        yield* eventually(
+          Effect.map(federationWorker.connectedShards, (n) => n === 2),
+          "the worker is connected to both shards"
+        )
+        yield* federationWorker.runRound
+
+        // Through the worker, both shards' trends reach every TV, on the TV's own shard or not.
+        for (const [n, { shard: home, tiers }] of tvs.entries()) {
+          const trending = Effect.sync(() => ids(tiers.collective.trends()))
+          yield* eventually(
+            Effect.map(trending, (t) => t.includes("western-0") && t.includes("musical-1")),
+            `TV ${n} on shard-${"ab"[home]} got both shards' trends`
+          )
+          for (const id of yield* trending) assert.isFalse(id.startsWith("horror-"), `${id} trends below k`)
+        }
+        assert.strictEqual(yield* auditUploads(received, watched), plan.length)
       }).pipe(Effect.scoped),
     60_000
   )

@@ -2,25 +2,30 @@
  * `omega demo` (the README's main job): the whole system in one process on embedded defaults.
  * Two constellation shards on PGlite, a federation worker, and a fleet of TV brains (MovieLens
  * viewers when configured, else a synthetic world) holding QUIC sessions on loopback,
- * devices mapped to shards by consistent hashing. Viewing is replayed in rounds; after each,
- * TVs sync, the worker federates across shards and the shards push the result to their TVs.
- * The report: recommendation quality against the same TVs without federation, recommend
- * latency, bytes per sync, and the federation rounds.
+ * devices mapped to shards by consistent hashing. The TVs run the brain and embedder of the
+ * federated fleet `omega eval` reports, and each shard is given the catalog (as POST
+ * /api/v1/content would) so it can decode trends from its TVs' uploads. Viewing is replayed in
+ * rounds; after each, TVs sync, the worker federates patterns and trends across shards and the
+ * shards push the result to their TVs. The report: recommendation quality against the same
+ * brains without sync, recommend latency, bytes per sync, and the federation rounds.
  */
-import { BrainStore, defaultBrainConfig, Embedder, OmegaBrain, VectorIndex } from "@omega/brain"
+import { BrainStore, Embedder, OmegaBrain, VectorIndex } from "@omega/brain"
 import {
   defaultCrossShardConfig,
+  defaultShardTrendsConfig,
   deviceToken,
   federateAcrossShards,
+  Federation,
   FederationWorker,
   shardCore,
   ShardStorage,
   SyncServer
 } from "@omega/constellation"
-import { type ContentEmbedding, type ContentId, seededRandom } from "@omega/protocol"
+import { type ContentEmbedding, type ContentId, makeWireCodec, seededRandom } from "@omega/protocol"
 import { defaultSyncTiming, makeQuicIdentity, SyncClient, SyncTransport } from "@omega/sync"
 import { Console, Context, Duration, Effect, Exit, HashRing, Layer, PrimaryKey, Scope } from "effect"
 import { embedCatalog, evaluate, leaveLastPositiveOut, localBrainRanker, replay, type Split } from "./Evaluation.ts"
+import { federatedEvalConfig } from "./FederatedEvaluation.ts"
 import { contextAt, datasetPath, loadMovieLens, type Rating } from "./MovieLens.ts"
 import { percentile, printJson, printTable, progress, round } from "./Report.ts"
 import { makeWorld, nextViewing } from "./Synthetic.ts"
@@ -36,6 +41,12 @@ interface DemoWorld {
   readonly catalog: ReadonlyArray<ContentEmbedding>
   readonly splits: ReadonlyArray<Split>
 }
+
+/**
+ * The TVs' brain settings and embedder: those of the federated fleet in `omega eval` (the title
+ * tokens of its embedder are what lets a shard decode a pattern into catalog items).
+ */
+const fleetSettings = federatedEvalConfig()
 
 /** MovieLens when its folder is there, otherwise a seeded synthetic catalog and viewers. */
 const loadWorld = (options: DemoOptions) =>
@@ -74,7 +85,7 @@ const loadWorld = (options: DemoOptions) =>
       if (last > 0) splits.push({ user: viewer.id, train: ratings.slice(0, last), heldOut: ratings[last]! })
     }
     return { source: `synthetic (${catalog.length} items)`, catalog, splits } satisfies DemoWorld
-  }).pipe(Effect.provide(Embedder.layerHashing))
+  }).pipe(Effect.provide(Embedder.layerHashingWith(fleetSettings.embedder)))
 
 /** A shard as the hash ring sees it. */
 class ShardNode implements PrimaryKey.PrimaryKey {
@@ -116,13 +127,21 @@ export const runDemo = Effect.fn("omega.demo")(function*(options: DemoOptions) {
         host: "127.0.0.1",
         httpPort: 0,
         metricsPort: 0,
-        ingestion: { minSyncInterval: Duration.zero },
+        ingestion: {
+          minSyncInterval: Duration.zero,
+          // A round's uploads are all decoded before the worker pulls its trends (decoding yields
+          // to acks between uploads); a shard under production load decodes a sample instead.
+          trends: { ...defaultShardTrendsConfig, decodeBudgetMs: 2_000 }
+        },
         federationEvery: Duration.hours(1)
       }).pipe(
         Layer.provideMerge(ShardStorage.layerPglite({})),
         Layer.provide(Layer.succeed(SyncTransport, transport))
       )
     )
+    // What POST /api/v1/content does: store the catalog and announce it (no TV is connected yet).
+    yield* Context.get(context, ShardStorage).addContent(world.catalog)
+    yield* Context.get(context, Federation).announceContent(world.catalog)
     shards.push(new ShardNode(shardId, Context.get(context, SyncServer).port))
     yield* progress(`  ${shardId} ready (PGlite, QUIC on 127.0.0.1:${Context.get(context, SyncServer).port})`)
   }
@@ -147,7 +166,9 @@ export const runDemo = Effect.fn("omega.demo")(function*(options: DemoOptions) {
   )
 
   // The fleet: one brain and one long-lived session per TV.
-  const config = { ...defaultBrainConfig, runLearningLoops: false }
+  const config = { ...fleetSettings.brain, runLearningLoops: false }
+  // Uploads quantized as in the federated eval: finer than the default, so shards decode them into items.
+  const codec = makeWireCodec({ quantization: fleetSettings.upload })
   const fleet: Array<{ split: Split; brain: OmegaBrain["Service"]; client: SyncClient["Service"]; shard: string }> = []
   // Each TV in a scope of its own, so that at the end all sessions close at once, not one by one.
   const tvScopes: Array<Scope.Closeable> = []
@@ -169,10 +190,13 @@ export const runDemo = Effect.fn("omega.demo")(function*(options: DemoOptions) {
         // The demo drives syncs itself, round by round.
         minInterval: Duration.hours(1),
         maxInterval: Duration.hours(2),
-        pushAfterChanges: 1_000_000
+        pushAfterChanges: 1_000_000,
+        codec
       }).pipe(
         Layer.provideMerge(OmegaBrain.layer(config)),
-        Layer.provide(Layer.mergeAll(Embedder.layerHashing, VectorIndex.layer, BrainStore.layerTest)),
+        Layer.provide(
+          Layer.mergeAll(Embedder.layerHashingWith(fleetSettings.embedder), VectorIndex.layer, BrainStore.layerTest)
+        ),
         Layer.provide(Layer.succeed(SyncTransport, transport))
       ),
       tvScope
@@ -215,6 +239,7 @@ export const runDemo = Effect.fn("omega.demo")(function*(options: DemoOptions) {
       shards: report.shardsAnswered,
       patterns_in: report.patternsIn,
       federated_out: report.patternsOut,
+      trends_on_tv: (yield* fleet[0]!.brain.stats).trends,
       round_ms: report.durationMs,
       convergence: round3(report.convergence)
     })
@@ -250,7 +275,8 @@ export const runDemo = Effect.fn("omega.demo")(function*(options: DemoOptions) {
       }
     }
   }
-  const localOnly = yield* evaluate("local-only", world.splits, localBrainRanker(world.catalog))
+  // The same brains (settings, embedder, catalog) learning from nothing but their own viewing.
+  const localOnly = yield* evaluate("local-only", world.splits, localBrainRanker(world.catalog, config))
   const federated = { hr10: hits / fleet.length, ndcg10: ndcg / fleet.length }
 
   yield* printTable("Federation rounds (two shards, one worker)", rounds)

@@ -20,7 +20,7 @@ export interface RoundReport {
 
 export class Federation extends Context.Service<Federation, {
   readonly runRound: Effect.Effect<RoundReport, StorageError>
-  /** New catalog items go out to every open session. */
+  /** New catalog items go out to every open session (and into the shard's trend decoding). */
   readonly announceContent: (items: ReadonlyArray<ContentEmbedding>) => Effect.Effect<void>
   readonly content: PubSub.PubSub<ReadonlyArray<ContentEmbedding>>
   /** Asks connected federation workers to start a cross-shard round (they listen on their sessions). */
@@ -64,7 +64,8 @@ function make(options: { readonly every: Duration.Input }) {
 
     return Federation.of({
       runRound,
-      announceContent: (items) => PubSub.publish(content, items).pipe(Effect.asVoid),
+      // The shard decodes trends against its catalog, so it learns new items before the TVs do.
+      announceContent: (items) => ingestion.addContent(items).pipe(Effect.andThen(PubSub.publish(content, items))),
       content,
       roundRequests
     })

@@ -1,5 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import {
+  type ContentEmbedding,
+  type ContentId,
   dequantize,
   EMBEDDING_DIMENSIONS,
   encodeFrame,
@@ -10,6 +12,7 @@ import {
 } from "@omega/protocol"
 import { Duration, Effect, Layer } from "effect"
 import { defaultIngestionConfig, ingestCodec, Ingestion } from "./Ingestion.ts"
+import { gaussian, seededRandom, unit as unitOf } from "./internal/vectors.ts"
 import type { DeviceState } from "./ShardManager.ts"
 import { ShardStorage } from "./ShardStorage.ts"
 
@@ -129,4 +132,38 @@ describe("Ingestion", () => {
       const published = snapshot.similar[0]!.embedding
       assert.closeTo(published.reduce((sum, x, i) => sum + x * sent[i]!, 0), 1, 1e-4)
     }).pipe(Effect.provide(ingestionLayer(Duration.zero))), 30_000)
+
+  it.live(
+    "serves trends decoded from its own uploads, only for items at least k devices watched",
+    () =>
+      Effect.gen(function*() {
+        const { device, ingestion } = yield* setup
+        const random = seededRandom(5)
+        const catalog: Array<ContentEmbedding> = ["a", "b", "c", "d"].map((id) => ({
+          contentId: id as ContentId,
+          title: id,
+          genres: [],
+          embedding: unitOf(Array.from({ length: EMBEDDING_DIMENSIONS }, () => gaussian(random)))!
+        }))
+        yield* ingestion.addContent(catalog)
+        const watch = Effect.fnUntraced(function*(id: string, item: number) {
+          const tv = yield* device(id)
+          const d = delta(1, [pattern(`${id}-p`, { embedding: catalog[item]!.embedding })])
+          yield* upload(ingestion, tv, d)
+        })
+        yield* watch("t-0", 0)
+        yield* watch("t-1", 0)
+        yield* ingestion.refresh(true)
+        assert.deepStrictEqual((yield* ingestion.snapshot("eu")).trending, [], "two devices are below k")
+        yield* watch("t-2", 0)
+        yield* watch("t-3", 2)
+        yield* ingestion.refresh(true)
+        const trending = (yield* ingestion.snapshot("eu")).trending
+        assert.deepStrictEqual(trending.map((t) => [t.contentId, t.region]), [["a", "eu"]])
+        assert.isAbove(trending[0]!.score, 0)
+        const local = yield* ingestion.localTrends("eu", 10)
+        assert.deepStrictEqual(local.map((t) => t.contentId), ["a"])
+      }).pipe(Effect.provide(ingestionLayer(Duration.zero))),
+    30_000
+  )
 })

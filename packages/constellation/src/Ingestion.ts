@@ -2,10 +2,12 @@
  * Takes pattern deltas from TVs: rate limit, idempotency by version, quality filter, then a
  * group commit (every delta waiting when the writer is free goes to the database in one
  * transaction) and only then the acknowledgement. Accepted patterns are folded into the
- * in-memory Aggregator; each region's global patterns are answered from a cached snapshot that
- * is rebuilt on a schedule, persisted, and announced so open sessions can push it.
+ * in-memory Aggregator and buffered for trend decoding (ShardTrends, decoded off the ack path
+ * when snapshots are rebuilt); each region's global patterns and trends are answered from a
+ * cached snapshot that is rebuilt on a schedule, persisted, and announced so open sessions can push it.
  */
 import {
+  type ContentEmbedding,
   type DeltaAck,
   fromRotatedBasis,
   type GlobalPattern,
@@ -15,12 +17,14 @@ import {
   type PatternDelta,
   type SharedPattern,
   SUCCESS_THRESHOLD,
-  toRotatedBasis
+  toRotatedBasis,
+  type TrendSignal
 } from "@omega/protocol"
 import { Clock, Context, Data, Deferred, Duration, Effect, Layer, Metric, PubSub, Queue, Schedule } from "effect"
 import { Aggregator, type AggregatorConfig, defaultAggregatorConfig } from "./Aggregator.ts"
 import type { DeviceState } from "./ShardManager.ts"
 import { type DevicePatternsUpdate, ShardStorage, type StorageError } from "./ShardStorage.ts"
+import { defaultShardTrendsConfig, ShardTrends, type ShardTrendsConfig } from "./ShardTrends.ts"
 
 export interface IngestionConfig {
   /** Shortest time between two accepted deltas of one device (the product brief: 1 per minute). */
@@ -35,6 +39,8 @@ export interface IngestionConfig {
   readonly snapshotPatterns: number
   readonly snapshotTrends: number
   readonly aggregator: AggregatorConfig
+  /** Trends decoded from this shard's uploads (served when no federated trends are). */
+  readonly trends: ShardTrendsConfig
   /**
    * How often logged deltas are applied to device_patterns, off the acknowledgement path; undefined
    * leaves them in the log only. On PGlite, which shares the shard's thread, each pass stalls
@@ -54,6 +60,7 @@ export const defaultIngestionConfig: IngestionConfig = {
   snapshotPatterns: 100,
   snapshotTrends: 20,
   aggregator: defaultAggregatorConfig,
+  trends: defaultShardTrendsConfig,
   materializeEvery: undefined,
   materializeBatch: 500
 }
@@ -118,6 +125,13 @@ export class Ingestion extends Context.Service<Ingestion, {
   /** This shard's own aggregated patterns of a region, groups below k included, for a federation round. */
   readonly localPatterns: (region: string, limit: number) => Effect.Effect<ReadonlyArray<GlobalPattern>>
   /**
+   * This shard's own trends of a region (each item backed by at least k of its devices), for a
+   * federation round; uploads still waiting are decoded first, within the pass budget.
+   */
+  readonly localTrends: (region: string, limit: number) => Effect.Effect<ReadonlyArray<TrendSignal>>
+  /** Catalog items the shard now distributes: trends are decoded against them from now on. */
+  readonly addContent: (items: ReadonlyArray<ContentEmbedding>) => Effect.Effect<void>
+  /**
    * Takes a region's federated patterns (aggregated across shards by the federation worker): they
    * are what the region's TVs get from now on, pushed on their open sessions.
    */
@@ -138,6 +152,8 @@ function make(config: IngestionConfig) {
   return Effect.gen(function*() {
     const storage = yield* ShardStorage
     const aggregator = new Aggregator(config.aggregator)
+    // Fed the accepted patterns as they are, in the rotated basis of the ingest codec.
+    const trends = new ShardTrends(config.trends, "rotated")
     const minIntervalMs = Duration.toMillis(Duration.fromInputUnsafe(config.minSyncInterval))
     const codec = makeWireCodec()
     const keep = (p: SharedPattern) => p.successRate >= config.qualityThreshold && p.sampleCount >= config.minSamples
@@ -157,6 +173,7 @@ function make(config: IngestionConfig) {
       batches: 0
     }
 
+    trends.addContent(yield* storage.listContentSince(0, config.trends.maxCatalog))
     // Start from what the database already aggregated, so a restarted shard answers at once.
     for (const region of yield* storage.regions) {
       const patterns = yield* storage.loadAggregated(region, MAX_GLOBAL_PATTERNS)
@@ -227,6 +244,7 @@ function make(config: IngestionConfig) {
           p.device.lastVersion = p.delta.version
           p.device.lastSyncAt = now
           aggregator.add(p.device.region, p.device.id, p.patterns, now)
+          trends.observe(p.device.region, p.device.id, p.patterns, now)
           dirty.add(p.device.region)
           counters.deltasAccepted += 1
           counters.patternsAccepted += p.patterns.length
@@ -279,16 +297,36 @@ function make(config: IngestionConfig) {
       const similar = fromFederation?.similar.slice(0, config.snapshotPatterns) ??
         aggregator.snapshot(region, config.snapshotPatterns, now).map(fromRotated)
       const version = yield* storage.upsertAggregated(region, similar)
-      if (fromFederation !== undefined && fromFederation.trending.length > 0) {
+      const federatedTrends = fromFederation !== undefined && fromFederation.trending.length > 0
+      if (federatedTrends) {
         yield* storage.upsertTrends(fromFederation.trending.map((t) => ({ ...t, region })))
       }
-      const trending = yield* storage.loadTrends(region, config.snapshotTrends)
+      // Without cross-shard trends, this shard's own (k-anonymous) ones; else the stored ones.
+      const local = federatedTrends ? [] : trends.signals(region, now, config.snapshotTrends)
+      const trending = local.length > 0 ? local : yield* storage.loadTrends(region, config.snapshotTrends)
       snapshots.set(region, { version, similar, trending })
       yield* PubSub.publish(updates, region)
       return similar.length
     })
 
+    /**
+     * One pass of trend decoding within its time budget, an upload at a time with a yield between
+     * (acks go out meanwhile); the regions it touched get new snapshots.
+     */
+    const decodeTrends = Effect.gen(function*() {
+      const started = yield* Clock.currentTimeMillis
+      let now = started
+      while (trends.decodable && now - started < config.trends.decodeBudgetMs) {
+        for (const region of trends.decode(0)) dirty.add(region)
+        yield* Effect.yieldNow
+        now = yield* Clock.currentTimeMillis
+      }
+      trends.prune(now)
+      return now
+    })
+
     const refresh = Effect.fnUntraced(function*(all: boolean) {
+      yield* decodeTrends
       const regions = all ? aggregator.regionNames() : [...dirty]
       dirty.clear()
       let published = 0
@@ -313,6 +351,8 @@ function make(config: IngestionConfig) {
       regions: Effect.sync(() => aggregator.regionNames()),
       localPatterns: (region, limit) =>
         Effect.map(Clock.currentTimeMillis, (now) => aggregator.snapshot(region, limit, now, 1).map(fromRotated)),
+      localTrends: (region, limit) => Effect.map(decodeTrends, (now) => trends.signals(region, now, limit)),
+      addContent: (items) => Effect.sync(() => trends.addContent(items)),
       applyFederated: Effect.fnUntraced(function*(region: string, global: GlobalPatterns) {
         federated.set(region, global)
         yield* refreshRegion(region)

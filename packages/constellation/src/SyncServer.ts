@@ -10,6 +10,7 @@ import {
   type GlobalPatterns,
   makeWireCodec,
   MAX_CONTENT_ITEMS,
+  MAX_TRENDS,
   PROTOCOL_VERSION,
   type SessionId,
   type SyncFrame,
@@ -190,7 +191,7 @@ function make(config: SyncServerConfig) {
                     shardId: manager.config.shardId,
                     region,
                     patterns: yield* ingestion.localPatterns(region, frame.maxPatterns),
-                    trends: [],
+                    trends: yield* ingestion.localTrends(region, MAX_TRENDS),
                     last: i === all.length - 1
                   })
                 }

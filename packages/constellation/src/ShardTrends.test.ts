@@ -1,0 +1,105 @@
+import { assert, describe, it } from "@effect/vitest"
+import { type ContentEmbedding, type ContentId, EMBEDDING_DIMENSIONS, type PatternId } from "@omega/protocol"
+import { gaussian, seededRandom, unit } from "./internal/vectors.ts"
+import { defaultShardTrendsConfig, ShardTrends, type ShardTrendsConfig } from "./ShardTrends.ts"
+
+const random = seededRandom(11)
+const direction = () => unit(Array.from({ length: EMBEDDING_DIMENSIONS }, () => gaussian(random)))!
+const catalog: Array<ContentEmbedding> = Array.from({ length: 50 }, (_, i) => ({
+  contentId: `m${i}` as ContentId,
+  title: `m${i}`,
+  genres: [],
+  embedding: direction()
+}))
+
+/** A pattern that averages the given catalog items, as a TV's brain folds them together. */
+const pattern = (id: string, items: ReadonlyArray<number>, sampleCount: number, successRate = 1) => ({
+  id: id as PatternId,
+  embedding: unit(catalog[0]!.embedding.map((_, d) => items.reduce((s, i) => s + catalog[i]!.embedding[d]!, 0)))!,
+  successRate,
+  sampleCount,
+  context: {}
+})
+
+const HOUR = 3_600_000
+const DAY = 24 * HOUR
+const t0 = 1_700_000_000_000
+
+const make = (overrides: Partial<ShardTrendsConfig> = {}) => {
+  const trends = new ShardTrends({
+    ...defaultShardTrendsConfig,
+    trend: { halfLifeMs: DAY, minDevices: 3, maxEvidencePerDevice: Infinity, deviceMemory: 64 },
+    ...overrides
+  })
+  trends.addContent(catalog)
+  return trends
+}
+
+const scores = (trends: ShardTrends, at: number) =>
+  Object.fromEntries(trends.signals("eu", at, 10).map((t) => [t.contentId, t.score]))
+
+describe("ShardTrends", () => {
+  it("decodes patterns built from catalog items into those items, once k devices stand behind them", () => {
+    const trends = make()
+    for (const tv of ["tv-1", "tv-2", "tv-3"]) trends.observe("eu", tv, [pattern(`${tv}-a`, [3, 17], 4)], t0)
+    // Only two devices watched m40.
+    for (const tv of ["tv-1", "tv-2"]) trends.observe("eu", tv, [pattern(`${tv}-b`, [40], 4)], t0 + 1)
+    assert.deepStrictEqual(trends.signals("eu", t0, 10), [], "observing only buffers")
+    assert.strictEqual(trends.stats().pendingPatterns, 5)
+
+    assert.deepStrictEqual([...trends.decode()], ["eu"])
+    const signals = trends.signals("eu", t0 + 1, 10)
+    assert.deepStrictEqual(signals.map((t) => t.contentId).sort(), ["m17", "m3"])
+    // Each device's 4 new samples are split between the two items the pattern averages.
+    for (const t of signals) assert.closeTo(t.score, 3 * 2, 0.3)
+    assert.deepStrictEqual(trends.signals("us", t0 + 1, 10), [])
+    assert.strictEqual(trends.stats().pendingPatterns, 0)
+  })
+
+  it("credits only the samples added since the device's previous upload of a pattern", () => {
+    const trends = make()
+    const upload = (count: number, at: number) => {
+      for (const tv of ["tv-1", "tv-2", "tv-3"]) trends.observe("eu", tv, [pattern("p", [5], count, 0.5)], at)
+      trends.decode()
+    }
+    upload(4, t0)
+    assert.closeTo(scores(trends, t0)["m5"]!, 3 * 4 * 0.5, 1e-6)
+    upload(4, t0)
+    assert.closeTo(scores(trends, t0)["m5"]!, 6, 1e-6, "an unchanged pattern adds nothing")
+    upload(6, t0)
+    assert.closeTo(scores(trends, t0)["m5"]!, 6 + 3 * 2 * 0.5, 1e-6)
+  })
+
+  it("lets evidence fade with the half-life, and forgets what faded away", () => {
+    const trends = make()
+    for (const tv of ["tv-1", "tv-2", "tv-3"]) trends.observe("eu", tv, [pattern(`${tv}`, [8], 2)], t0)
+    trends.decode()
+    assert.closeTo(scores(trends, t0)["m8"]!, 6, 1e-6)
+    assert.closeTo(scores(trends, t0 + DAY)["m8"]!, 3, 1e-6)
+    assert.closeTo(scores(trends, t0 + 3 * DAY)["m8"]!, 0.75, 1e-6)
+    trends.prune(t0 + 30 * DAY)
+    assert.deepStrictEqual(trends.signals("eu", t0 + 3 * DAY, 10), [])
+  })
+
+  it("keeps a bounded sample of waiting uploads and decodes at least one per pass", () => {
+    const trends = make({ maxPendingPatterns: 2 })
+    for (let n = 0; n < 5; n++) trends.observe("eu", `tv-${n}`, [pattern("p", [n], 3)], t0)
+    assert.deepInclude(trends.stats(), { pendingUploads: 2, pendingPatterns: 2, dropped: 3 })
+    trends.decode(0)
+    assert.deepInclude(trends.stats(), { pendingUploads: 1, decoded: 1 })
+  })
+
+  it("waits for the catalog before decoding", () => {
+    const trends = new ShardTrends({
+      ...defaultShardTrendsConfig,
+      trend: { halfLifeMs: DAY, minDevices: 1, maxEvidencePerDevice: 1, deviceMemory: 64 }
+    })
+    trends.observe("eu", "tv-1", [pattern("p", [9], 3)], t0)
+    assert.isFalse(trends.decodable)
+    assert.strictEqual(trends.decode().size, 0)
+    assert.strictEqual(trends.stats().pendingUploads, 1)
+    trends.addContent(catalog)
+    trends.decode()
+    assert.deepStrictEqual(trends.signals("eu", t0, 1).map((t) => t.contentId), ["m9"])
+  })
+})
