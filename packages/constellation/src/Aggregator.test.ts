@@ -66,7 +66,8 @@ describe("Aggregator", () => {
   })
 
   it("weights the centroid by quality: successful patterns pull harder than failing ones", () => {
-    const aggregator = new Aggregator({ ...defaultAggregatorConfig, joinThreshold: 0.5 })
+    // One bucket (no hash bits), so the two tastes are compared whatever side of a hyperplane they lie on.
+    const aggregator = new Aggregator({ ...defaultAggregatorConfig, joinThreshold: 0.5, hashBits: 0 })
     const a = direction(4)
     const b = near(a, 9, 0.9)
     for (let d = 0; d < 3; d++) {
@@ -90,5 +91,16 @@ describe("Aggregator", () => {
     assert.isBelow(aggregator.snapshot("eu", 10, later)[0]?.sampleCount ?? 0, 0.01)
     assert.strictEqual(aggregator.prune(later), 2)
     assert.strictEqual(aggregator.stats().clusters, 0)
+  })
+
+  it("finds a taste's cluster across a hash boundary (one bit away)", () => {
+    const aggregator = new Aggregator()
+    const taste = direction(6)
+    // Two views of one taste that differ only in the sign of the first coordinate's tiny value:
+    // their buckets differ in bit 0, and multi-probe still folds them together.
+    const onEitherSide = (sign: number) => normalize(taste.map((x, i) => (i === 0 ? sign * 1e-4 : x)))
+    for (let d = 0; d < 3; d++) aggregator.add("eu", `tv-${d}`, [pattern(onEitherSide(d === 1 ? -1 : 1))], now)
+    assert.strictEqual(aggregator.stats().clusters, 1)
+    assert.strictEqual(aggregator.snapshot("eu", 10, now)[0]!.deviceCount, 3)
   })
 })

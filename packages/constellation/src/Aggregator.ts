@@ -2,7 +2,9 @@
  * In-memory aggregation of device patterns on a shard. Incoming patterns are folded into
  * per-region clusters (quality-weighted running centroids) instead of being indexed one by
  * one: a locality-sensitive hash of the embedding picks the bucket, and only the few clusters
- * in that bucket are compared. Each device's weight in a cluster is bounded, evidence decays,
+ * in that bucket are compared. Embeddings are expected in the quantizer's rotated basis (as
+ * the shard's ingest codec decodes uploads; `toRotatedBasis` for others), where cosines and
+ * sums are those of the embeddings and the coordinates themselves serve as the hash. Each device's weight in a cluster is bounded, evidence decays,
  * and a cluster is only published once it aggregates at least k distinct devices.
  */
 import {
@@ -12,12 +14,12 @@ import {
   type PatternId,
   type SharedPattern
 } from "@omega/protocol"
-import { dot, seededRandom, unit } from "./internal/vectors.ts"
+import { dot, unit } from "./internal/vectors.ts"
 
 export interface AggregatorConfig {
   /** Cosine similarity at which a pattern joins a cluster. */
   readonly joinThreshold: number
-  /** Random hyperplanes in the bucket hash; more bits, smaller buckets. */
+  /** Bits of the bucket hash (coordinates whose signs are taken); more bits, smaller buckets. */
   readonly hashBits: number
   /** A cluster is published only when this many distinct devices fed it (k-anonymity). */
   readonly minDevices: number
@@ -77,7 +79,6 @@ export interface AggregatorStats {
 /** Online clustering of shared patterns per region. Not thread-safe; one per shard process. */
 export class Aggregator {
   private readonly regions = new Map<string, Map<number, Array<Cluster>>>()
-  private readonly planes: SparsePlanes
   private patternsIn = 0
   private nextId = 1
 
@@ -87,7 +88,6 @@ export class Aggregator {
   constructor(config: AggregatorConfig = defaultAggregatorConfig, idPrefix = "agg") {
     this.config = config
     this.idPrefix = idPrefix
-    this.planes = sparsePlanes(config.hashBits, EMBEDDING_DIMENSIONS, 0x5eed)
   }
 
   /** Folds one device's shared patterns in; returns how many were taken. */
@@ -104,14 +104,17 @@ export class Aggregator {
       let best: Cluster | undefined
       let bestDot = 0
       let bestSimilarity = this.config.joinThreshold
-      // Multi-probe: the pattern's own bucket and those one hash bit away, so a taste that lies
-      // near one hyperplane still meets its cluster.
-      for (let probe = -1; probe < this.config.hashBits; probe++) {
+      // Vectors from short codes end in zeros (the rotated basis keeps a code's dimensions first):
+      // comparisons and sums stop where the pattern's nonzero part ends.
+      const length = nonzeroLength(pattern.embedding)
+      // The pattern's own bucket first; only when nothing there is close enough, the buckets one
+      // hash bit away (multi-probe), so a taste lying near one hyperplane still meets its cluster.
+      for (let probe = -1; probe < this.config.hashBits && (probe < 0 || best === undefined); probe++) {
         const list = buckets.get(probe < 0 ? bucket : (code ^ (1 << probe)) ^ contextHash)
         if (list === undefined) continue
         for (const cluster of list) {
           if (cluster.contextKey !== contextKey || cluster.normSq <= 0) continue
-          const d = dot(cluster.sum, pattern.embedding)
+          const d = dotPrefix(cluster.sum, pattern.embedding, length)
           const similarity = d / Math.sqrt(cluster.normSq)
           if (similarity >= bestSimilarity) {
             best = cluster
@@ -147,7 +150,7 @@ export class Aggregator {
       const w = (samples * pattern.successRate) / best.scale
       const embedding = pattern.embedding
       const sum = best.sum
-      for (let i = 0; i < EMBEDDING_DIMENSIONS; i++) sum[i]! += embedding[i]! * w
+      for (let i = 0; i < length; i++) sum[i]! += embedding[i]! * w
       // |s + w e|^2 = |s|^2 + 2 w (s . e) + w^2 |e|^2, with |e| = 1 (every embedding is unit length).
       best.normSq += 2 * w * bestDot + w * w
       if (++best.folds % RENORMALIZE_EVERY === 0) best.normSq = dot(sum, sum)
@@ -290,16 +293,14 @@ export class Aggregator {
     cluster.updatedAt = now
   }
 
-  /** SimHash over sparse random hyperplanes: one bit per plane, the side of it `v` lies on. */
+  /**
+   * SimHash: one bit per coordinate, its sign. In the quantizer's rotated basis every coordinate is
+   * already the projection of the embedding on a random direction (a row of the rotation), so the
+   * first `hashBits` coordinates are the random hyperplanes, at no cost.
+   */
   private hash(v: Float32Array): number {
     let h = 0
-    const { indices, signs } = this.planes
-    for (let b = 0; b < this.config.hashBits; b++) {
-      let side = 0
-      const offset = b * PLANE_NONZEROS
-      for (let i = offset; i < offset + PLANE_NONZEROS; i++) side += signs[i]! * v[indices[i]!]!
-      if (side >= 0) h |= 1 << b
-    }
+    for (let b = 0; b < this.config.hashBits; b++) if (v[b]! >= 0) h |= 1 << b
     return h
   }
 }
@@ -315,30 +316,15 @@ const hashString = (s: string): number => {
 
 const RENORMALIZE_EVERY = 64
 
-/**
- * Hyperplanes for the bucket hash, each with PLANE_NONZEROS entries of +-1 (a very sparse random
- * projection, Li, Hastie & Church 2006): 10 bits cost ~500 multiply-adds instead of ~3,800 for
- * dense planes, and near-identical patterns still share a bucket.
- */
-interface SparsePlanes {
-  readonly indices: Int32Array
-  readonly signs: Float32Array
+/** One past the last nonzero component. */
+const nonzeroLength = (v: Float32Array): number => {
+  let n = v.length
+  while (n > 0 && v[n - 1] === 0) n--
+  return n
 }
 
-const PLANE_NONZEROS = 48
-
-const sparsePlanes = (count: number, dimensions: number, seed: number): SparsePlanes => {
-  const random = seededRandom(seed)
-  const indices = new Int32Array(count * PLANE_NONZEROS)
-  const signs = new Float32Array(count * PLANE_NONZEROS)
-  for (let b = 0; b < count; b++) {
-    const chosen = new Set<number>()
-    while (chosen.size < Math.min(PLANE_NONZEROS, dimensions)) chosen.add(Math.floor(random() * dimensions))
-    let at = b * PLANE_NONZEROS
-    for (const index of chosen) {
-      indices[at] = index
-      signs[at++] = random() < 0.5 ? -1 : 1
-    }
-  }
-  return { indices, signs }
+const dotPrefix = (a: Float32Array, b: Float32Array, length: number): number => {
+  let s = 0
+  for (let i = 0; i < length; i++) s += a[i]! * b[i]!
+  return s
 }
