@@ -79,7 +79,12 @@ const shard = (shardId: string, transport: SyncTransport["Service"]) =>
     host: "127.0.0.1",
     httpPort: 0,
     metricsPort: 0,
-    ingestion: { minSyncInterval: Duration.zero, snapshotEvery: Duration.millis(100) },
+    ingestion: {
+      minSyncInterval: Duration.zero,
+      pushEvery: Duration.zero,
+      pushSpread: Duration.zero,
+      snapshotEvery: Duration.millis(100)
+    },
     federationEvery: Duration.hours(1)
   }).pipe(Layer.provideMerge(ShardStorage.layerTest), Layer.provide(Layer.succeed(SyncTransport, transport)))
 

@@ -50,7 +50,12 @@ const shard = (certificate: { certificate: string; privateKey: string }) =>
     host: "127.0.0.1",
     httpPort: 0,
     metricsPort: 0,
-    ingestion: { minSyncInterval: Duration.zero, snapshotEvery: Duration.millis(200) }
+    ingestion: {
+      minSyncInterval: Duration.zero,
+      pushEvery: Duration.zero,
+      pushSpread: Duration.zero,
+      snapshotEvery: Duration.millis(200)
+    }
   }).pipe(Layer.provideMerge(Layer.mergeAll(ShardStorage.layerTest, SyncTransport.layerWebTransport())))
 
 /** One TV: a brain and a sync client holding a session to the shard. */

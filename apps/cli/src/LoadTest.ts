@@ -33,6 +33,12 @@ export interface LoadTestOptions {
   /** Target syncs per second over all sessions; 0 means as fast as acknowledgements allow. */
   readonly rate: number
   readonly patternsPerSync: number
+  /**
+   * Distinct tastes in the simulated fleet; each session's patterns are noisy copies of 8 of them,
+   * so shards aggregate as they would in a region. 0 gives every session 8 tastes of its own (no
+   * two sessions alike: nothing aggregates, the worst case for the aggregator).
+   */
+  readonly tastes: number
   readonly transport: "webtransport" | "quic"
   /** Kill the shard (SIGKILL) this many seconds in and restart it; 0 disables. */
   readonly killAt: number
@@ -142,6 +148,9 @@ export const runLoadTest = Effect.fn("omega.loadtest")(function*(options: LoadTe
   )
   yield* progress(`  preparing ${preparedPerSession} deltas per session`)
 
+  const fleetRandom = seededRandom(0x7a57e)
+  const fleetTastes = Array.from({ length: options.tastes }, () => randomUnit(fleetRandom))
+
   /** One TV session: Hello, then deltas at its share of the rate; reconnects after a shard restart. */
   const session = (n: number) =>
     Effect.gen(function*() {
@@ -151,7 +160,10 @@ export const runLoadTest = Effect.fn("omega.loadtest")(function*(options: LoadTe
       let nextId = 0
       let first = true
       // A small pool of embedding objects per session: the codec quantizes each once.
-      const pool = Array.from({ length: 8 }, () => randomUnit(random))
+      const pool = Array.from({ length: 8 }, () =>
+        fleetTastes.length === 0 ?
+          randomUnit(random) :
+          nudged(fleetTastes[Math.floor(random() * fleetTastes.length)]!, random))
       const deltaFrame = (v: number) =>
         encodeFrame({
           _tag: "DeltaUpload",
@@ -300,6 +312,7 @@ export const runLoadTest = Effect.fn("omega.loadtest")(function*(options: LoadTe
     seconds: round(elapsed, 1),
     transport: options.transport,
     storage,
+    tastes: options.tastes,
     syncs_per_s: round(tally.acked / elapsed, 1),
     p50_ms: round(percentile(tally.latencies, 50)),
     p99_ms: round(percentile(tally.latencies, 99)),
@@ -343,6 +356,16 @@ const readUntil = <E>(
       if (wanted(frame._tag)) return frame
     }
   })
+
+/** `base` moved by a small random step: the same taste as another TV holds it (cosine ~0.99). */
+const nudged = (base: Float32Array, random: () => number) => {
+  const step = randomUnit(random)
+  const v = base.map((x, i) => x + TASTE_NOISE * step[i]!)
+  const norm = Math.hypot(...v)
+  return v.map((x) => x / norm)
+}
+
+const TASTE_NOISE = 0.15
 
 const randomUnit = (random: () => number) => {
   const v = new Float32Array(EMBEDDING_DIMENSIONS)

@@ -93,6 +93,10 @@ const loadtest = Command.make(
       Flag.withDefault(0)
     ),
     patterns: Flag.Int("patterns").pipe(Flag.withDescription("Patterns per delta"), Flag.withDefault(15)),
+    tastes: Flag.Int("tastes").pipe(
+      Flag.withDescription("Distinct tastes in the fleet (0: every session its own, nothing aggregates)"),
+      Flag.withDefault(512)
+    ),
     transport: Flag.Literals("transport", ["webtransport", "quic"]).pipe(Flag.withDefault("quic")),
     killAt: Flag.Int("kill-at").pipe(
       Flag.withDescription("Kill the shard (SIGKILL) this many seconds in, restart it, keep going"),
@@ -106,6 +110,7 @@ const loadtest = Command.make(
       seconds: flags.seconds,
       rate: flags.rate,
       patternsPerSync: flags.patterns,
+      tastes: flags.tastes,
       transport: flags.transport,
       killAt: flags.killAt
     }).pipe(

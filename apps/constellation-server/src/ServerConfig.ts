@@ -20,6 +20,7 @@ export const serverConfig = Config.all({
   keyFile: Config.String("TLS_KEY_FILE").pipe(Config.option),
   quicIdentityFile: Config.String("QUIC_IDENTITY_FILE").pipe(Config.option),
   minSyncIntervalMs: Config.Int("MIN_SYNC_INTERVAL_MS").pipe(Config.withDefault(60_000)),
+  pushEveryMs: Config.Int("PUSH_EVERY_MS").pipe(Config.withDefault(60_000)),
   materializeEveryMs: Config.Int("MATERIALIZE_EVERY_MS").pipe(Config.option)
 })
 
@@ -57,6 +58,7 @@ export const shardOptionsFromEnv = Effect.gen(function*() {
     metricsPort: env.metricsPort,
     ingestion: {
       minSyncInterval: env.minSyncIntervalMs,
+      pushEvery: env.pushEveryMs,
       // Applying the durable log to device_patterns is opt-in: it re-decodes every frame and writes every
       // pattern row, which costs more than ingestion itself (see README, load test).
       materializeEvery: Option.getOrUndefined(env.materializeEveryMs)

@@ -35,7 +35,8 @@ export interface AggregatorConfig {
 
 export const defaultAggregatorConfig: AggregatorConfig = {
   joinThreshold: 0.85,
-  hashBits: 10,
+  // ~1 cluster per bucket at maxClustersPerRegion spread over a few contexts.
+  hashBits: 12,
   minDevices: 3,
   maxSamplesPerPattern: 50,
   halfLifeMs: 7 * 86_400_000,

@@ -10,7 +10,7 @@ import {
   quantize,
   type SharedPattern
 } from "@omega/protocol"
-import { Duration, Effect, Layer } from "effect"
+import { Duration, Effect, Layer, PubSub } from "effect"
 import { defaultIngestionConfig, ingestCodec, Ingestion } from "./Ingestion.ts"
 import { gaussian, seededRandom, unit as unitOf } from "./internal/vectors.ts"
 import type { DeviceState } from "./ShardManager.ts"
@@ -164,6 +164,34 @@ describe("Ingestion", () => {
         const local = yield* ingestion.localTrends("eu", 10)
         assert.deepStrictEqual(local.map((t) => t.contentId), ["a"])
       }).pipe(Effect.provide(ingestionLayer(Duration.zero))),
+    30_000
+  )
+
+  it.live(
+    "pushes a region's own changes at most once per pushEvery, federated results at once",
+    () =>
+      Effect.gen(function*() {
+        const { device, ingestion } = yield* setup
+        const pushes = yield* PubSub.subscribe(ingestion.updates)
+        const pushed = Effect.map(PubSub.takeUpTo(pushes, 100), (regions) => regions.length)
+        const uploadFrom = Effect.fnUntraced(function*(id: string, version: number) {
+          yield* upload(ingestion, yield* device(id), delta(version, [pattern(`${id}-${version}`)]))
+        })
+        for (const id of ["a", "b", "c"]) yield* uploadFrom(id, 1)
+        yield* ingestion.refresh(false)
+        assert.strictEqual(yield* pushed, 1, "the first change goes out")
+        yield* uploadFrom("d", 1)
+        yield* ingestion.refresh(false)
+        assert.strictEqual(yield* pushed, 0, "a second change within pushEvery waits")
+        yield* ingestion.applyFederated("eu", yield* ingestion.snapshot("eu"))
+        assert.strictEqual(yield* pushed, 1, "federated patterns go out at once")
+      }).pipe(
+        Effect.scoped,
+        Effect.provide(
+          Ingestion.layer({ ...defaultIngestionConfig, minSyncInterval: Duration.zero, pushEvery: Duration.hours(1) })
+            .pipe(Layer.provideMerge(ShardStorage.layerTest))
+        )
+      ),
     30_000
   )
 })

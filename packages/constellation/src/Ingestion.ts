@@ -38,6 +38,14 @@ export interface IngestionConfig {
   readonly snapshotEvery: Duration.Input
   readonly snapshotPatterns: number
   readonly snapshotTrends: number
+  /**
+   * Shortest time between two pushes of a region's own changed snapshot to its open sessions
+   * (each push is one frame to every session of the region). Federated results are pushed at
+   * once, and a TV that connects gets the current snapshot either way.
+   */
+  readonly pushEvery: Duration.Input
+  /** How long one push of a region's own snapshot is spread over its sessions. */
+  readonly pushSpread: Duration.Input
   readonly aggregator: AggregatorConfig
   /** Trends decoded from this shard's uploads (served when no federated trends are). */
   readonly trends: ShardTrendsConfig
@@ -59,6 +67,8 @@ export const defaultIngestionConfig: IngestionConfig = {
   snapshotEvery: Duration.seconds(5),
   snapshotPatterns: 100,
   snapshotTrends: 20,
+  pushEvery: Duration.minutes(1),
+  pushSpread: Duration.seconds(10),
   aggregator: defaultAggregatorConfig,
   trends: defaultShardTrendsConfig,
   materializeEvery: undefined,
@@ -82,6 +92,16 @@ export class IngestError extends Data.TaggedError("IngestError")<{
 export const ingestionMetrics = {
   patternsStored: Metric.gauge("omega_patterns_stored", { description: "Acknowledged patterns in the durable log" }),
   batchSize: Metric.gauge("omega_ingest_batch_deltas", { description: "Deltas in the last group commit" })
+}
+
+/** A region's snapshot changed: sessions of the region should get it within `spreadMs`. */
+export interface SnapshotPush {
+  readonly region: string
+  /**
+   * Each session waits a random part of this before sending, so a push to every session of a
+   * region is spread out instead of being one burst; 0 for federated results.
+   */
+  readonly spreadMs: number
 }
 
 export interface IngestionStats {
@@ -115,8 +135,8 @@ export class Ingestion extends Context.Service<Ingestion, {
   readonly submit: (device: DeviceState, delta: PatternDelta, frame: Uint8Array) => Effect.Effect<DeltaAck, IngestError>
   /** The cached global patterns of a region. */
   readonly snapshot: (region: string) => Effect.Effect<GlobalPatterns>
-  /** Regions whose snapshot changed, as they change. */
-  readonly updates: PubSub.PubSub<string>
+  /** Regions whose snapshot changed, as they are pushed (see `pushEvery`). */
+  readonly updates: PubSub.PubSub<SnapshotPush>
   /** Recomputes the snapshots of regions that changed (or all of them); returns what was published. */
   readonly refresh: (all: boolean) => Effect.Effect<RefreshReport, StorageError>
   readonly stats: Effect.Effect<IngestionStats>
@@ -158,7 +178,7 @@ function make(config: IngestionConfig) {
     const codec = makeWireCodec()
     const keep = (p: SharedPattern) => p.successRate >= config.qualityThreshold && p.sampleCount >= config.minSamples
     const queue = yield* Queue.unbounded<Pending>()
-    const updates = yield* PubSub.unbounded<string>()
+    const updates = yield* PubSub.unbounded<SnapshotPush>()
     const snapshots = new Map<string, GlobalPatterns>()
     // Cross-shard patterns from the last federation round, served instead of this shard's own.
     const federated = new Map<string, GlobalPatterns>()
@@ -291,7 +311,21 @@ function make(config: IngestionConfig) {
       )
     }
 
-    const refreshRegion = Effect.fnUntraced(function*(region: string) {
+    // Regions whose snapshot changed since it was last pushed, and when each was last pushed.
+    const unpushed = new Set<string>()
+    const lastPushAt = new Map<string, number>()
+    const pushEveryMs = Duration.toMillis(Duration.fromInputUnsafe(config.pushEvery))
+    const pushSpreadMs = Duration.toMillis(Duration.fromInputUnsafe(config.pushSpread))
+    const pushDue = Effect.fnUntraced(function*(now: number, force: string | undefined) {
+      for (const region of unpushed) {
+        if (region !== force && now - (lastPushAt.get(region) ?? Number.NEGATIVE_INFINITY) < pushEveryMs) continue
+        unpushed.delete(region)
+        lastPushAt.set(region, now)
+        yield* PubSub.publish(updates, { region, spreadMs: region === force ? 0 : pushSpreadMs })
+      }
+    })
+
+    const refreshRegion = Effect.fnUntraced(function*(region: string, pushNow: boolean) {
       const now = yield* Clock.currentTimeMillis
       const fromFederation = federated.get(region)
       const similar = fromFederation?.similar.slice(0, config.snapshotPatterns) ??
@@ -305,7 +339,8 @@ function make(config: IngestionConfig) {
       const local = federatedTrends ? [] : trends.signals(region, now, config.snapshotTrends)
       const trending = local.length > 0 ? local : yield* storage.loadTrends(region, config.snapshotTrends)
       snapshots.set(region, { version, similar, trending })
-      yield* PubSub.publish(updates, region)
+      unpushed.add(region)
+      yield* pushDue(now, pushNow ? region : undefined)
       return similar.length
     })
 
@@ -326,11 +361,15 @@ function make(config: IngestionConfig) {
     })
 
     const refresh = Effect.fnUntraced(function*(all: boolean) {
-      yield* decodeTrends
+      const now = yield* decodeTrends
+      // Faded clusters go, and each region keeps at most maxClustersPerRegion (the weakest are dropped).
+      aggregator.prune(now)
       const regions = all ? aggregator.regionNames() : [...dirty]
       dirty.clear()
       let published = 0
-      for (const region of regions) published += yield* refreshRegion(region)
+      for (const region of regions) published += yield* refreshRegion(region, false)
+      // Changes held back by pushEvery go out once it has passed.
+      yield* pushDue(now, undefined)
       return { regions, clusters: aggregator.stats().clusters, published } satisfies RefreshReport
     })
     yield* refresh(false).pipe(
@@ -355,7 +394,7 @@ function make(config: IngestionConfig) {
       addContent: (items) => Effect.sync(() => trends.addContent(items)),
       applyFederated: Effect.fnUntraced(function*(region: string, global: GlobalPatterns) {
         federated.set(region, global)
-        yield* refreshRegion(region)
+        yield* refreshRegion(region, true)
       })
     })
   })

@@ -109,16 +109,29 @@ function make(config: SyncServerConfig) {
       )
 
     /** After Hello: deltas in, acks and pushes out, until the TV goes away. */
-    const serve = (connection: Connection, device: DeviceState, frames: Stream.Stream<Uint8Array, unknown>) =>
+    const serve = (
+      connection: Connection,
+      device: DeviceState,
+      frames: Stream.Stream<Uint8Array, unknown>,
+      /** The global version this TV already holds. */
+      heldVersion: number
+    ) =>
       Effect.gen(function*() {
+        let held = heldVersion
         // Server push: a changed snapshot of this TV's region goes out on the open session.
         const subscription = yield* PubSub.subscribe(ingestion.updates)
         yield* Stream.fromSubscription(subscription).pipe(
-          Stream.filter((region) => region === device.region),
-          Stream.runForEach(() =>
-            Effect.flatMap(
-              ingestion.snapshot(device.region),
-              (global) => send(connection, { _tag: "GlobalUpdate", global })
+          Stream.filter((push) => push.region === device.region),
+          // Spread over the region's sessions, then the snapshot current at sending time, encoded
+          // once per region and version whatever the number of sessions it goes to.
+          Stream.runForEach((push) =>
+            Effect.sleep(Duration.millis(Math.random() * push.spreadMs)).pipe(
+              Effect.andThen(ingestion.snapshot(device.region)),
+              Effect.flatMap((global) => {
+                if (global.version === held) return Effect.void
+                held = global.version
+                return sendGlobal(connection, device.region, global)
+              })
             )
           ),
           Effect.ignore,
@@ -268,10 +281,12 @@ function make(config: SyncServerConfig) {
           globalVersion: global.version
         })
         // Resumption: a TV that already has this version is not sent it again.
-        if (global.version > (resume?.globalVersion ?? -1) && global.similar.length + global.trending.length > 0) {
+        let held = resume?.globalVersion ?? -1
+        if (global.version > held && global.similar.length + global.trending.length > 0) {
           yield* sendGlobal(connection, device.region, global)
+          held = global.version
         }
-        yield* serve(connection, device, rest)
+        yield* serve(connection, device, rest, held)
       })).pipe(Effect.catchCause(() => Effect.void))
 
     const listener = yield* transport.listen(config.listen, onConnection)
