@@ -168,22 +168,7 @@ describe("federation across shards", () => {
         }
 
         // The worker, asked for a round through a shard (what POST /api/v1/federation/trigger does).
-        const worker = yield* Layer.build(
-          FederationWorker.layer({
-            workerId: "w1",
-            fleetSecret: SECRET,
-            shards: ports.map((port, i) => ({ shardId: `shard-${"ab"[i]}`, endpoint: { host: "127.0.0.1", port } })),
-            every: Duration.hours(1),
-            roundTimeout: Duration.seconds(5),
-            maxPatternsPerShard: 500,
-            federate: federateAcrossShards()
-          }).pipe(Layer.provide(Layer.succeed(SyncTransport, memory)))
-        )
-        const federationWorker = Context.get(worker, FederationWorker)
-        yield* eventually(
-          Effect.map(federationWorker.connectedShards, (n) => n === 2),
-          "the worker is connected to both shards"
-        )
+        const federationWorker = yield* startWorker("w1", ports, memory)
         const before = yield* federationWorker.lastRound
         yield* Context.get(shards[0]!, Federation).runRound
         yield* eventually(
@@ -277,22 +262,7 @@ describe("federation across shards", () => {
         assert.strictEqual(ids(local[1]!)[0], "musical-1")
         assert.notInclude(ids(local[1]!), "western-0", "no TV of shard-b watched western-0")
 
-        const worker = yield* Layer.build(
-          FederationWorker.layer({
-            workerId: "w2",
-            fleetSecret: SECRET,
-            shards: ports.map((port, i) => ({ shardId: `shard-${"ab"[i]}`, endpoint: { host: "127.0.0.1", port } })),
-            every: Duration.hours(1),
-            roundTimeout: Duration.seconds(5),
-            maxPatternsPerShard: 500,
-            federate: federateAcrossShards()
-          }).pipe(Layer.provide(Layer.succeed(SyncTransport, memory)))
-        )
-        const federationWorker = Context.get(worker, FederationWorker)
-        yield* eventually(
-          Effect.map(federationWorker.connectedShards, (n) => n === 2),
-          "the worker is connected to both shards"
-        )
+        const federationWorker = yield* startWorker("w2", ports, memory)
         yield* federationWorker.runRound
 
         // Through the worker, both shards' trends reach every TV, on the TV's own shard or not.
@@ -309,3 +279,25 @@ describe("federation across shards", () => {
     60_000
   )
 })
+
+/** A federation worker with sessions to both shards (on the memory transport), once it holds both. */
+const startWorker = (workerId: string, ports: ReadonlyArray<number>, memory: SyncTransport["Service"]) =>
+  Effect.gen(function*() {
+    const worker = yield* Layer.build(
+      FederationWorker.layer({
+        workerId,
+        fleetSecret: SECRET,
+        shards: ports.map((port, i) => ({ shardId: `shard-${"ab"[i]}`, endpoint: { host: "127.0.0.1", port } })),
+        every: Duration.hours(1),
+        roundTimeout: Duration.seconds(5),
+        maxPatternsPerShard: 500,
+        federate: federateAcrossShards()
+      }).pipe(Layer.provide(Layer.succeed(SyncTransport, memory)))
+    )
+    const federationWorker = Context.get(worker, FederationWorker)
+    yield* eventually(
+      Effect.map(federationWorker.connectedShards, (n) => n === 2),
+      "the worker is connected to both shards"
+    )
+    return federationWorker
+  })

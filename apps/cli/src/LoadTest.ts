@@ -295,6 +295,10 @@ export const runLoadTest = Effect.fn("omega.loadtest")(function*(options: LoadTe
   const elapsed = (Date.now() - started) / 1000
 
   const serverRss = rssMb(shard.pid)
+  // The shard's own view: delta received to ack sent, from its latency histogram (bucket bounds).
+  const serverLatency = yield* Effect.promise(() =>
+    fetch(`http://127.0.0.1:${metricsPort}/metrics`).then((r) => r.text(), () => "")
+  ).pipe(Effect.map(histogramQuantiles("omega_sync_latency_seconds", [50, 99])))
   // The database is the judge: restart the shard so only what was committed is counted.
   yield* progress("  verifying: restarting the shard and reading its stored counts")
   shard.kill("SIGKILL")
@@ -316,6 +320,8 @@ export const runLoadTest = Effect.fn("omega.loadtest")(function*(options: LoadTe
     syncs_per_s: round(tally.acked / elapsed, 1),
     p50_ms: round(percentile(tally.latencies, 50)),
     p99_ms: round(percentile(tally.latencies, 99)),
+    server_p50_ms_at_most: serverLatency[0] ?? "n/a",
+    server_p99_ms_at_most: serverLatency[1] ?? "n/a",
     errors: tally.errors,
     interrupted: tally.interrupted,
     lost,
@@ -366,6 +372,24 @@ const nudged = (base: Float32Array, random: () => number) => {
 }
 
 const TASTE_NOISE = 0.15
+
+/**
+ * Upper bounds (ms) of the histogram buckets holding the given percentiles, read from Prometheus
+ * text; undefined when the histogram is missing or empty (or the shard restarted and saw nothing).
+ */
+const histogramQuantiles = (name: string, percentiles: ReadonlyArray<number>) => (text: string) => {
+  const buckets: Array<{ le: number; count: number }> = []
+  for (const line of text.split("\n")) {
+    const match = new RegExp(`^${name}_bucket\\{.*le="([^"]+)".*\\} (\\d+)`).exec(line)
+    if (match !== null) buckets.push({ le: Number(match[1]), count: Number(match[2]) })
+  }
+  const total = buckets.at(-1)?.count ?? 0
+  return percentiles.map((p) => {
+    if (total === 0) return undefined
+    const bucket = buckets.find((b) => b.count >= (p / 100) * total)
+    return bucket === undefined || !Number.isFinite(bucket.le) ? undefined : bucket.le * 1000
+  })
+}
 
 const randomUnit = (random: () => number) => {
   const v = new Float32Array(EMBEDDING_DIMENSIONS)
