@@ -10,7 +10,7 @@ import {
   quantize,
   type SharedPattern
 } from "@omega/protocol"
-import { Duration, Effect, Layer, PubSub } from "effect"
+import { Context, Duration, Effect, Layer, PubSub } from "effect"
 import { defaultIngestionConfig, ingestCodec, Ingestion } from "./Ingestion.ts"
 import { gaussian, seededRandom, unit as unitOf } from "./internal/vectors.ts"
 import type { DeviceState } from "./ShardManager.ts"
@@ -192,6 +192,40 @@ describe("Ingestion", () => {
             .pipe(Layer.provideMerge(ShardStorage.layerTest))
         )
       ),
+    30_000
+  )
+
+  it.live(
+    "writes snapshots off the refresh, on stopping at the latest, and a restart starts from them",
+    () =>
+      Effect.gen(function*() {
+        const storage = Context.get(yield* Layer.build(ShardStorage.layerTest), ShardStorage)
+        const shard = Ingestion.layer({ ...defaultIngestionConfig, minSyncInterval: Duration.zero }).pipe(
+          Layer.provide(Layer.succeed(ShardStorage, storage))
+        )
+        const first = yield* Effect.scoped(Effect.gen(function*() {
+          const ingestion = Context.get(yield* Layer.build(shard), Ingestion)
+          for (const id of ["a", "b", "c"]) {
+            yield* storage.registerDevice({ id, tokenHash: "h", region: "eu" })
+            const tv: DeviceState = { id, region: "eu", lastVersion: 0, lastSyncAt: 0 }
+            yield* upload(ingestion, tv, delta(1, [pattern(`${id}-p`)]))
+          }
+          yield* ingestion.refresh(false)
+          assert.strictEqual(yield* storage.globalVersion("eu"), 0, "the refresh itself writes nothing")
+          return yield* ingestion.snapshot("eu")
+        }))
+        assert.strictEqual(first.similar.length, 1)
+        assert.strictEqual(yield* storage.globalVersion("eu"), first.version, "stopping wrote the latest snapshot")
+        const restarted = yield* Effect.scoped(Effect.gen(function*() {
+          const ingestion = Context.get(yield* Layer.build(shard), Ingestion)
+          const seeded = yield* ingestion.snapshot("eu")
+          assert.strictEqual(seeded.version, first.version)
+          assert.deepStrictEqual(seeded.similar.map((p) => p.id), first.similar.map((p) => p.id))
+          yield* ingestion.refresh(true)
+          return yield* ingestion.snapshot("eu")
+        }))
+        assert.isAbove(restarted.version, first.version, "versions keep rising across a restart")
+      }).pipe(Effect.scoped),
     30_000
   )
 })

@@ -46,6 +46,13 @@ export interface IngestionConfig {
   readonly pushEvery: Duration.Input
   /** How long one push of a region's own snapshot is spread over its sessions. */
   readonly pushSpread: Duration.Input
+  /**
+   * How often changed snapshots are written to the database, where a restarted shard starts from
+   * them. Kept off the refresh: on PGlite, which shares the shard's thread, writing 100
+   * HNSW-indexed patterns stalls it ~230 ms. Snapshot versions are numbered here, at least the
+   * clock in ms, so they keep rising across restarts.
+   */
+  readonly persistEvery: Duration.Input
   readonly aggregator: AggregatorConfig
   /** Trends decoded from this shard's uploads (served when no federated trends are). */
   readonly trends: ShardTrendsConfig
@@ -69,6 +76,7 @@ export const defaultIngestionConfig: IngestionConfig = {
   snapshotTrends: 20,
   pushEvery: Duration.minutes(1),
   pushSpread: Duration.seconds(10),
+  persistEvery: Duration.minutes(1),
   aggregator: defaultAggregatorConfig,
   trends: defaultShardTrendsConfig,
   materializeEvery: undefined,
@@ -325,12 +333,23 @@ function make(config: IngestionConfig) {
       }
     })
 
+    /** Writes the snapshots that changed since they were last written. */
+    const unpersisted = new Set<string>()
+    const persist = Effect.gen(function*() {
+      for (const region of unpersisted) {
+        const snapshot = snapshots.get(region)
+        unpersisted.delete(region)
+        if (snapshot !== undefined) yield* storage.upsertAggregated(region, snapshot.similar, [], snapshot.version)
+      }
+    })
+
     const refreshRegion = Effect.fnUntraced(function*(region: string, pushNow: boolean) {
       const now = yield* Clock.currentTimeMillis
       const fromFederation = federated.get(region)
       const similar = fromFederation?.similar.slice(0, config.snapshotPatterns) ??
         aggregator.snapshot(region, config.snapshotPatterns, now).map(fromRotated)
-      const version = yield* storage.upsertAggregated(region, similar)
+      const version = Math.max((snapshots.get(region)?.version ?? 0) + 1, now)
+      unpersisted.add(region)
       const federatedTrends = fromFederation !== undefined && fromFederation.trending.length > 0
       if (federatedTrends) {
         yield* storage.upsertTrends(fromFederation.trending.map((t) => ({ ...t, region })))
@@ -377,6 +396,13 @@ function make(config: IngestionConfig) {
       Effect.schedule(Schedule.spaced(config.snapshotEvery)),
       Effect.forkScoped
     )
+    yield* persist.pipe(
+      Effect.catch((error) => Effect.logWarning("writing global patterns failed", error)),
+      Effect.schedule(Schedule.spaced(config.persistEvery)),
+      Effect.forkScoped
+    )
+    // A shard stopped on purpose leaves its latest snapshots behind.
+    yield* Effect.addFinalizer(() => Effect.ignore(persist))
 
     return Ingestion.of({
       submit,

@@ -142,11 +142,16 @@ export class ShardStorage extends Context.Service<ShardStorage, {
   readonly loadDevicePatterns: (deviceId: string) => Effect.Effect<ReadonlyArray<StoredDevicePattern>, StorageError>
   /** A region's aggregated patterns, most devices first. */
   readonly loadAggregated: (region: string, limit: number) => Effect.Effect<ReadonlyArray<GlobalPattern>, StorageError>
-  /** Upserts and deletes a region's aggregated patterns in one transaction; returns the region's new global version. */
+  /**
+   * Upserts and deletes a region's aggregated patterns in one transaction; returns the region's new
+   * global version: one more than before, or, given `version`, at least that (a shard that numbers
+   * its snapshots itself).
+   */
   readonly upsertAggregated: (
     region: string,
     patterns: ReadonlyArray<GlobalPattern>,
-    removed?: ReadonlyArray<PatternId>
+    removed?: ReadonlyArray<PatternId>,
+    version?: number
   ) => Effect.Effect<number, StorageError>
   /** The `k` aggregated patterns of a region nearest to `embedding` by cosine distance, nearest first. */
   readonly nearestAggregated: (
@@ -429,9 +434,11 @@ const make = (options: CommonOptions) =>
     const upsertAggregated = Effect.fn("ShardStorage.upsertAggregated")(function*(
       region: string,
       patterns: ReadonlyArray<GlobalPattern>,
-      removed: ReadonlyArray<PatternId> = []
+      removed: ReadonlyArray<PatternId> = [],
+      version?: number
     ) {
       const operation = "upsertAggregated"
+      if (version !== undefined) yield* requireCount(operation, "version", version)
       const batches = yield* jsonBatches(operation, lastById(patterns), (p) => ({
         id: p.id,
         embedding: embeddingText(p.embedding, `pattern ${p.id}`),
@@ -444,11 +451,18 @@ const make = (options: CommonOptions) =>
       const now = yield* Clock.currentTimeMillis
       return yield* sql.withTransaction(Effect.gen(function*() {
         // Taken first: concurrent writers of one region queue here instead of deadlocking on patterns.
-        const versions = yield* sql<{ readonly version: unknown }>`
-          insert into global_versions (region, version, updated_at)
-          values (${region}, 1, to_timestamp(${now}::float8 / 1000))
-          on conflict (region) do update set version = global_versions.version + 1, updated_at = excluded.updated_at
-          returning version`
+        const versions = version === undefined ?
+          yield* sql<{ readonly version: unknown }>`
+            insert into global_versions (region, version, updated_at)
+            values (${region}, 1, to_timestamp(${now}::float8 / 1000))
+            on conflict (region) do update set version = global_versions.version + 1, updated_at = excluded.updated_at
+            returning version` :
+          yield* sql<{ readonly version: unknown }>`
+            insert into global_versions (region, version, updated_at)
+            values (${region}, ${version}, to_timestamp(${now}::float8 / 1000))
+            on conflict (region) do update set version = greatest(global_versions.version, excluded.version),
+              updated_at = excluded.updated_at
+            returning version`
         if (removed.length > 0) {
           yield* sql`
             delete from aggregated_patterns
