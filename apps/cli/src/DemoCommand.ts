@@ -135,7 +135,7 @@ export const runDemo = Effect.fn("omega.demo")(function*(options: DemoOptions) {
         },
         federationEvery: Duration.hours(1)
       }).pipe(
-        Layer.provideMerge(ShardStorage.layerPglite({})),
+        Layer.provideMerge(ShardStorage.layerPglite({ ownThread: true })),
         Layer.provide(Layer.succeed(SyncTransport, transport))
       )
     )

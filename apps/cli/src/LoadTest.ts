@@ -301,6 +301,17 @@ export const runLoadTest = Effect.fn("omega.loadtest")(function*(options: LoadTe
   ).pipe(Effect.map(histogramQuantiles("omega_sync_latency_seconds", [50, 99])))
   // The database is the judge: restart the shard so only what was committed is counted.
   yield* progress("  verifying: restarting the shard and reading its stored counts")
+  if (shardNodeArgs().some((arg) => arg.startsWith("--cpu-prof"))) {
+    // A profiled shard is stopped gently so that it writes its profile.
+    const stopping = shard
+    yield* Effect.promise(() =>
+      new Promise<void>((resolve) => {
+        stopping.once("exit", () => resolve())
+        stopping.kill("SIGINT")
+        setTimeout(() => stopping.kill("SIGKILL"), 15_000).unref()
+      })
+    )
+  }
   shard.kill("SIGKILL")
   shard = yield* startShard(env, httpPort)
   const stats = yield* Effect.promise(() =>
@@ -413,13 +424,14 @@ const rssMb = (pid: number | undefined): number => {
   }
 }
 
+/** OMEGA_SHARD_NODE_ARGS: Node flags for the shard only (for example --cpu-prof to profile it). */
+const shardNodeArgs = () => (process.env["OMEGA_SHARD_NODE_ARGS"] ?? "").split(" ").filter((arg) => arg !== "")
+
 /** Starts the shard server as a child process and waits until /health answers. */
 const startShard = (env: Record<string, string>, httpPort: number) =>
   Effect.gen(function*() {
-    // OMEGA_SHARD_NODE_ARGS passes Node flags to the shard only (for example --prof to profile it).
-    const nodeArgs = (process.env["OMEGA_SHARD_NODE_ARGS"] ?? "").split(" ").filter((arg) => arg !== "")
     const main = join(import.meta.dirname, "../../constellation-server/src/main.ts")
-    const child = spawn(process.execPath, [...nodeArgs, main], {
+    const child = spawn(process.execPath, [...shardNodeArgs(), main], {
       env,
       stdio: ["ignore", "ignore", "inherit"]
     })

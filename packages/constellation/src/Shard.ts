@@ -47,7 +47,9 @@ export const storageLayer = (options: Pick<ShardOptions, "postgresUrl" | "postgr
         { url: options.postgresUrl } :
         { url: options.postgresUrl, schema: options.postgresSchema }
     ) :
-    ShardStorage.layerPglite(options.pgliteDir === undefined ? {} : { dataDir: options.pgliteDir })
+    ShardStorage.layerPglite(
+      options.pgliteDir === undefined ? { ownThread: true } : { ownThread: true, dataDir: options.pgliteDir }
+    )
 
 export const transportLayer = (choice: TransportChoice) =>
   choice === "quic" ?

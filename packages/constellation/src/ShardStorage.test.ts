@@ -430,6 +430,14 @@ layer(ShardStorage.layerTest, { timeout: 30_000, excludeTestServices: true })("S
   suite(it, ShardStorage.layerPglite({ migrate: false }))
 })
 
+// What a shard runs: PGlite on a worker thread of its own, statements as messages.
+layer(ShardStorage.layerPglite({ ownThread: true }), { timeout: 30_000, excludeTestServices: true })(
+  "ShardStorage on PGlite on its own thread",
+  (it) => {
+    suite(it, ShardStorage.layerPglite({ migrate: false, ownThread: true }))
+  }
+)
+
 describe.skipIf(DATABASE_URL === undefined)("ShardStorage on PostgreSQL", () => {
   const url = DATABASE_URL ?? ""
   const run = `omega_test_${process.pid}_${Date.now().toString(36)}`

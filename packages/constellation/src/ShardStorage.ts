@@ -27,6 +27,7 @@ import { Migrator, SqlClient } from "effect/sql"
 import { isSqlError, type SqlError } from "effect/sql/SqlError"
 import { fileURLToPath } from "node:url"
 import { makePgliteSqlClient } from "./internal/PgliteSqlClient.ts"
+import { type PgliteQueryable, startPgliteThread } from "./internal/PgliteThread.ts"
 import { sqlFileLoader } from "./internal/SqlFileMigrations.ts"
 
 /** A device as the shard knows it; the token itself is never stored. */
@@ -203,7 +204,8 @@ export class ShardStorage extends Context.Service<ShardStorage, {
       Effect.gen(function*() {
         const pglite = yield* Effect.acquireRelease(
           Effect.tryPromise({
-            try: async () => {
+            try: async (): Promise<PgliteQueryable & { readonly close: () => Promise<void> }> => {
+              if (options.ownThread === true) return startPgliteThread(options.dataDir)
               const db = new PGlite({
                 ...(options.dataDir === undefined ? {} : { dataDir: options.dataDir }),
                 extensions: { vector }
@@ -246,6 +248,11 @@ export interface PgOptions extends CommonOptions {
 }
 
 export interface PgliteOptions extends CommonOptions {
+  /**
+   * Runs PGlite on a worker thread of its own (statements travel as messages), so its work does
+   * not stall the sessions on the main thread; a shard's default. Tests keep it on their thread.
+   */
+  readonly ownThread?: boolean
   /** Directory of a persistent database; in memory when absent. */
   readonly dataDir?: string
 }

@@ -1,10 +1,11 @@
 /**
- * Effect's `SqlClient` over an in-process PGlite, so the embedded store runs the same
+ * Effect's `SqlClient` over an in-process PGlite (on this thread or its own, see PgliteThread),
+ * so the embedded store runs the same
  * statements through the same compiler as @effect/sql-pg. (@effect/sql-pglite exists only
  * as a beta built against effect's former `unstable/sql` modules and PGlite 0.4.)
  */
 import { PgClient } from "@effect/sql-pg"
-import type { PGliteInterface, Results } from "@electric-sql/pglite"
+import type { Results } from "@electric-sql/pglite"
 import { Effect, Semaphore, Stream } from "effect"
 import { SqlClient } from "effect/sql"
 import type { Connection } from "effect/sql/SqlConnection"
@@ -17,11 +18,12 @@ import {
   UniqueViolation,
   UnknownError
 } from "effect/sql/SqlError"
+import type { PgliteQueryable } from "./PgliteThread.ts"
 
 type TransformRows = (<A extends object>(rows: ReadonlyArray<A>) => ReadonlyArray<A>) | undefined
 
 /** A SqlClient that serialises every statement and transaction on the one PGlite session. */
-export const makePgliteSqlClient = (pglite: PGliteInterface) =>
+export const makePgliteSqlClient = (pglite: PgliteQueryable) =>
   Effect.gen(function*() {
     const connection = new PgliteConnection(pglite)
     // PGlite is a single session: a statement from one fiber must never land inside another
@@ -41,8 +43,8 @@ export const makePgliteSqlClient = (pglite: PGliteInterface) =>
   })
 
 class PgliteConnection implements Connection {
-  readonly pglite: PGliteInterface
-  constructor(pglite: PGliteInterface) {
+  readonly pglite: PgliteQueryable
+  constructor(pglite: PgliteQueryable) {
     this.pglite = pglite
   }
 
