@@ -196,34 +196,45 @@ describe("Ingestion", () => {
   )
 
   it.live(
-    "writes snapshots off the refresh, on stopping at the latest, and a restart starts from them",
+    "writes snapshots off the refresh and when stopping; a restart starts from them and the log after them",
     () =>
       Effect.gen(function*() {
         const storage = Context.get(yield* Layer.build(ShardStorage.layerTest), ShardStorage)
         const shard = Ingestion.layer({ ...defaultIngestionConfig, minSyncInterval: Duration.zero }).pipe(
           Layer.provide(Layer.succeed(ShardStorage, storage))
         )
+        const watch = Effect.fnUntraced(function*(ingestion: Ingestion["Service"], id: string) {
+          yield* storage.registerDevice({ id, tokenHash: "h", region: "eu" })
+          const tv: DeviceState = { id, region: "eu", lastVersion: 0, lastSyncAt: 0 }
+          yield* upload(ingestion, tv, delta(1, [pattern(`${id}-p`)]))
+        })
         const first = yield* Effect.scoped(Effect.gen(function*() {
           const ingestion = Context.get(yield* Layer.build(shard), Ingestion)
-          for (const id of ["a", "b", "c"]) {
-            yield* storage.registerDevice({ id, tokenHash: "h", region: "eu" })
-            const tv: DeviceState = { id, region: "eu", lastVersion: 0, lastSyncAt: 0 }
-            yield* upload(ingestion, tv, delta(1, [pattern(`${id}-p`)]))
-          }
+          for (const id of ["a", "b", "c"]) yield* watch(ingestion, id)
           yield* ingestion.refresh(false)
           assert.strictEqual(yield* storage.globalVersion("eu"), 0, "the refresh itself writes nothing")
-          return yield* ingestion.snapshot("eu")
+          const snapshot = yield* ingestion.snapshot("eu")
+          // Acknowledged after that snapshot: when the shard stops, only the log has these.
+          yield* Effect.sleep(Duration.millis(5))
+          for (const id of ["d", "e"]) yield* watch(ingestion, id)
+          return snapshot
         }))
-        assert.strictEqual(first.similar.length, 1)
-        assert.strictEqual(yield* storage.globalVersion("eu"), first.version, "stopping wrote the latest snapshot")
+        assert.strictEqual(first.similar[0]!.deviceCount, 3)
+        assert.strictEqual(yield* storage.globalVersion("eu"), first.version, "stopping wrote the snapshot")
         const restarted = yield* Effect.scoped(Effect.gen(function*() {
           const ingestion = Context.get(yield* Layer.build(shard), Ingestion)
           const seeded = yield* ingestion.snapshot("eu")
           assert.strictEqual(seeded.version, first.version)
           assert.deepStrictEqual(seeded.similar.map((p) => p.id), first.similar.map((p) => p.id))
-          yield* ingestion.refresh(true)
+          // The two later deltas come back from the log (folded in the background).
+          for (let i = 0; i < 100; i++) {
+            yield* ingestion.refresh(true)
+            if ((yield* ingestion.snapshot("eu")).similar[0]?.deviceCount === 5) break
+            yield* Effect.sleep(Duration.millis(20))
+          }
           return yield* ingestion.snapshot("eu")
         }))
+        assert.strictEqual(restarted.similar[0]!.deviceCount, 5, "the snapshot's 3 devices and 2 from the log")
         assert.isAbove(restarted.version, first.version, "versions keep rising across a restart")
       }).pipe(Effect.scoped),
     30_000

@@ -53,6 +53,8 @@ export interface IngestionConfig {
    * clock in ms, so they keep rising across restarts.
    */
   readonly persistEvery: Duration.Input
+  /** Most logged deltas (the newest) a restarted shard folds back into its aggregation, of those after its last snapshots. */
+  readonly replayLimit: number
   readonly aggregator: AggregatorConfig
   /** Trends decoded from this shard's uploads (served when no federated trends are). */
   readonly trends: ShardTrendsConfig
@@ -77,6 +79,7 @@ export const defaultIngestionConfig: IngestionConfig = {
   pushEvery: Duration.minutes(1),
   pushSpread: Duration.seconds(10),
   persistEvery: Duration.minutes(1),
+  replayLimit: 100_000,
   aggregator: defaultAggregatorConfig,
   trends: defaultShardTrendsConfig,
   materializeEvery: undefined,
@@ -213,6 +216,25 @@ function make(config: IngestionConfig) {
       })
     }
 
+    // What was acknowledged after the last written snapshots is in the log: fold it back in, in the
+    // background (the shard serves meanwhile), a hundred deltas between yields.
+    yield* Effect.gen(function*() {
+      let replayed = 0
+      for (const logged of yield* storage.deltasSinceSnapshots(config.replayLimit)) {
+        const frame = yield* Effect.option(ingestCodec.decode(logged.frame))
+        if (frame._tag === "None" || frame.value._tag !== "DeltaUpload") continue
+        const delta = frame.value.delta
+        const patterns = [...delta.added, ...delta.updated].filter(keep)
+        aggregator.add(logged.region, logged.deviceId, patterns, yield* Clock.currentTimeMillis)
+        dirty.add(logged.region)
+        if (++replayed % 100 === 0) yield* Effect.yieldNow
+      }
+      if (replayed > 0) yield* Effect.logInfo(`folded ${replayed} logged deltas newer than the last snapshots back in`)
+    }).pipe(
+      Effect.catch((error) => Effect.logWarning("folding logged deltas back in failed", error)),
+      Effect.forkScoped
+    )
+
     // Untraced: it runs for every delta, and a span per call costs more than the rest of it.
     const submit = Effect.fnUntraced(
       function*(device: DeviceState, delta: PatternDelta, frame: Uint8Array) {
@@ -335,11 +357,13 @@ function make(config: IngestionConfig) {
 
     /** Writes the snapshots that changed since they were last written. */
     const unpersisted = new Set<string>()
+    const snapshotTakenAt = new Map<string, number>()
     const persist = Effect.gen(function*() {
       for (const region of unpersisted) {
         const snapshot = snapshots.get(region)
         unpersisted.delete(region)
-        if (snapshot !== undefined) yield* storage.upsertAggregated(region, snapshot.similar, [], snapshot.version)
+        if (snapshot === undefined) continue
+        yield* storage.upsertAggregated(region, snapshot.similar, [], snapshot.version, snapshotTakenAt.get(region))
       }
     })
 
@@ -350,6 +374,7 @@ function make(config: IngestionConfig) {
         aggregator.snapshot(region, config.snapshotPatterns, now).map(fromRotated)
       const version = Math.max((snapshots.get(region)?.version ?? 0) + 1, now)
       unpersisted.add(region)
+      snapshotTakenAt.set(region, now)
       const federatedTrends = fromFederation !== undefined && fromFederation.trending.length > 0
       if (federatedTrends) {
         yield* storage.upsertTrends(fromFederation.trending.map((t) => ({ ...t, region })))

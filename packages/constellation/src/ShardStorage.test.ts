@@ -146,6 +146,24 @@ const suite = (it: Vitest.MethodsNonLive<ShardStorage>, fresh: Layer.Layer<Shard
     20_000
   )
 
+  it.effect("hands back the deltas logged since each region's last written snapshot, newest first", () =>
+    Effect.gen(function*() {
+      const storage = yield* ShardStorage
+      for (const id of ["since-a", "since-b"]) yield* storage.registerDevice({ id, tokenHash: "h", region: "eu" })
+      const frame = Uint8Array.of(1, 2, 3)
+      const ours = (deltas: ReadonlyArray<{ readonly deviceId: string; readonly version: number }>) =>
+        deltas.filter((d) => d.deviceId.startsWith("since-")).map((d) => `${d.deviceId}@${d.version}`)
+      yield* TestClock.setTime(1_000_000)
+      yield* storage.appendDeltas([{ deviceId: "since-a", version: 1, region: "since-r", patterns: 1, frame }])
+      yield* TestClock.setTime(2_000_000)
+      yield* storage.appendDeltas([{ deviceId: "since-b", version: 1, region: "since-r", patterns: 1, frame }])
+      assert.deepStrictEqual(ours(yield* storage.deltasSinceSnapshots(100)), ["since-b@1", "since-a@1"], "no snapshot")
+      // A snapshot taken between the two: only the later delta is newer.
+      yield* storage.upsertAggregated("since-r", [], [], 5, 1_500_000)
+      assert.deepStrictEqual(ours(yield* storage.deltasSinceSnapshots(100)), ["since-b@1"])
+      assert.deepStrictEqual(ours(yield* storage.deltasSinceSnapshots(0)), [])
+    }).pipe(Effect.provide(TestClock.layer())))
+
   it.effect("registers a device once and finds it by id", () =>
     Effect.gen(function*() {
       const storage = yield* ShardStorage

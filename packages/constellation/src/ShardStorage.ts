@@ -135,6 +135,11 @@ export class ShardStorage extends Context.Service<ShardStorage, {
   readonly appendDeltas: (deltas: ReadonlyArray<LoggedDelta>) => Effect.Effect<ReadonlyArray<boolean>, StorageError>
   /** Logged deltas not yet applied to device_patterns, oldest first. */
   readonly unmaterialized: (limit: number) => Effect.Effect<ReadonlyArray<LoggedDelta>, StorageError>
+  /**
+   * Logged deltas of each region received since its last written snapshot (all of a region that
+   * has none), newest first: what a restarted shard folds back into its aggregation.
+   */
+  readonly deltasSinceSnapshots: (limit: number) => Effect.Effect<ReadonlyArray<LoggedDelta>, StorageError>
   /** Marks logged deltas as applied to device_patterns. */
   readonly markMaterialized: (
     keys: ReadonlyArray<{ readonly deviceId: string; readonly version: number }>
@@ -146,13 +151,14 @@ export class ShardStorage extends Context.Service<ShardStorage, {
   /**
    * Upserts and deletes a region's aggregated patterns in one transaction; returns the region's new
    * global version: one more than before, or, given `version`, at least that (a shard that numbers
-   * its snapshots itself).
+   * its snapshots itself). `at` (epoch ms, default now) is when the snapshot was taken.
    */
   readonly upsertAggregated: (
     region: string,
     patterns: ReadonlyArray<GlobalPattern>,
     removed?: ReadonlyArray<PatternId>,
-    version?: number
+    version?: number,
+    at?: number
   ) => Effect.Effect<number, StorageError>
   /** The `k` aggregated patterns of a region nearest to `embedding` by cosine distance, nearest first. */
   readonly nearestAggregated: (
@@ -442,10 +448,12 @@ const make = (options: CommonOptions) =>
       region: string,
       patterns: ReadonlyArray<GlobalPattern>,
       removed: ReadonlyArray<PatternId> = [],
-      version?: number
+      version?: number,
+      at?: number
     ) {
       const operation = "upsertAggregated"
       if (version !== undefined) yield* requireCount(operation, "version", version)
+      if (at !== undefined) yield* requireCount(operation, "at", at)
       const batches = yield* jsonBatches(operation, lastById(patterns), (p) => ({
         id: p.id,
         embedding: embeddingText(p.embedding, `pattern ${p.id}`),
@@ -455,7 +463,7 @@ const make = (options: CommonOptions) =>
         context: p.context
       }))
       const removedIds = JSON.stringify([...new Set(removed)])
-      const now = yield* Clock.currentTimeMillis
+      const now = at ?? (yield* Clock.currentTimeMillis)
       return yield* sql.withTransaction(Effect.gen(function*() {
         // Taken first: concurrent writers of one region queue here instead of deadlocking on patterns.
         const versions = version === undefined ?
@@ -628,26 +636,40 @@ const make = (options: CommonOptions) =>
       return deltas.map((d) => fresh.has(`${d.deviceId}\u0000${d.version}`))
     })
 
+    type LoggedRow = {
+      readonly device_id: string
+      readonly version: unknown
+      readonly region: string
+      readonly patterns: unknown
+      readonly frame: string
+    }
+    const loggedDelta = (row: LoggedRow): LoggedDelta => ({
+      deviceId: row.device_id,
+      version: toNumber(row.version),
+      region: row.region,
+      patterns: toNumber(row.patterns),
+      frame: new Uint8Array(Buffer.from(row.frame, "base64"))
+    })
+
     const unmaterialized = Effect.fn("ShardStorage.unmaterialized")(function*(limit: number) {
       yield* requireCount("unmaterialized", "limit", limit)
-      const rows = yield* sql<{
-        readonly device_id: string
-        readonly version: unknown
-        readonly region: string
-        readonly patterns: unknown
-        readonly frame: string
-      }>`
+      const rows = yield* sql<LoggedRow>`
         select device_id, version, region, patterns, encode(frame, 'base64') as frame
         from delta_log where not materialized
         order by received_at, device_id, version
         limit ${limit}`.pipe(sqlFailure("unmaterialized"))
-      return rows.map((row): LoggedDelta => ({
-        deviceId: row.device_id,
-        version: toNumber(row.version),
-        region: row.region,
-        patterns: toNumber(row.patterns),
-        frame: new Uint8Array(Buffer.from(row.frame, "base64"))
-      }))
+      return rows.map(loggedDelta)
+    })
+
+    const deltasSinceSnapshots = Effect.fn("ShardStorage.deltasSinceSnapshots")(function*(limit: number) {
+      yield* requireCount("deltasSinceSnapshots", "limit", limit)
+      const rows = yield* sql<LoggedRow>`
+        select l.device_id, l.version, l.region, l.patterns, encode(l.frame, 'base64') as frame
+        from delta_log l left join global_versions g on g.region = l.region
+        where g.updated_at is null or l.received_at >= g.updated_at
+        order by l.received_at desc, l.device_id, l.version
+        limit ${limit}`.pipe(sqlFailure("deltasSinceSnapshots"))
+      return rows.map(loggedDelta)
     })
 
     const markMaterialized = Effect.fn("ShardStorage.markMaterialized")(function*(
@@ -692,6 +714,7 @@ const make = (options: CommonOptions) =>
       migrate,
       appendDeltas,
       unmaterialized,
+      deltasSinceSnapshots,
       markMaterialized,
       registerDevice,
       findDevice,
