@@ -124,3 +124,6 @@ const program = Effect.gen(function*() {
 })
 
 await Effect.runPromise(program)
+// The WebTransport library leaves its HTTP/2 timers running after every session is closed, so the
+// process would never end by itself (the CLI's NodeRuntime.runMain exits the same way).
+process.exit(0)
