@@ -9,7 +9,16 @@
  * shards push the result to their TVs. The report: recommendation quality against the same
  * brains without sync, recommend latency, bytes per sync, and the federation rounds.
  */
-import { BrainStore, Embedder, OmegaBrain, VectorIndex } from "@omega/brain"
+import {
+  type BrainConfig,
+  BrainStore,
+  defaultBrainConfig,
+  defaultHashingWeights,
+  Embedder,
+  type HashingWeights,
+  OmegaBrain,
+  VectorIndex
+} from "@omega/brain"
 import {
   defaultCrossShardConfig,
   defaultShardTrendsConfig,
@@ -21,7 +30,14 @@ import {
   ShardStorage,
   SyncServer
 } from "@omega/constellation"
-import { type ContentEmbedding, type ContentId, makeWireCodec, seededRandom } from "@omega/protocol"
+import {
+  type ContentEmbedding,
+  type ContentId,
+  defaultQuantization,
+  type FrameQuantization,
+  makeWireCodec,
+  seededRandom
+} from "@omega/protocol"
 import { defaultSyncTiming, makeQuicIdentity, SyncClient, SyncTransport } from "@omega/sync"
 import { Console, Context, Duration, Effect, Exit, HashRing, Layer, PrimaryKey, Scope } from "effect"
 import { embedCatalog, evaluate, leaveLastPositiveOut, localBrainRanker, replay, type Split } from "./Evaluation.ts"
@@ -40,33 +56,55 @@ interface DemoWorld {
   readonly source: string
   readonly catalog: ReadonlyArray<ContentEmbedding>
   readonly splits: ReadonlyArray<Split>
+  readonly settings: FleetSettings
+}
+
+/** The TVs' brain settings, embedder and upload precision. */
+interface FleetSettings {
+  readonly name: string
+  readonly brain: BrainConfig
+  readonly embedder: HashingWeights
+  readonly upload: FrameQuantization
 }
 
 /**
- * The TVs' brain settings and embedder: those of the federated fleet in `omega eval` (the title
- * tokens of its embedder are what lets a shard decode a pattern into catalog items).
+ * On MovieLens, the federated fleet of `omega eval`, whose settings were chosen on its validation
+ * split (the title tokens of its embedder let a shard decode a pattern into catalog items). Those
+ * settings lean hard on trends, which suits MovieLens and nothing validated them elsewhere: the
+ * synthetic world runs the product's defaults.
  */
-const fleetSettings = federatedEvalConfig()
+const movieLensSettings: FleetSettings = { name: "omega eval's federated fleet", ...federatedEvalConfig() }
+const defaultSettings: FleetSettings = {
+  name: "product defaults",
+  brain: defaultBrainConfig,
+  embedder: defaultHashingWeights,
+  upload: defaultQuantization
+}
 
 /** MovieLens when its folder is there, otherwise a seeded synthetic catalog and viewers. */
 const loadWorld = (options: DemoOptions) =>
   Effect.gen(function*() {
     const ml = yield* Effect.option(loadMovieLens(datasetPath(options.dataset)))
     if (ml._tag === "Some") {
-      const catalog = yield* embedCatalog(ml.value)
+      const catalog = yield* embedCatalog(ml.value).pipe(
+        Effect.provide(Embedder.layerHashingWith(movieLensSettings.embedder))
+      )
       const splits = leaveLastPositiveOut(ml.value).slice(0, options.tvs)
-      return { source: `MovieLens 100K (${ml.value.movies.length} movies)`, catalog, splits } satisfies DemoWorld
+      const source = `MovieLens 100K (${ml.value.movies.length} movies)`
+      return { source, catalog, splits, settings: movieLensSettings } satisfies DemoWorld
     }
     yield* progress("demo: MovieLens not found (set OMEGA_DATASET); using a synthetic catalog and viewers")
     const world = makeWorld({ items: 3_000, viewers: options.tvs, seed: 3 })
-    const embedder = yield* Embedder
-    const catalog = yield* Effect.forEach(world.items, (item) =>
-      embedder.embedContent(item).pipe(Effect.map((embedding): ContentEmbedding => ({
-        contentId: item.contentId,
-        title: item.title,
-        genres: item.genres,
-        embedding
-      }))))
+    const catalog = yield* Effect.gen(function*() {
+      const embedder = yield* Embedder
+      return yield* Effect.forEach(world.items, (item) =>
+        embedder.embedContent(item).pipe(Effect.map((embedding): ContentEmbedding => ({
+          contentId: item.contentId,
+          title: item.title,
+          genres: item.genres,
+          embedding
+        }))))
+    }).pipe(Effect.provide(Embedder.layerHashingWith(defaultSettings.embedder)))
     const random = seededRandom(17)
     const splits: Array<Split> = []
     for (const viewer of world.viewers) {
@@ -84,8 +122,13 @@ const loadWorld = (options: DemoOptions) =>
       )
       if (last > 0) splits.push({ user: viewer.id, train: ratings.slice(0, last), heldOut: ratings[last]! })
     }
-    return { source: `synthetic (${catalog.length} items)`, catalog, splits } satisfies DemoWorld
-  }).pipe(Effect.provide(Embedder.layerHashingWith(fleetSettings.embedder)))
+    return {
+      source: `synthetic (${catalog.length} items)`,
+      catalog,
+      splits,
+      settings: defaultSettings
+    } satisfies DemoWorld
+  })
 
 /** A shard as the hash ring sees it. */
 class ShardNode implements PrimaryKey.PrimaryKey {
@@ -107,7 +150,9 @@ const ROUNDS = 3
 export const runDemo = Effect.fn("omega.demo")(function*(options: DemoOptions) {
   const world = yield* loadWorld(options)
   const titles = new Map(world.catalog.map((c) => [c.contentId, c]))
-  yield* progress(`demo: ${world.splits.length} TVs replaying viewers from ${world.source}`)
+  yield* progress(
+    `demo: ${world.splits.length} TVs replaying viewers from ${world.source}; TV settings: ${world.settings.name}`
+  )
 
   // The constellation: two shards on PGlite with real QUIC on loopback, and a federation worker.
   // (QUIC rather than WebTransport over HTTP/2: that library can spin forever closing hundreds of
@@ -166,8 +211,9 @@ export const runDemo = Effect.fn("omega.demo")(function*(options: DemoOptions) {
   )
 
   // The fleet: one brain and one long-lived session per TV.
+  const fleetSettings = world.settings
   const config = { ...fleetSettings.brain, runLearningLoops: false }
-  // Uploads quantized as in the federated eval: finer than the default, so shards decode them into items.
+  // On MovieLens uploads are quantized as in the federated eval: finer than the default, so shards decode them into items.
   const codec = makeWireCodec({ quantization: fleetSettings.upload })
   const fleet: Array<{ split: Split; brain: OmegaBrain["Service"]; client: SyncClient["Service"]; shard: string }> = []
   // Each TV in a scope of its own, so that at the end all sessions close at once, not one by one.
