@@ -136,8 +136,8 @@ export class ShardStorage extends Context.Service<ShardStorage, {
   /** Logged deltas not yet applied to device_patterns, oldest first. */
   readonly unmaterialized: (limit: number) => Effect.Effect<ReadonlyArray<LoggedDelta>, StorageError>
   /**
-   * Logged deltas of each region received since its last written snapshot (all of a region that
-   * has none), newest first: what a restarted shard folds back into its aggregation.
+   * Logged deltas of each region received after its last written snapshot was taken (all of a
+   * region that has none), newest first: what a restarted shard folds back into its aggregation.
    */
   readonly deltasSinceSnapshots: (limit: number) => Effect.Effect<ReadonlyArray<LoggedDelta>, StorageError>
   /** Marks logged deltas as applied to device_patterns. */
@@ -666,7 +666,7 @@ const make = (options: CommonOptions) =>
       const rows = yield* sql<LoggedRow>`
         select l.device_id, l.version, l.region, l.patterns, encode(l.frame, 'base64') as frame
         from delta_log l left join global_versions g on g.region = l.region
-        where g.updated_at is null or l.received_at >= g.updated_at
+        where g.updated_at is null or l.received_at > g.updated_at
         order by l.received_at desc, l.device_id, l.version
         limit ${limit}`.pipe(sqlFailure("deltasSinceSnapshots"))
       return rows.map(loggedDelta)

@@ -128,8 +128,16 @@ export const dequantize = (code: Uint8Array): Float32Array => {
  * publishes (`fromRotatedBasis`). About 15x cheaper than `dequantize`.
  */
 export const dequantizeRotated = (code: Uint8Array): Float32Array => {
-  const dimensions = placeLevels(code, levelScratch)
   const out = new Float32Array(EMBEDDING_DIMENSIONS)
+  if (code[0] === ((SCHEME << 4) | 0) && codeProblem(code) === undefined) {
+    // One bit per coordinate (the default for patterns): every level has the same size, so the
+    // unit vector is +-1/sqrt(dimensions), the sign the bit.
+    const dimensions = (code.length - 1) * 8
+    const c = 1 / Math.sqrt(dimensions)
+    for (let i = 0; i < dimensions; i++) out[i] = (code[1 + (i >> 3)]! >> (i & 7)) & 1 ? c : -c
+    return out
+  }
+  const dimensions = placeLevels(code, levelScratch)
   let norm = 0
   for (let i = 0; i < dimensions; i++) norm += levelScratch[i]! * levelScratch[i]!
   const inv = 1 / Math.sqrt(norm)
