@@ -1,10 +1,12 @@
 /**
  * Takes pattern deltas from TVs: rate limit, idempotency by version, quality filter, then a
  * group commit (every delta waiting when the writer is free goes to the database in one
- * transaction) and only then the acknowledgement. Accepted patterns are folded into the
- * in-memory Aggregator and buffered for trend decoding (ShardTrends, decoded off the ack path
- * when snapshots are rebuilt); each region's global patterns and trends are answered from a
- * cached snapshot that is rebuilt on a schedule, persisted, and announced so open sessions can push it.
+ * statement) and only then the acknowledgement. Accepted patterns (in the quantizer's rotated
+ * basis, as `ingestCodec` decodes them) are folded into the in-memory Aggregator and buffered for
+ * trend decoding (ShardTrends, decoded off the ack path when snapshots are rebuilt). Each region's
+ * global patterns and trends are answered from a cached snapshot, rebuilt every few seconds,
+ * pushed to open sessions (at most once per `pushEvery` unless federated), written to the
+ * database once per `persistEvery`; a restarted shard starts from those and the log after them.
  */
 import {
   type ContentEmbedding,
