@@ -44,6 +44,7 @@ export const startPgliteThread = (dataDir: string | undefined): Promise<PgliteTh
     const pending = new Map<number, { resolve: (r: Results<unknown>) => void; reject: (e: Error) => void }>()
     let nextId = 1
     let ready = false
+    let exited = false
     const failAll = (error: Error) => {
       for (const p of pending.values()) p.reject(error)
       pending.clear()
@@ -69,6 +70,7 @@ export const startPgliteThread = (dataDir: string | undefined): Promise<PgliteTh
       if (!ready) reject(error)
     })
     worker.on("exit", (code) => {
+      exited = true
       failAll(new Error(`the PGlite thread exited (${code})`))
       if (!ready) reject(new Error(`the PGlite thread exited (${code}) before it was ready`))
     })
@@ -84,8 +86,11 @@ export const startPgliteThread = (dataDir: string | undefined): Promise<PgliteTh
         }),
       close: () =>
         new Promise<void>((resolveClose) => {
+          if (exited) return resolveClose()
           worker.once("exit", () => resolveClose())
           worker.postMessage({ close: true })
+          // A database that does not close in time is ended with its thread.
+          setTimeout(() => void worker.terminate(), 10_000).unref()
         })
     }
   })
