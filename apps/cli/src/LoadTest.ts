@@ -11,6 +11,7 @@ import {
   type DeviceId,
   EMBEDDING_DIMENSIONS,
   encodeFrame,
+  normalizeEmbedding,
   type PatternContext,
   type PatternId,
   PROTOCOL_VERSION,
@@ -377,9 +378,7 @@ const readUntil = <E>(
 /** `base` moved by a small random step: the same taste as another TV holds it (cosine ~0.99). */
 const nudged = (base: Float32Array, random: () => number) => {
   const step = randomUnit(random)
-  const v = base.map((x, i) => x + TASTE_NOISE * step[i]!)
-  const norm = Math.hypot(...v)
-  return v.map((x) => x / norm)
+  return normalizeEmbedding(base.map((x, i) => x + TASTE_NOISE * step[i]!))
 }
 
 const TASTE_NOISE = 0.15
@@ -390,8 +389,9 @@ const TASTE_NOISE = 0.15
  */
 const histogramQuantiles = (name: string, percentiles: ReadonlyArray<number>) => (text: string) => {
   const buckets: Array<{ le: number; count: number }> = []
+  const bucketLine = new RegExp(`^${name}_bucket\\{.*le="([^"]+)".*\\} (\\d+)`)
   for (const line of text.split("\n")) {
-    const match = new RegExp(`^${name}_bucket\\{.*le="([^"]+)".*\\} (\\d+)`).exec(line)
+    const match = bucketLine.exec(line)
     if (match !== null) buckets.push({ le: Number(match[1]), count: Number(match[2]) })
   }
   const total = buckets.at(-1)?.count ?? 0
@@ -402,16 +402,8 @@ const histogramQuantiles = (name: string, percentiles: ReadonlyArray<number>) =>
   })
 }
 
-const randomUnit = (random: () => number) => {
-  const v = new Float32Array(EMBEDDING_DIMENSIONS)
-  let norm = 0
-  for (let i = 0; i < v.length; i++) {
-    v[i] = random() - 0.5
-    norm += v[i]! * v[i]!
-  }
-  for (let i = 0; i < v.length; i++) v[i]! /= Math.sqrt(norm)
-  return v
-}
+const randomUnit = (random: () => number) =>
+  normalizeEmbedding(Float32Array.from({ length: EMBEDDING_DIMENSIONS }, () => random() - 0.5))
 
 const rssMb = (pid: number | undefined): number => {
   if (pid === undefined) return 0

@@ -115,7 +115,7 @@ export class Aggregator {
         if (list === undefined) continue
         for (const cluster of list) {
           if (cluster.contextKey !== contextKey || cluster.normSq <= 0) continue
-          const d = dotPrefix(cluster.sum, pattern.embedding, length)
+          const d = dot(cluster.sum, pattern.embedding, length)
           const similarity = d / Math.sqrt(cluster.normSq)
           if (similarity >= bestSimilarity) {
             best = cluster
@@ -322,10 +322,4 @@ const nonzeroLength = (v: Float32Array): number => {
   let n = v.length
   while (n > 0 && v[n - 1] === 0) n--
   return n
-}
-
-const dotPrefix = (a: Float32Array, b: Float32Array, length: number): number => {
-  let s = 0
-  for (let i = 0; i < length; i++) s += a[i]! * b[i]!
-  return s
 }

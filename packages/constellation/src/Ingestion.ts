@@ -20,7 +20,8 @@ import {
   type SharedPattern,
   SUCCESS_THRESHOLD,
   toRotatedBasis,
-  type TrendSignal
+  type TrendSignal,
+  type WireCodec
 } from "@omega/protocol"
 import { Clock, Context, Data, Deferred, Duration, Effect, Layer, Metric, PubSub, Queue, Schedule } from "effect"
 import { Aggregator, type AggregatorConfig, defaultAggregatorConfig } from "./Aggregator.ts"
@@ -190,6 +191,14 @@ function make(config: IngestionConfig) {
     const minIntervalMs = Duration.toMillis(Duration.fromInputUnsafe(config.minSyncInterval))
     const codec = makeWireCodec()
     const keep = (p: SharedPattern) => p.successRate >= config.qualityThreshold && p.sampleCount >= config.minSamples
+    /** The patterns of a delta worth keeping (added and updated alike). */
+    const kept = (delta: PatternDelta) => [...delta.added, ...delta.updated].filter(keep)
+    /** A logged frame's delta, decoded as `decoder` reads it; none for a frame that is not an upload. */
+    const loggedDelta = (decoder: WireCodec, frame: Uint8Array) =>
+      Effect.map(
+        Effect.option(decoder.decode(frame)),
+        (decoded) => decoded._tag === "Some" && decoded.value._tag === "DeltaUpload" ? decoded.value.delta : undefined
+      )
     const queue = yield* Queue.unbounded<Pending>()
     const updates = yield* PubSub.unbounded<SnapshotPush>()
     const snapshots = new Map<string, GlobalPatterns>()
@@ -223,11 +232,9 @@ function make(config: IngestionConfig) {
     yield* Effect.gen(function*() {
       let replayed = 0
       for (const logged of yield* storage.deltasSinceSnapshots(config.replayLimit)) {
-        const frame = yield* Effect.option(ingestCodec.decode(logged.frame))
-        if (frame._tag === "None" || frame.value._tag !== "DeltaUpload") continue
-        const delta = frame.value.delta
-        const patterns = [...delta.added, ...delta.updated].filter(keep)
-        aggregator.add(logged.region, logged.deviceId, patterns, yield* Clock.currentTimeMillis)
+        const delta = yield* loggedDelta(ingestCodec, logged.frame)
+        if (delta === undefined) continue
+        aggregator.add(logged.region, logged.deviceId, kept(delta), yield* Clock.currentTimeMillis)
         dirty.add(logged.region)
         if (++replayed % 100 === 0) yield* Effect.yieldNow
       }
@@ -254,9 +261,8 @@ function make(config: IngestionConfig) {
             retryAfterMs: wait
           })
         }
-        const offered = [...delta.added, ...delta.updated]
-        const patterns = offered.filter(keep)
-        counters.patternsFiltered += offered.length - patterns.length
+        const patterns = kept(delta)
+        counters.patternsFiltered += delta.added.length + delta.updated.length - patterns.length
         const done = yield* Deferred.make<DeltaAck, IngestError>()
         yield* Queue.offer(queue, { device, delta, frame, patterns, done })
         return yield* Deferred.await(done)
@@ -320,16 +326,14 @@ function make(config: IngestionConfig) {
       if (pending.length === 0) return 0
       const writes: Array<DevicePatternsUpdate> = []
       for (const logged of pending) {
-        const frame = yield* Effect.option(codec.decode(logged.frame))
-        if (frame._tag === "Some" && frame.value._tag === "DeltaUpload") {
-          const delta = frame.value.delta
-          writes.push({
-            deviceId: logged.deviceId,
-            patterns: [...delta.added, ...delta.updated].filter(keep),
-            removed: delta.removed,
-            version: logged.version
-          })
-        }
+        const delta = yield* loggedDelta(codec, logged.frame)
+        if (delta === undefined) continue
+        writes.push({
+          deviceId: logged.deviceId,
+          patterns: kept(delta),
+          removed: delta.removed,
+          version: logged.version
+        })
       }
       yield* storage.upsertDevicePatternsBatch(writes)
       yield* storage.markMaterialized(pending)

@@ -316,13 +316,7 @@ const make = (options: CommonOptions) =>
       return Option.map(Option.fromNullishOr(rows[0]), deviceFromRow)
     })
 
-    const deviceVersion = Effect.fn("ShardStorage.deviceVersion")(function*(id: string) {
-      const rows = yield* sql<{ readonly last_version: unknown }>`
-        select greatest(d.last_version,
-          coalesce((select max(version) from delta_log where device_id = d.id), 0)) as last_version
-        from devices d where d.id = ${id}`.pipe(sqlFailure("deviceVersion"))
-      return Option.map(Option.fromNullishOr(rows[0]), (row) => toNumber(row.last_version))
-    })
+    const deviceVersion = (id: string) => Effect.map(findDevice(id), Option.map((device) => device.lastVersion))
 
     /** Validates and encodes before any transaction opens, so bad input never reaches the database. */
     const writeDeviceUpdates = (operation: string, updates: ReadonlyArray<DevicePatternsUpdate>) =>

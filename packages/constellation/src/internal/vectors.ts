@@ -1,8 +1,9 @@
 /** Small dense-vector helpers shared by shard aggregation and the federation algorithms. */
 
-export const dot = (a: ArrayLike<number>, b: ArrayLike<number>): number => {
+/** The dot product of `a` and `b` over their first `length` components (all of `a` by default). */
+export const dot = (a: ArrayLike<number>, b: ArrayLike<number>, length: number = a.length): number => {
   let s = 0
-  for (let i = 0; i < a.length; i++) s += a[i]! * b[i]!
+  for (let i = 0; i < length; i++) s += a[i]! * b[i]!
   return s
 }
 

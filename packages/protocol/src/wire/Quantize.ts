@@ -128,21 +128,17 @@ export const dequantize = (code: Uint8Array): Float32Array => {
  * publishes (`fromRotatedBasis`). About 15x cheaper than `dequantize`.
  */
 export const dequantizeRotated = (code: Uint8Array): Float32Array => {
-  const out = new Float32Array(EMBEDDING_DIMENSIONS)
-  if (code[0] === ((SCHEME << 4) | 0) && codeProblem(code) === undefined) {
-    // One bit per coordinate (the default for patterns): every level has the same size, so the
-    // unit vector is +-1/sqrt(dimensions), the sign the bit.
+  // A header with width 0 (bits - 1) is one bit per coordinate, the default for patterns: every
+  // level has the same size, so the unit vector is +-1/sqrt(dimensions), the sign the bit.
+  if (code[0] === SCHEME << 4 && codeProblem(code) === undefined) {
+    const out = new Float32Array(EMBEDDING_DIMENSIONS)
     const dimensions = (code.length - 1) * 8
     const c = 1 / Math.sqrt(dimensions)
     for (let i = 0; i < dimensions; i++) out[i] = (code[1 + (i >> 3)]! >> (i & 7)) & 1 ? c : -c
     return out
   }
-  const dimensions = placeLevels(code, levelScratch)
-  let norm = 0
-  for (let i = 0; i < dimensions; i++) norm += levelScratch[i]! * levelScratch[i]!
-  const inv = 1 / Math.sqrt(norm)
-  for (let i = 0; i < dimensions; i++) out[i] = levelScratch[i]! * inv
-  return out
+  placeLevels(code, levelScratch)
+  return toUnitFloat32(levelScratch)
 }
 
 /** A 384-d vector in the quantizer's rotated basis (same length, same cosines). */
@@ -162,8 +158,8 @@ export const fromRotatedBasis = (y: Float32Array): Float32Array => {
   return toUnitFloat32(unrotate(levelScratch))
 }
 
-/** Writes a code's levels into `y` (zeros beyond its dimensions); returns its dimensions. */
-const placeLevels = (code: Uint8Array, y: Float64Array): number => {
+/** Writes a code's levels into `y` (zeros beyond its dimensions). */
+const placeLevels = (code: Uint8Array, y: Float64Array): void => {
   const problem = codeProblem(code)
   if (problem !== undefined) throw new RangeError(problem)
   const bits = (code[0]! & 0x0f) + 1
@@ -177,7 +173,6 @@ const placeLevels = (code: Uint8Array, y: Float64Array): number => {
     if ((at & 7) + bits > 8) level |= code[2 + (at >> 3)]! << (8 - (at & 7))
     y[i] = levels[level & mask]!
   }
-  return dimensions
 }
 
 const toUnitFloat32 = (x: Float64Array): Float32Array => {
