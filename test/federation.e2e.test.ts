@@ -124,13 +124,7 @@ describe("federation across shards", () => {
     "TVs on different shards learn a taste none of their shards could publish alone",
     () =>
       Effect.gen(function*() {
-        const memory = Context.get(yield* Layer.build(SyncTransport.layerMemory), SyncTransport)
-        const received: Array<Uint8Array> = []
-        const shards = [
-          yield* Layer.build(shard("shard-a", tapped(memory, received))),
-          yield* Layer.build(shard("shard-b", tapped(memory, received)))
-        ]
-        const ports = shards.map((s) => Context.get(s, SyncServer).port)
+        const { memory, ports, received, shards } = yield* startShards
 
         const watched: Array<ViewingEvent> = []
         const tvs = []
@@ -208,13 +202,7 @@ describe("federation across shards", () => {
     "what k TVs of one shard watch trends on every TV of every shard, decoded from uploads without content ids",
     () =>
       Effect.gen(function*() {
-        const memory = Context.get(yield* Layer.build(SyncTransport.layerMemory), SyncTransport)
-        const received: Array<Uint8Array> = []
-        const shards = [
-          yield* Layer.build(shard("shard-a", tapped(memory, received))),
-          yield* Layer.build(shard("shard-b", tapped(memory, received)))
-        ]
-        const ports = shards.map((s) => Context.get(s, SyncServer).port)
+        const { memory, ports, received, shards } = yield* startShards
         const items = [...catalog, ...horror]
         const item = (id: string) => items.find((c) => c.contentId === id)!
         // What POST /api/v1/content does on each shard: store the items and announce them.
@@ -301,3 +289,14 @@ const startWorker = (workerId: string, ports: ReadonlyArray<number>, memory: Syn
     )
     return federationWorker
   })
+
+/** Shards a and b on one memory transport; `received` collects every frame they are sent. */
+const startShards = Effect.gen(function*() {
+  const memory = Context.get(yield* Layer.build(SyncTransport.layerMemory), SyncTransport)
+  const received: Array<Uint8Array> = []
+  const shards = [
+    yield* Layer.build(shard("shard-a", tapped(memory, received))),
+    yield* Layer.build(shard("shard-b", tapped(memory, received)))
+  ]
+  return { memory, received, shards, ports: shards.map((s) => Context.get(s, SyncServer).port) }
+})
