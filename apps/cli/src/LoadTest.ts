@@ -19,8 +19,15 @@ import {
   type SharedPattern,
   type SyncFrame
 } from "@omega/protocol"
-import { type Connection, makeDevCertificate, makeQuicIdentity, SyncTransport } from "@omega/sync"
-import { Deferred, Duration, Effect, Fiber, Semaphore, Stream } from "effect"
+import {
+  type Connection,
+  defaultReceiveBufferBytes,
+  makeDevCertificate,
+  makeQuicIdentity,
+  SyncTransport,
+  udpReceiveBufferErrors
+} from "@omega/sync"
+import { Cause, Deferred, Duration, Effect, Fiber, Semaphore, Stream } from "effect"
 import { spawn } from "node:child_process"
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { createServer } from "node:net"
@@ -63,7 +70,10 @@ interface Tally {
   acked: number
   ackedPatterns: number
   errors: number
+  /** What the errors were: an ErrorFrame's code, an ack timeout, a session that failed. */
+  errorKinds: Record<string, number>
   interrupted: number
+  connectRetries: number
   bytesUp: number
   bytesDown: number
   latencies: Array<number>
@@ -123,7 +133,9 @@ export const runLoadTest = Effect.fn("omega.loadtest")(function*(options: LoadTe
     acked: 0,
     ackedPatterns: 0,
     errors: 0,
+    errorKinds: {},
     interrupted: 0,
+    connectRetries: 0,
     bytesUp: 0,
     bytesDown: 0,
     latencies: []
@@ -231,7 +243,7 @@ export const runLoadTest = Effect.fn("omega.loadtest")(function*(options: LoadTe
               Effect.timeout(Duration.seconds(5))
             )
             if (ack._tag !== "DeltaAck") {
-              tally.errors += 1
+              countError(tally, ack._tag === "ErrorFrame" ? `refused (${ack.code})` : ack._tag)
               continue
             }
             tally.acked += 1
@@ -243,7 +255,9 @@ export const runLoadTest = Effect.fn("omega.loadtest")(function*(options: LoadTe
         const result = yield* Effect.exit(attempt)
         if (result._tag === "Failure" && Date.now() < deadline) {
           if (killed || restarting) tally.interrupted += 1
-          else tally.errors += 1
+          // Before the timed phase: a session that could not open yet and tries again (not an error of the run).
+          else if (first) tally.connectRetries += 1
+          else countError(tally, failureKind(Cause.squash(result.cause)))
           yield* Effect.sleep(Duration.millis(200 + random() * 300))
         }
       }
@@ -266,6 +280,7 @@ export const runLoadTest = Effect.fn("omega.loadtest")(function*(options: LoadTe
   yield* progress(`  ${connected}/${options.sessions} sessions open after ${connectSeconds.toFixed(1)} s; syncing`)
   const started = Date.now()
   deadline = started + options.seconds * 1000
+  const udpDropsBefore = udpReceiveBufferErrors()
   yield* Deferred.succeed(go, undefined)
   // Progress every 5 s, and the kill if asked for.
   const reporter = yield* Effect.forkChild(Effect.gen(function*() {
@@ -294,6 +309,7 @@ export const runLoadTest = Effect.fn("omega.loadtest")(function*(options: LoadTe
   yield* Effect.forEach(fibers, Fiber.join, { discard: true })
   yield* Fiber.interrupt(reporter)
   const elapsed = (Date.now() - started) / 1000
+  const udpDropsAfter = udpReceiveBufferErrors()
 
   const serverRss = rssMb(shard.pid)
   // The shard's own view: delta received to ack sent, from its latency histogram (bucket bounds).
@@ -325,6 +341,7 @@ export const runLoadTest = Effect.fn("omega.loadtest")(function*(options: LoadTe
     sessions: options.sessions,
     sessions_open: connected,
     connect_s: round(connectSeconds, 1),
+    connect_retries: tally.connectRetries,
     seconds: round(elapsed, 1),
     transport: options.transport,
     storage,
@@ -335,6 +352,10 @@ export const runLoadTest = Effect.fn("omega.loadtest")(function*(options: LoadTe
     server_p50_ms_at_most: serverLatency[0] ?? "n/a",
     server_p99_ms_at_most: serverLatency[1] ?? "n/a",
     errors: tally.errors,
+    // Datagrams the kernel dropped at full socket buffers during the timed phase (Linux).
+    udp_drops: udpDropsBefore === undefined || udpDropsAfter === undefined ? "n/a" : udpDropsAfter - udpDropsBefore,
+    rmem_default: defaultReceiveBufferBytes() ?? "n/a",
+    error_kinds: Object.entries(tally.errorKinds).map(([kind, n]) => `${kind}: ${n}`).join("; ") || "none",
     interrupted: tally.interrupted,
     lost,
     acked_patterns: tally.ackedPatterns,
@@ -348,6 +369,23 @@ export const runLoadTest = Effect.fn("omega.loadtest")(function*(options: LoadTe
   if (options.json) yield* printJson(result)
   return result
 })
+
+const countError = (tally: Tally, kind: string) => {
+  tally.errors += 1
+  tally.errorKinds[kind] = (tally.errorKinds[kind] ?? 0) + 1
+}
+
+/** A session's failure in a few words: an ack or a handshake that timed out, a transport error, a refusal. */
+const failureKind = (failure: unknown): string => {
+  if (typeof failure === "string") return failure
+  if (typeof failure === "object" && failure !== null && "_tag" in failure) {
+    const tag = String(failure._tag)
+    if (tag === "TimeoutError") return "timeout (no ack or Welcome in time)"
+    if (tag === "TransportError" && "reason" in failure) return `transport (${String(failure.reason)})`
+    return tag
+  }
+  return failure instanceof Error ? failure.message : String(failure)
+}
 
 /** Reads the connection's frames one at a time (the stream hands them over in chunks). */
 const framePuller = (connection: Connection) =>

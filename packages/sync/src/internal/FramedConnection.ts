@@ -3,7 +3,7 @@
  * the size limit, the incoming queue, graceful close, and the server's per-connection fibers.
  * A transport only supplies `ByteChannel`s (and, on the server, a way to accept them).
  */
-import { Cause, Deferred, Effect, Exit, Queue, Scope, Semaphore, Stream } from "effect"
+import { Cause, Deferred, Effect, Exit, Queue, Scope, Stream } from "effect"
 import { randomUUID } from "node:crypto"
 import type { Connection, ListenOptions, PeerInfo } from "../SyncTransport.ts"
 import { TransportError } from "../TransportError.ts"
@@ -11,8 +11,12 @@ import { encodeFrame, FrameDecoder, MAX_FRAME_BYTES } from "./Framing.ts"
 
 /** One bidirectional byte stream of a session, as the transport exposes it. */
 export interface ByteChannel {
-  /** The next chunk, or undefined once the peer has finished sending. */
-  readonly read: () => Promise<Uint8Array | undefined>
+  /**
+   * The next chunk, or undefined once the peer has finished sending. `wanted` is how many bytes
+   * would complete the frame being read: transports that copy into a buffer of the asked size size
+   * it by this, so small frames do not pay for large reads.
+   */
+  readonly read: (wanted: number) => Promise<Uint8Array | undefined>
   readonly write: (bytes: Uint8Array) => Promise<void>
   /** Ends our direction after everything written so far. */
   readonly finish: () => Promise<void>
@@ -47,40 +51,54 @@ export const frameLimit = (maxFrameBytes: number | undefined): Effect.Effect<num
     : Effect.fail(new TransportError({ reason: "invalid-options", message: `bad maxFrameBytes ${limit}` }))
 }
 
-/** Reads whole frames off a channel, one at a time. */
+/**
+ * Reads whole frames off a channel, one at a time. A plain promise loop: it runs once per frame
+ * on every session, so it stays out of the fiber machinery; failures are TransportErrors.
+ */
 const frameReader = (channel: ByteChannel, maxFrameBytes: number) => {
   const decoder = new FrameDecoder(maxFrameBytes)
   const ready: Array<Uint8Array> = []
-  const nextChunk = Effect.tryPromise({ try: channel.read, catch: closedError })
-  return Effect.gen(function*() {
-    while (ready.length === 0) {
-      const chunk = yield* nextChunk
+  let readyAt = 0
+  const next = async (): Promise<Uint8Array | undefined> => {
+    while (readyAt === ready.length) {
+      ready.length = 0
+      readyAt = 0
+      let chunk: Uint8Array | undefined
+      try {
+        chunk = await channel.read(decoder.missingBytes)
+      } catch (cause) {
+        throw closedError(cause)
+      }
       if (chunk === undefined) {
         if (decoder.bufferedBytes > 0) {
-          return yield* new TransportError({
-            reason: "protocol",
-            message: "the peer finished in the middle of a frame"
-          })
+          throw new TransportError({ reason: "protocol", message: "the peer finished in the middle of a frame" })
         }
         return undefined
       }
       const result = decoder.push(chunk)
       if (result._tag === "TooLarge") {
-        return yield* new TransportError({
+        throw new TransportError({
           reason: "frame-too-large",
           message: `received a ${result.length}-byte frame, the limit is ${maxFrameBytes}`
         })
       }
-      ready.push(...result.frames)
+      for (const frame of result.frames) ready.push(frame)
     }
-    return ready.shift()
-  })
+    return ready[readyAt++]
+  }
+  return {
+    next,
+    nextEffect: Effect.tryPromise({
+      try: next,
+      catch: (cause) => (cause instanceof TransportError ? cause : closedError(cause))
+    })
+  }
 }
 
 type FrameReader = ReturnType<typeof frameReader>
 
-const expectHello = (next: FrameReader) =>
-  Effect.flatMap(next, (frame) =>
+const expectHello = (reader: FrameReader) =>
+  Effect.flatMap(reader.nextEffect, (frame) =>
     frame !== undefined && Buffer.from(frame).equals(HELLO)
       ? Effect.void
       : Effect.fail(
@@ -106,10 +124,10 @@ export const connectFramed = (options: {
     const scope = yield* Scope.fork(yield* Effect.scope)
     const setUp = Effect.gen(function*() {
       const { channel, peer } = yield* options.open
-      const next = frameReader(channel, options.maxFrameBytes)
+      const reader = frameReader(channel, options.maxFrameBytes)
       yield* sendHello(channel)
-      yield* expectHello(next)
-      return yield* makeConnection(channel, next, peer, options.maxFrameBytes)
+      yield* expectHello(reader)
+      return yield* makeConnection(channel, reader, peer, options.maxFrameBytes)
     }).pipe(
       Effect.mapError((error) =>
         // A session that dies before the server's hello was dropped on purpose by the server.
@@ -152,11 +170,11 @@ export const serveFramed = <E, R>(options: {
         const authorize = options.listen.authorize
         if (options.authorizeHere && authorize !== undefined && !(yield* authorize(accepted.peer))) return
         // A client that opens nothing, or stalls inside its hello, is dropped after the timeout.
-        const { channel, next } = yield* Effect.gen(function*() {
+        const { channel, reader } = yield* Effect.gen(function*() {
           const opened = yield* accepted.open
-          const reader = frameReader(opened, options.maxFrameBytes)
-          yield* expectHello(reader)
-          return { channel: opened, next: reader }
+          const frames = frameReader(opened, options.maxFrameBytes)
+          yield* expectHello(frames)
+          return { channel: opened, reader: frames }
         }).pipe(
           Effect.timeoutOrElse({
             duration: DEFAULT_TIMEOUT_MS,
@@ -164,7 +182,7 @@ export const serveFramed = <E, R>(options: {
           })
         )
         yield* sendHello(channel)
-        const connection = yield* makeConnection(channel, next, accepted.peer, options.maxFrameBytes)
+        const connection = yield* makeConnection(channel, reader, accepted.peer, options.maxFrameBytes)
         yield* options.onConnection(connection)
       }).pipe(
         Effect.scoped,
@@ -189,48 +207,48 @@ export const serveFramed = <E, R>(options: {
     yield* Effect.forkScoped(loop)
   })
 
-/** A connection over `channel` whose hellos are done; closed with the current scope. */
+/**
+ * A connection over `channel` whose hellos are done; closed with the current scope. The per-frame
+ * paths (the read pump and `send`) are plain promises: a fiber, a semaphore permit and a queue
+ * effect per frame cost more than the QUIC binding itself (see `throughput.ts`).
+ */
 const makeConnection = (
   channel: ByteChannel,
-  next: FrameReader,
+  reader: FrameReader,
   peer: PeerInfo,
   maxFrameBytes: number
 ): Effect.Effect<Connection, never, Scope.Scope> =>
   Effect.gen(function*() {
     const queue = yield* Queue.bounded<Uint8Array, TransportError | Cause.Done>(INCOMING_CAPACITY)
-    const writeLock = yield* Semaphore.make(1)
-    const readerDone = yield* Deferred.make<void>()
     const closing = yield* Deferred.make<void>()
     const closed = yield* Deferred.make<void>()
     let sendable = true
     let closeStarted = false
+    // Writes go out one after another: each starts when the previous one has been taken.
+    let lastWrite: Promise<unknown> = Promise.resolve()
 
     // Broken transport or protocol violation: nothing more can be trusted, drop the session.
-    const breakWith = (error: TransportError) =>
-      Effect.suspend(() => {
-        sendable = false
-        channel.abort()
-        return Queue.fail(queue, error)
-      })
+    const breakWith = (error: TransportError) => {
+      sendable = false
+      channel.abort()
+      Queue.failCauseUnsafe(queue, Cause.fail(error))
+    }
 
-    const deliver = (frame: Uint8Array) =>
-      Queue.offerUnsafe(queue, frame)
-        ? Effect.void
-        // Full: wait for the reader, unless a local close makes the frame moot.
-        : Effect.raceFirst(Queue.offer(queue, frame), Deferred.await(closing))
+    // Full: wait for the reader, unless a local close makes the frame moot.
+    const waitForRoom = (frame: Uint8Array) =>
+      Effect.runPromise(Effect.raceFirst(Queue.offer(queue, frame), Deferred.await(closing)))
 
-    const readLoop = Effect.gen(function*() {
+    const pump = async () => {
       for (;;) {
-        const frame = yield* next
+        const frame = await reader.next()
         if (frame === undefined) break
-        if (!closeStarted) yield* deliver(frame)
+        if (!closeStarted && !Queue.offerUnsafe(queue, frame)) await waitForRoom(frame)
       }
-      yield* Queue.end(queue)
-    }).pipe(
-      Effect.catch((error) => (closeStarted ? Effect.void : breakWith(error))),
-      Effect.ensuring(Deferred.succeed(readerDone, undefined))
-    )
-    yield* Effect.forkScoped(readLoop)
+      Queue.endUnsafe(queue)
+    }
+    const readerDone = pump().catch((error: unknown) => {
+      if (!closeStarted) breakWith(error instanceof TransportError ? error : closedError(error))
+    })
 
     const close = Effect.suspend(() => {
       if (closeStarted) return Deferred.await(closed)
@@ -239,10 +257,10 @@ const makeConnection = (
       return Effect.gen(function*() {
         yield* Deferred.succeed(closing, undefined)
         yield* Queue.end(queue)
-        // Waits for a write in flight, then sends FIN behind it.
-        yield* writeLock.withPermit(Effect.tryPromise(channel.finish)).pipe(Effect.ignore)
+        // FIN goes behind the write in flight.
+        yield* Effect.promise(() => lastWrite.then(() => channel.finish()).catch(() => undefined))
         // The peer answers with its own FIN once it has read everything; then nothing is lost.
-        yield* Deferred.await(readerDone).pipe(Effect.timeoutOption(CLOSE_GRACE_MS))
+        yield* Effect.promise(() => readerDone).pipe(Effect.timeoutOption(CLOSE_GRACE_MS))
         channel.abort()
         yield* Deferred.succeed(closed, undefined)
       }).pipe(Effect.uninterruptible)
@@ -261,11 +279,16 @@ const makeConnection = (
         }
         if (!sendable) return Effect.fail(new TransportError({ reason: "closed", message: "the connection is closed" }))
         const bytes = encodeFrame(frame)
-        return writeLock.withPermit(
-          Effect.tryPromise({ try: () => channel.write(bytes), catch: closedError }).pipe(
-            Effect.tapError((error) => breakWith(error))
-          )
-        )
+        const write = lastWrite.then(() => channel.write(bytes))
+        lastWrite = write.catch(() => undefined)
+        return Effect.tryPromise({
+          try: () => write,
+          catch: (cause) => {
+            const error = closedError(cause)
+            breakWith(error)
+            return error
+          }
+        })
       })
 
     return {

@@ -28,6 +28,19 @@ const concat = (parts: ReadonlyArray<Uint8Array>) => {
 const payload = (size: number, seed: number) => Uint8Array.from({ length: size }, (_, i) => (i + seed) & 0xff)
 
 describe("FrameDecoder", () => {
+  it("says how many bytes the frame being read still lacks, so reads can be sized by it", () => {
+    const decoder = new FrameDecoder(100_000)
+    assert.strictEqual(decoder.missingBytes, 4, "a header first")
+    const frame = encodeFrame(payload(5_000, 3))
+    decoder.push(frame.subarray(0, 2))
+    assert.strictEqual(decoder.missingBytes, 2, "the rest of the header")
+    decoder.push(frame.subarray(2, 1_004))
+    assert.strictEqual(decoder.missingBytes, 4_000, "the rest of the payload")
+    const result = decoder.push(frame.subarray(1_004))
+    assert.deepStrictEqual(result._tag === "Frames" ? result.frames.map((f) => f.byteLength) : [], [5_000])
+    assert.strictEqual(decoder.missingBytes, 4, "the next header")
+  })
+
   it("reassembles frames from chunks cut anywhere, including inside headers and empty frames", () => {
     const sizes = [0, 1, 3, 4, 5, 1_000, 70_000, 0, 17]
     const frames = sizes.map((size, i) => payload(size, i))

@@ -43,6 +43,11 @@ export class FrameDecoder {
     return this.buffered + (this.pending === undefined ? 0 : FRAME_HEADER_BYTES)
   }
 
+  /** Bytes still missing from the frame (or header) being assembled: a good size for the next read. */
+  get missingBytes(): number {
+    return this.pending === undefined ? FRAME_HEADER_BYTES - this.buffered : this.pending - this.buffered
+  }
+
   push(chunk: Uint8Array): DecodeResult {
     if (this.failed) return { _tag: "TooLarge", length: this.pending ?? 0 }
     if (chunk.byteLength > 0) {

@@ -13,12 +13,16 @@ import { makeQuicIdentity } from "../QuicIdentity.ts"
 import type { QuicIdentity } from "../QuicIdentity.ts"
 import type { ConnectOptions, ListenOptions, QuicOptions, SyncTransport } from "../SyncTransport.ts"
 import { TransportError } from "../TransportError.ts"
+import { defaultReceiveBufferBytes, RECOMMENDED_RECEIVE_BUFFER_BYTES } from "../UdpBuffers.ts"
 import type { Accepted, ByteChannel } from "./FramedConnection.ts"
 import { closedError, connectFramed, frameLimit, serveFramed } from "./FramedConnection.ts"
 import type { NativeClient, NativeConnection, NativeStream, QuicNative } from "./QuicNative.ts"
 import { addressOfMultiaddr, loadQuicNative, peerIdOfMultiaddr } from "./QuicNative.ts"
 
-const READ_CHUNK_BYTES = 64 * 1024
+// The binding copies each read into a new buffer of the size asked for: reads are sized by what
+// the frame being read still lacks, within these bounds (small frames are most of the traffic).
+const MIN_READ_BYTES = 2 * 1024
+const MAX_READ_BYTES = 64 * 1024
 
 export const make = (options: QuicOptions): Effect.Effect<SyncTransport["Service"], TransportError> =>
   Effect.gen(function*() {
@@ -49,6 +53,14 @@ export const make = (options: QuicOptions): Effect.Effect<SyncTransport["Service
           }),
           (bound) => Effect.promise(() => bound.abort().catch(() => undefined))
         )
+        const receiveBuffer = defaultReceiveBufferBytes()
+        if (receiveBuffer !== undefined && receiveBuffer < RECOMMENDED_RECEIVE_BUFFER_BYTES) {
+          yield* Effect.logWarning(
+            `QUIC: the server socket gets the kernel's default receive buffer, net.core.rmem_default = ${receiveBuffer} bytes; ` +
+              `with thousands of sessions datagrams will be dropped and latency will spike. ` +
+              `Raise it to ${RECOMMENDED_RECEIVE_BUFFER_BYTES} (sysctl -w net.core.rmem_default=${RECOMMENDED_RECEIVE_BUFFER_BYTES}, on the node)`
+          )
+        }
         yield* serveFramed({
           accept: Effect.tryPromise({ try: () => server.inboundConnection(), catch: closedError }).pipe(
             Effect.map(accepted)
@@ -159,7 +171,7 @@ const accepted = (connection: NativeConnection): Accepted => {
 }
 
 const streamChannel = (stream: NativeStream, abort: () => void): ByteChannel => ({
-  read: async () => (await stream.read(READ_CHUNK_BYTES)) ?? undefined,
+  read: async (wanted) => (await stream.read(Math.min(MAX_READ_BYTES, Math.max(MIN_READ_BYTES, wanted)))) ?? undefined,
   write: (bytes) => stream.write(bytes),
   finish: () => stream.finishWrite(),
   abort
