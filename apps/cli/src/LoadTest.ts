@@ -312,6 +312,12 @@ export const runLoadTest = Effect.fn("omega.loadtest")(function*(options: LoadTe
   const udpDropsAfter = udpReceiveBufferErrors()
 
   const serverRss = rssMb(shard.pid)
+  const serverMemory = yield* Effect.promise(() =>
+    fetch(`http://127.0.0.1:${httpPort}/api/v1/stats`).then(
+      (r) => r.json() as Promise<{ memory?: { heapUsedMb: number; externalMb: number } }>,
+      () => ({ memory: undefined })
+    )
+  ).pipe(Effect.map((stats) => stats.memory))
   // The shard's own view: delta received to ack sent, from its latency histogram (bucket bounds).
   const serverLatency = yield* Effect.promise(() =>
     fetch(`http://127.0.0.1:${metricsPort}/metrics`).then((r) => r.text(), () => "")
@@ -361,6 +367,8 @@ export const runLoadTest = Effect.fn("omega.loadtest")(function*(options: LoadTe
     acked_patterns: tally.ackedPatterns,
     stored_patterns: stored,
     server_rss_mb: serverRss,
+    server_heap_mb: serverMemory?.heapUsedMb ?? "n/a",
+    server_external_mb: serverMemory?.externalMb ?? "n/a",
     bytes_up_per_sync: round(tally.bytesUp / Math.max(1, tally.syncs), 1),
     bytes_down_per_sync: round(tally.bytesDown / Math.max(1, tally.syncs), 1),
     killed_and_restarted: killed ? "yes" : "no"

@@ -48,6 +48,8 @@ describe("management REST API", () => {
       const stats = yield* shard.stats()
       assert.strictEqual(stats.maxDevices, 10)
       assert.strictEqual(stats.loggedPatterns, 0)
+      assert.isTrue(stats.memory.rssMb > 0 && stats.memory.heapUsedMb > 0, "the process's memory")
+      assert.isTrue(stats.memory.heapUsedMb < stats.memory.rssMb)
       const shards = yield* shard.shards()
       assert.deepStrictEqual(shards.map((s) => [s.shardId, s.region, s.syncPort]), [["api-test", "eu-west", 4433]])
     }).pipe(Effect.provide(api)), 30_000)

@@ -39,7 +39,13 @@ const Stats = Schema.Struct({
   patternsFiltered: Schema.Number,
   batches: Schema.Number,
   clusters: Schema.Number,
-  publishableClusters: Schema.Number
+  publishableClusters: Schema.Number,
+  /** The process's memory in MB: resident, JS heap in use, and outside the heap (buffers, native). */
+  memory: Schema.Struct({
+    rssMb: Schema.Number,
+    heapUsedMb: Schema.Number,
+    externalMb: Schema.Number
+  })
 })
 
 const ShardInfo = Schema.Struct({
@@ -69,6 +75,12 @@ const FederationRound = Schema.Struct({
   groups: Schema.Number,
   regions: Schema.Array(Schema.String)
 })
+
+const memoryMb = () => {
+  const usage = process.memoryUsage()
+  const mb = (bytes: number) => Math.round(bytes / 2 ** 20)
+  return { rssMb: mb(usage.rss), heapUsedMb: mb(usage.heapUsed), externalMb: mb(usage.external) }
+}
 
 export class ManagementError extends Schema.TaggedError<ManagementError>()(
   "ManagementError",
@@ -141,7 +153,8 @@ export const managementHandlers = (info: { readonly syncPort: number; readonly r
               aggregatedPatterns: counts.aggregatedPatterns,
               loggedDeltas: counts.loggedDeltas,
               loggedPatterns: counts.loggedPatterns,
-              ...ingest
+              ...ingest,
+              memory: memoryMb()
             }
           }),
         shards: () =>

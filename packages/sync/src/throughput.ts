@@ -58,7 +58,10 @@ const serve = async (stack: Stack, up: number, down: number) => {
   const startedAt = performance.now()
   process.on("message", () => {
     const used = process.cpuUsage(started)
-    process.send!({ cpuCores: (used.user + used.system) / 1e6 / ((performance.now() - startedAt) / 1000) })
+    process.send!({
+      cpuCores: (used.user + used.system) / 1e6 / ((performance.now() - startedAt) / 1000),
+      rssMb: process.memoryUsage().rss / 2 ** 20
+    })
   })
   if (stack === "binding") {
     const native = await loadQuicNative()
@@ -104,6 +107,8 @@ interface Result {
   readonly p99Ms: number
   readonly clientCores: number
   readonly serverCores: number
+  /** The server process's RSS with every connection open (MB); compare runs with different N for per-connection memory. */
+  readonly serverRssMb: number
   readonly udpDrops: number | undefined
 }
 
@@ -194,10 +199,10 @@ const measure = async (stack: Stack, connections: number, seconds: number, up: n
   const used = process.cpuUsage(cpuAtStart)
   const dropsAfter = udpReceiveBufferErrors()
   child.send("cpu")
-  const server = await new Promise<{ cpuCores: number }>((resolve) =>
+  const server = await new Promise<{ cpuCores: number; rssMb: number }>((resolve) =>
     child.on("message", (message) => {
       if (typeof message === "object" && message !== null && "cpuCores" in message) {
-        resolve(message as { cpuCores: number })
+        resolve(message as { cpuCores: number; rssMb: number })
       }
     })
   )
@@ -211,6 +216,7 @@ const measure = async (stack: Stack, connections: number, seconds: number, up: n
     p99Ms: round(percentile(latencies, 99), 2),
     clientCores: round((used.user + used.system) / 1e6 / elapsed, 2),
     serverCores: round(server.cpuCores, 2),
+    serverRssMb: round(server.rssMb),
     udpDrops: dropsBefore === undefined || dropsAfter === undefined ? undefined : dropsAfter - dropsBefore
   } satisfies Result
 }
