@@ -136,7 +136,13 @@ const measure = async (stack: Stack, connections: number, seconds: number, up: n
     deadline = startedAt + seconds * 1000
   }
   const dropsBefore = udpReceiveBufferErrors()
-  const announce = () => process.stderr.write(`${stack}: ${connections} connections open, ${seconds} s closed loop\n`)
+  const connecting = performance.now()
+  const announce = () =>
+    process.stderr.write(
+      `${stack}: ${connections} connections open in ${
+        Math.round(performance.now() - connecting)
+      } ms; ${seconds} s closed loop\n`
+    )
   if (stack === "binding") {
     const native = await loadQuicNative()
     const clients = identities.map((identity) => new native.Client(quinnConfig(native, identity), 0))

@@ -159,6 +159,12 @@ export const serveFramed = <E, R>(options: {
   readonly maxFrameBytes: number
   /** False where the transport already asked `authorize` before the session existed. */
   readonly authorizeHere: boolean
+  /**
+   * Accept loops running at once (default 1). Where `accept` returns only once a session's
+   * handshake is done, one loop admits one session per handshake round trip: a shard restarted
+   * under thousands of TVs would take minutes to let them all back in.
+   */
+  readonly acceptors?: number
   readonly onConnection: (connection: Connection) => Effect.Effect<void, E, R>
 }): Effect.Effect<void, never, Scope.Scope | R> =>
   Effect.gen(function*() {
@@ -204,7 +210,8 @@ export const serveFramed = <E, R>(options: {
         Cause.hasInterruptsOnly(cause) ? Effect.void : Effect.logWarning("sync listener stopped accepting", cause)
       )
     )
-    yield* Effect.forkScoped(loop)
+    // Several acceptors where accepting waits for a handshake (QUIC), so handshakes overlap.
+    for (let i = 0; i < (options.acceptors ?? 1); i++) yield* Effect.forkScoped(loop)
   })
 
 /**

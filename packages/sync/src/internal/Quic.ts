@@ -22,6 +22,8 @@ import { addressOfMultiaddr, loadQuicNative, peerIdOfMultiaddr } from "./QuicNat
 // The binding copies each read into a new buffer of the size asked for: reads are sized by what
 // the frame being read still lacks, within these bounds (small frames are most of the traffic).
 const MIN_READ_BYTES = 2 * 1024
+/** Handshakes the server runs at once. */
+const ACCEPTORS = 32
 const MAX_READ_BYTES = 64 * 1024
 
 export const make = (options: QuicOptions): Effect.Effect<SyncTransport["Service"], TransportError> =>
@@ -68,6 +70,8 @@ export const make = (options: QuicOptions): Effect.Effect<SyncTransport["Service
           listen: listenOptions,
           maxFrameBytes,
           authorizeHere: true,
+          // The binding's inboundConnection completes the handshake before it returns.
+          acceptors: ACCEPTORS,
           onConnection
         })
         return { host, port: server.port() }
