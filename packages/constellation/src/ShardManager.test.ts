@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Layer, Redacted } from "effect"
+import { Context, Effect, Layer, Redacted } from "effect"
 import { type AuthError, deviceToken, ShardManager } from "./ShardManager.ts"
 import { ShardStorage, type StorageError } from "./ShardStorage.ts"
 
@@ -38,6 +38,42 @@ describe("ShardManager", () => {
         const stats = yield* shard.stats
         assert.deepStrictEqual([stats.registeredDevices, stats.maxDevices], [2, 2])
       }).pipe(Effect.provide(manager)),
+    30_000
+  )
+
+  it.live(
+    "admits devices that arrive together in batches: each registered once, none past capacity",
+    () =>
+      Effect.gen(function*() {
+        const shard = yield* ShardManager
+        const storage = yield* ShardStorage
+        // Six sessions at once, two of them the same TV, for a shard with room for two devices.
+        const ids = ["tv-1", "tv-2", "tv-2", "tv-3", "tv-4", "tv-5"]
+        const results = yield* Effect.forEach(
+          ids,
+          (id) => Effect.result(shard.authenticate(id, deviceToken(SECRET, id), "eu")),
+          { concurrency: "unbounded" }
+        )
+        const admitted = new Set(results.flatMap((r) => (r._tag === "Success" ? [r.success.id] : [])))
+        const refused = results.flatMap((r) => (r._tag === "Failure" ? [reasonOf(r.failure)] : []))
+        assert.strictEqual(admitted.size, 2, `admitted ${[...admitted].join(", ")}`)
+        assert.isTrue(refused.every((reason) => reason === "shard-full"), refused.join(", "))
+        assert.strictEqual((yield* storage.counts).devices, 2)
+        assert.strictEqual((yield* shard.stats).registeredDevices, 2)
+        // A restarted shard (a new manager over the same storage) finds them in one lookup.
+        const restarted = yield* ShardManager.layer({
+          shardId: "m",
+          defaultRegion: "eu-west",
+          maxDevices: 2,
+          fleetSecret: Redacted.make(SECRET)
+        }).pipe(Layer.build, Effect.map((context) => Context.get(context, ShardManager)))
+        const again = yield* Effect.forEach(
+          [...admitted],
+          (id) => restarted.authenticate(id, deviceToken(SECRET, id), "ignored"),
+          { concurrency: "unbounded" }
+        )
+        assert.deepStrictEqual(again.map((d) => d.region), ["eu", "eu"], "the stored region, not the one said now")
+      }).pipe(Effect.scoped, Effect.provide(manager)),
     30_000
   )
 

@@ -187,6 +187,23 @@ const suite = (it: Vitest.MethodsNonLive<ShardStorage>, fresh: Layer.Layer<Shard
       assert.isTrue(Option.isNone(yield* storage.deviceVersion("reg-missing")))
     }).pipe(Effect.provide(TestClock.layer())))
 
+  it.effect("registers and finds many devices in one call, more than one statement holds", () =>
+    Effect.gen(function*() {
+      const storage = yield* ShardStorage
+      yield* TestClock.setTime(T0)
+      const ids = Array.from({ length: 1_200 }, (_, i) => `many-${i}`)
+      yield* storage.registerDevice({ id: "many-7", tokenHash: "first", region: "us" })
+      const inserted = yield* storage.registerDevices(ids.map((id) => ({ id, tokenHash: "h", region: "eu" })))
+      assert.strictEqual(inserted.length, 1_199, "all but the one already registered")
+      assert.isFalse(inserted.includes("many-7"))
+      const found = yield* storage.findDevices([...ids, "many-missing"])
+      assert.strictEqual(found.length, 1_200, "the missing id is simply absent")
+      const seven = found.find((device) => device.id === "many-7")
+      assert.deepStrictEqual([seven?.tokenHash, seven?.region], ["first", "us"], "an existing device is kept as it was")
+      assert.deepStrictEqual(yield* storage.registerDevices([]), [])
+      assert.deepStrictEqual(yield* storage.findDevices([]), [])
+    }).pipe(Effect.provide(TestClock.layer())))
+
   it.effect("a replayed delta is stored once; a stale one changes nothing", () =>
     Effect.gen(function*() {
       const storage = yield* ShardStorage

@@ -106,7 +106,11 @@ export class ShardStorage extends Context.Service<ShardStorage, {
   readonly migrate: Effect.Effect<ReadonlyArray<string>, StorageError>
   /** Registers a device; `false` when the id already exists (its token and region stay as they were). */
   readonly registerDevice: (device: NewDevice) => Effect.Effect<boolean, StorageError>
+  /** `registerDevice` for many in one statement; returns the ids that were new. */
+  readonly registerDevices: (devices: ReadonlyArray<NewDevice>) => Effect.Effect<ReadonlyArray<string>, StorageError>
   readonly findDevice: (id: string) => Effect.Effect<Option.Option<DeviceRecord>, StorageError>
+  /** `findDevice` for many in one statement; ids not registered are simply absent. */
+  readonly findDevices: (ids: ReadonlyArray<string>) => Effect.Effect<ReadonlyArray<DeviceRecord>, StorageError>
   /** Highest pattern-delta version applied for the device, for idempotent ingestion. */
   readonly deviceVersion: (id: string) => Effect.Effect<Option.Option<number>, StorageError>
   /**
@@ -289,32 +293,56 @@ const make = (options: CommonOptions) =>
       Effect.withSpan("ShardStorage.migrate")
     )
 
-    const registerDevice = Effect.fn("ShardStorage.registerDevice")(function*(device: NewDevice) {
+    const registerDevices = Effect.fn("ShardStorage.registerDevices")(function*(devices: ReadonlyArray<NewDevice>) {
+      if (devices.length === 0) return []
       const now = yield* Clock.currentTimeMillis
-      const rows = yield* sql`
-        insert into devices (id, token_hash, region, registered_at)
-        values (${device.id}, ${device.tokenHash}, ${device.region}, to_timestamp(${now}::float8 / 1000))
-        on conflict (id) do nothing
-        returning id`.pipe(sqlFailure("registerDevice"))
-      return rows.length > 0
+      const inserted: Array<string> = []
+      for (let start = 0; start < devices.length; start += BATCH_ROWS) {
+        const rows = devices.slice(start, start + BATCH_ROWS).map((d) => ({
+          id: d.id,
+          token_hash: d.tokenHash,
+          region: d.region
+        }))
+        const returned = yield* sql<{ readonly id: string }>`
+          insert into devices (id, token_hash, region, registered_at)
+          select r.id, r.token_hash, r.region, to_timestamp(${now}::float8 / 1000)
+          from jsonb_to_recordset(${JSON.stringify(rows)}::jsonb) as r(id text, token_hash text, region text)
+          on conflict (id) do nothing
+          returning id`.pipe(sqlFailure("registerDevices"))
+        for (const row of returned) inserted.push(row.id)
+      }
+      return inserted
     })
+
+    const registerDevice = (device: NewDevice) =>
+      Effect.map(registerDevices([device]), (inserted) => inserted.length > 0)
 
     // The group commit only appends to delta_log; a device's last version and sync time are the
     // newest of what devices holds (kept by the materializer) and what the log holds for it.
-    const findDevice = Effect.fn("ShardStorage.findDevice")(function*(id: string) {
-      const rows = yield* sql<DeviceRow>`
-        select d.id, d.token_hash, d.region,
-          round(extract(epoch from d.registered_at) * 1000)::float8 as registered_at,
-          round(extract(epoch from greatest(d.last_sync_at, l.last_sync_at)) * 1000)::float8 as last_sync_at,
-          greatest(d.last_version, coalesce(l.last_version, 0)) as last_version
-        from devices d
-        left join lateral (
-          select max(version) as last_version, max(received_at) as last_sync_at
-          from delta_log where device_id = d.id
-        ) l on true
-        where d.id = ${id}`.pipe(sqlFailure("findDevice"))
-      return Option.map(Option.fromNullishOr(rows[0]), deviceFromRow)
+    const findDevices = Effect.fn("ShardStorage.findDevices")(function*(ids: ReadonlyArray<string>) {
+      if (ids.length === 0) return []
+      const found: Array<DeviceRecord> = []
+      for (let start = 0; start < ids.length; start += BATCH_ROWS) {
+        const rows = yield* sql<DeviceRow>`
+          select d.id, d.token_hash, d.region,
+            round(extract(epoch from d.registered_at) * 1000)::float8 as registered_at,
+            round(extract(epoch from greatest(d.last_sync_at, l.last_sync_at)) * 1000)::float8 as last_sync_at,
+            greatest(d.last_version, coalesce(l.last_version, 0)) as last_version
+          from devices d
+          left join lateral (
+            select max(version) as last_version, max(received_at) as last_sync_at
+            from delta_log where device_id = d.id
+          ) l on true
+          where d.id in (select jsonb_array_elements_text(${
+          JSON.stringify(ids.slice(start, start + BATCH_ROWS))
+        }::jsonb))`.pipe(sqlFailure("findDevices"))
+        for (const row of rows) found.push(deviceFromRow(row))
+      }
+      return found
     })
+
+    const findDevice = (id: string) =>
+      Effect.map(findDevices([id]), (found) => Option.fromNullishOr(found.find((device) => device.id === id)))
 
     const deviceVersion = (id: string) => Effect.map(findDevice(id), Option.map((device) => device.lastVersion))
 
@@ -711,7 +739,9 @@ const make = (options: CommonOptions) =>
       deltasSinceSnapshots,
       markMaterialized,
       registerDevice,
+      registerDevices,
       findDevice,
+      findDevices,
       deviceVersion,
       upsertDevicePatterns,
       upsertDevicePatternsBatch,
