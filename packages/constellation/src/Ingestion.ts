@@ -112,8 +112,9 @@ export const ingestionMetrics = {
 export interface SnapshotPush {
   readonly region: string
   /**
-   * Each session waits a random part of this before sending, so a push to every session of a
-   * region is spread out instead of being one burst; 0 for federated results.
+   * The server sends to the region's sessions a slice at a time over this long, so a push to
+   * every session of a region is spread out instead of being one burst; 0 for federated results
+   * (still in slices, a tick apart).
    */
   readonly spreadMs: number
 }

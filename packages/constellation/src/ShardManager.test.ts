@@ -1,7 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Context, Effect, Layer, Redacted } from "effect"
 import { type AuthError, deviceToken, ShardManager } from "./ShardManager.ts"
-import { ShardStorage, type StorageError } from "./ShardStorage.ts"
+import { ShardStorage, StorageError } from "./ShardStorage.ts"
 
 const SECRET = "manager-test-secret"
 /** The reason of an AuthError (anything else, a storage failure, fails the test). */
@@ -74,6 +74,34 @@ describe("ShardManager", () => {
         )
         assert.deepStrictEqual(again.map((d) => d.region), ["eu", "eu"], "the stored region, not the one said now")
       }).pipe(Effect.scoped, Effect.provide(manager)),
+    30_000
+  )
+
+  it.live(
+    "a registration the database refuses fails only the new devices of the batch; known ones are let in",
+    () =>
+      Effect.gen(function*() {
+        const storage = yield* ShardStorage
+        yield* storage.registerDevice({ id: "tv-known", tokenHash: "h", region: "eu" })
+        // The same database, but inserts of new devices fail (a full disk, say).
+        const refusing = Layer.succeed(ShardStorage, {
+          ...storage,
+          registerDevices: () => Effect.fail(new StorageError({ operation: "registerDevices", message: "disk full" }))
+        })
+        const shard = yield* ShardManager.layer({
+          shardId: "m",
+          defaultRegion: "eu-west",
+          maxDevices: 10,
+          fleetSecret: Redacted.make(SECRET)
+        }).pipe(Layer.provide(refusing), Layer.build, Effect.map((context) => Context.get(context, ShardManager)))
+        const [known, fresh] = yield* Effect.forEach(
+          ["tv-known", "tv-new"],
+          (id) => Effect.result(shard.authenticate(id, deviceToken(SECRET, id), "eu")),
+          { concurrency: "unbounded" }
+        )
+        assert.strictEqual(known?._tag === "Success" ? known.success.id : "refused", "tv-known")
+        assert.strictEqual(fresh?._tag === "Failure" ? reasonOf(fresh.failure) : "admitted", "storage: disk full")
+      }).pipe(Effect.scoped, Effect.provide(ShardStorage.layerTest)),
     30_000
   )
 

@@ -118,25 +118,31 @@ function make(config: ShardConfig) {
             region: a.region.length > 0 ? a.region : config.defaultRegion
           })
         }
-        registered += (yield* storage.registerDevices([...fresh.values()])).length
-        for (const device of fresh.values()) {
-          devices.set(device.id, { id: device.id, region: device.region, lastVersion: 0, lastSyncAt: 0 })
+        // A failed registration fails only the devices it was for; those found are let in.
+        const registering = yield* Effect.exit(storage.registerDevices([...fresh.values()]))
+        if (registering._tag === "Success") {
+          registered += registering.value.length
+          for (const device of fresh.values()) {
+            devices.set(device.id, { id: device.id, region: device.region, lastVersion: 0, lastSyncAt: 0 })
+          }
         }
+        yield* Effect.forEach(batch, (a) => {
+          const state = devices.get(a.deviceId)
+          if (state !== undefined) return Deferred.succeed(a.done, state)
+          if (registering._tag === "Failure" && fresh.has(a.deviceId)) {
+            return Deferred.failCause(a.done, registering.cause)
+          }
+          return Deferred.fail(
+            a.done,
+            new AuthError({
+              reason: "shard-full",
+              message: `shard ${config.shardId} serves its maximum of ${config.maxDevices} devices`
+            })
+          )
+        }, { discard: true })
       }).pipe(
-        Effect.matchCauseEffect({
-          onFailure: (cause) => Effect.forEach(batch, (a) => Deferred.failCause(a.done, cause), { discard: true }),
-          onSuccess: () =>
-            Effect.forEach(batch, (a) => {
-              const state = devices.get(a.deviceId)
-              return state !== undefined ? Deferred.succeed(a.done, state) : Deferred.fail(
-                a.done,
-                new AuthError({
-                  reason: "shard-full",
-                  message: `shard ${config.shardId} serves its maximum of ${config.maxDevices} devices`
-                })
-              )
-            }, { discard: true })
-        })
+        // The lookup failed: nobody in the batch can be answered but with that failure.
+        Effect.catchCause((cause) => Effect.forEach(batch, (a) => Deferred.failCause(a.done, cause), { discard: true }))
       )
     yield* Queue.takeBetween(admissions, 1, ADMISSION_BATCH).pipe(
       Effect.flatMap(admit),

@@ -191,12 +191,12 @@ const suite = (it: Vitest.MethodsNonLive<ShardStorage>, fresh: Layer.Layer<Shard
     Effect.gen(function*() {
       const storage = yield* ShardStorage
       yield* TestClock.setTime(T0)
-      const ids = Array.from({ length: 1_200 }, (_, i) => `many-${i}`)
+      const deviceIds = Array.from({ length: 1_200 }, (_, i) => `many-${i}`)
       yield* storage.registerDevice({ id: "many-7", tokenHash: "first", region: "us" })
-      const inserted = yield* storage.registerDevices(ids.map((id) => ({ id, tokenHash: "h", region: "eu" })))
+      const inserted = yield* storage.registerDevices(deviceIds.map((id) => ({ id, tokenHash: "h", region: "eu" })))
       assert.strictEqual(inserted.length, 1_199, "all but the one already registered")
       assert.isFalse(inserted.includes("many-7"))
-      const found = yield* storage.findDevices([...ids, "many-missing"])
+      const found = yield* storage.findDevices([...deviceIds, "many-missing"])
       assert.strictEqual(found.length, 1_200, "the missing id is simply absent")
       const seven = found.find((device) => device.id === "many-7")
       assert.deepStrictEqual([seven?.tokenHash, seven?.region], ["first", "us"], "an existing device is kept as it was")

@@ -131,7 +131,8 @@ function make(config: SyncServerConfig) {
           if (at > 0) yield* Effect.sleep(Duration.millis(gapMs))
           // A slice goes out on its own fiber: one TV whose stream is blocked holds up no other slice.
           yield* Effect.forkScoped(
-            Effect.forEach(targets.slice(at, at + size), (target) => Effect.ignore(f(target)), {
+            Effect.forEach(targets.slice(at, at + size), (target) =>
+              Effect.ignore(Effect.timeout(f(target), PUSH_SEND_TIMEOUT)), {
               concurrency: "unbounded",
               discard: true
             })
@@ -146,20 +147,21 @@ function make(config: SyncServerConfig) {
         yield* sendGlobal(target.connection, region, global)
       })
     const snapshots = yield* PubSub.subscribe(ingestion.updates)
+    // Each push on a fiber of its own: a region's 10 s spread holds up no other region's push.
     yield* Stream.fromSubscription(snapshots).pipe(
       Stream.runForEach((push) =>
-        pushSlices(
+        Effect.forkScoped(pushSlices(
           [...(sessionsByRegion.get(push.region) ?? [])],
           push.spreadMs,
           (target) => pushSnapshot(target, push.region)
-        )
+        ))
       ),
       Effect.forkScoped
     )
     const content = yield* PubSub.subscribe(federation.content)
     yield* Stream.fromSubscription(content).pipe(
       Stream.runForEach((items) =>
-        pushSlices(
+        Effect.forkScoped(pushSlices(
           [...sessionsByRegion.values()].flatMap((targets) => [...targets]),
           0,
           (target) =>
@@ -167,7 +169,7 @@ function make(config: SyncServerConfig) {
               chunks(items, MAX_CONTENT_ITEMS),
               (chunk) => send(target.connection, { _tag: "ContentUpdate", items: chunk })
             )
-        )
+        ))
       ),
       Effect.forkScoped
     )
@@ -294,7 +296,9 @@ function make(config: SyncServerConfig) {
           Effect.map((device) => ({ device })),
           Effect.catch((failure) =>
             Effect.as(
-              failure._tag === "AuthError" && failure.reason === "shard-full" ?
+              failure._tag === "StorageError" ?
+                refuse(connection, "internal", "the shard could not look this device up; retry later") :
+                failure.reason === "shard-full" ?
                 refuse(connection, "overloaded", failure.message) :
                 refuse(connection, "unauthorized", "unknown device or wrong token"),
               undefined
@@ -342,6 +346,8 @@ interface PushTarget {
 const PUSH_TICK_MS = 20
 const PUSH_SLICE_MIN = 25
 const PUSH_SLICE_MAX = 200
+/** A TV that does not take a push within this long (its stream is blocked) is skipped for it. */
+const PUSH_SEND_TIMEOUT = Duration.seconds(10)
 
 const chunks = <A>(items: ReadonlyArray<A>, size: number): Array<ReadonlyArray<A>> => {
   const out: Array<ReadonlyArray<A>> = []

@@ -121,6 +121,27 @@ for (const [name, transportLayer] of transports) {
         assert.isTrue(sameBytes(rest[0]!, bytes(3_000, 9)))
       }))
 
+    it.effect("closing while the peer has stopped reading (a write held by flow control) ends within the grace", () =>
+      Effect.gen(function*() {
+        const transport = yield* SyncTransport
+        const { connect, listen } = yield* credentials
+        // The server never reads: its incoming queue fills, then the transport's windows, then our
+        // write blocks (memory, QUIC; the WebTransport library buffers what it is given instead).
+        const listener = yield* transport.listen(listen, () => Effect.never)
+        const scope = yield* Scope.make()
+        const connection = yield* transport.connect(connect(listener)).pipe(Scope.provide(scope))
+        const frame = bytes(100_000, 3)
+        const sending = yield* Effect.forkChild(
+          Effect.forEach(Array.from({ length: 200 }), () => connection.send(frame), { discard: true })
+        )
+        yield* Effect.sleep("500 millis")
+        const started = Date.now()
+        yield* Scope.close(scope, Exit.void)
+        const took = Date.now() - started
+        assert.isBelow(took, 4_000, `close took ${took} ms`)
+        yield* Fiber.interrupt(sending)
+      }))
+
     it.effect("an oversized frame is refused on send, and a received one closes the connection", () =>
       Effect.gen(function*() {
         const transport = yield* SyncTransport

@@ -36,6 +36,7 @@ export interface Accepted {
 const HELLO = new TextEncoder().encode("omega-sync/1")
 const INCOMING_CAPACITY = 64
 const CLOSE_GRACE_MS = 1_000
+const ACCEPT_RETRY_MS = 10
 export const DEFAULT_TIMEOUT_MS = 5_000
 
 const errorMessage = (cause: unknown) => (cause instanceof Error ? cause.message : String(cause))
@@ -199,11 +200,21 @@ export const serveFramed = <E, R>(options: {
         ),
         Effect.forkIn(connections)
       )
+    // A failed accept is one client's failed handshake (or a probe), not the listener's end: it
+    // is logged and the loop goes on, after a pause so that a broken endpoint cannot spin it.
+    const acceptOne = options.accept.pipe(
+      Effect.catch((error) =>
+        Effect.logDebug("sync listener: a connection failed before it was accepted", error).pipe(
+          Effect.andThen(Effect.sleep(ACCEPT_RETRY_MS)),
+          Effect.as(null)
+        )
+      )
+    )
     const loop = Effect.gen(function*() {
       for (;;) {
-        const accepted = yield* options.accept
+        const accepted = yield* acceptOne
         if (accepted === undefined) return
-        yield* serveOne(accepted)
+        if (accepted !== null) yield* serveOne(accepted)
       }
     }).pipe(
       Effect.catchCause((cause) =>
@@ -264,8 +275,11 @@ const makeConnection = (
       return Effect.gen(function*() {
         yield* Deferred.succeed(closing, undefined)
         yield* Queue.end(queue)
-        // FIN goes behind the write in flight.
-        yield* Effect.promise(() => lastWrite.then(() => channel.finish()).catch(() => undefined))
+        // FIN goes behind the queued writes. A peer that stops reading can hold a write up for
+        // good (flow control), so this waits at most the grace period, then aborts.
+        yield* Effect.promise(() => lastWrite.then(() => channel.finish()).catch(() => undefined)).pipe(
+          Effect.timeoutOption(CLOSE_GRACE_MS)
+        )
         // The peer answers with its own FIN once it has read everything; then nothing is lost.
         yield* Effect.promise(() => readerDone).pipe(Effect.timeoutOption(CLOSE_GRACE_MS))
         channel.abort()
@@ -286,15 +300,17 @@ const makeConnection = (
         }
         if (!sendable) return Effect.fail(new TransportError({ reason: "closed", message: "the connection is closed" }))
         const bytes = encodeFrame(frame)
-        const write = lastWrite.then(() => channel.write(bytes))
+        // Once queued, a frame goes out even if its sender is interrupted; a failed write breaks
+        // the connection whether or not anyone still waits for it.
+        const write = lastWrite.then(() => channel.write(bytes)).catch((cause: unknown) => {
+          const error = closedError(cause)
+          breakWith(error)
+          throw error
+        })
         lastWrite = write.catch(() => undefined)
         return Effect.tryPromise({
           try: () => write,
-          catch: (cause) => {
-            const error = closedError(cause)
-            breakWith(error)
-            return error
-          }
+          catch: (cause) => (cause instanceof TransportError ? cause : closedError(cause))
         })
       })
 
