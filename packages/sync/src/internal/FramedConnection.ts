@@ -225,6 +225,17 @@ export const serveFramed = <E, R>(options: {
     for (let i = 0; i < (options.acceptors ?? 1); i++) yield* Effect.forkScoped(loop)
   })
 
+/** Resolves when `promise` settles (either way) or after `ms`, whichever is first. */
+const settledWithin = (promise: Promise<unknown>, ms: number) =>
+  new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, ms)
+    const done = () => {
+      clearTimeout(timer)
+      resolve()
+    }
+    promise.then(done, done)
+  })
+
 /**
  * A connection over `channel` whose hellos are done; closed with the current scope. The per-frame
  * paths (the read pump and `send`) are plain promises: a fiber, a semaphore permit and a queue
@@ -268,24 +279,26 @@ const makeConnection = (
       if (!closeStarted) breakWith(error instanceof TransportError ? error : closedError(error))
     })
 
-    const close = Effect.suspend(() => {
-      if (closeStarted) return Deferred.await(closed)
-      closeStarted = true
-      sendable = false
-      return Effect.gen(function*() {
-        yield* Deferred.succeed(closing, undefined)
-        yield* Queue.end(queue)
-        // FIN goes behind the queued writes. A peer that stops reading can hold a write up for
-        // good (flow control), so this waits at most the grace period, then aborts.
-        yield* Effect.promise(() => lastWrite.then(() => channel.finish()).catch(() => undefined)).pipe(
-          Effect.timeoutOption(CLOSE_GRACE_MS)
-        )
-        // The peer answers with its own FIN once it has read everything; then nothing is lost.
-        yield* Effect.promise(() => readerDone).pipe(Effect.timeoutOption(CLOSE_GRACE_MS))
-        channel.abort()
-        yield* Deferred.succeed(closed, undefined)
-      }).pipe(Effect.uninterruptible)
-    })
+    // Uninterruptible from the flag on: a close interrupted between setting it and finishing
+    // would leave every later close (the scope's finalizer among them) waiting for good.
+    const close = Effect.uninterruptibleMask((restore) =>
+      Effect.suspend(() => {
+        if (closeStarted) return restore(Deferred.await(closed))
+        closeStarted = true
+        sendable = false
+        return Effect.gen(function*() {
+          yield* Deferred.succeed(closing, undefined)
+          yield* Queue.end(queue)
+          // FIN goes behind the queued writes. A peer that stops reading can hold a write up for
+          // good (flow control), so this waits at most the grace period, then aborts.
+          yield* Effect.promise(() => settledWithin(lastWrite.then(() => channel.finish()), CLOSE_GRACE_MS))
+          // The peer answers with its own FIN once it has read everything; then nothing is lost.
+          yield* Effect.promise(() => settledWithin(readerDone, CLOSE_GRACE_MS))
+          channel.abort()
+          yield* Deferred.succeed(closed, undefined)
+        })
+      })
+    )
     yield* Effect.addFinalizer(() => close)
 
     const send = (frame: Uint8Array): Effect.Effect<void, TransportError> =>
