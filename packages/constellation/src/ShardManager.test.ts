@@ -9,12 +9,15 @@ const reasonOf = (
   error: AuthError | StorageError
 ) => (error._tag === "AuthError" ? error.reason : `storage: ${error.message}`)
 
-const manager = ShardManager.layer({
-  shardId: "m",
-  defaultRegion: "eu-west",
-  maxDevices: 2,
-  fleetSecret: Redacted.make(SECRET)
-}).pipe(Layer.provideMerge(ShardStorage.layerTest))
+/** A manager over whatever ShardStorage is provided. */
+const managerOnly = (maxDevices: number) =>
+  ShardManager.layer({ shardId: "m", defaultRegion: "eu-west", maxDevices, fleetSecret: Redacted.make(SECRET) })
+
+/** A second manager over the storage in context (a restarted shard, or one with a doctored storage). */
+const buildManager = <E, R>(layer: Layer.Layer<ShardManager, E, R>) =>
+  Layer.build(layer).pipe(Effect.map((context) => Context.get(context, ShardManager)))
+
+const manager = managerOnly(2).pipe(Layer.provideMerge(ShardStorage.layerTest))
 
 describe("ShardManager", () => {
   it.live(
@@ -61,12 +64,7 @@ describe("ShardManager", () => {
         assert.strictEqual((yield* storage.counts).devices, 2)
         assert.strictEqual((yield* shard.stats).registeredDevices, 2)
         // A restarted shard (a new manager over the same storage) finds them in one lookup.
-        const restarted = yield* ShardManager.layer({
-          shardId: "m",
-          defaultRegion: "eu-west",
-          maxDevices: 2,
-          fleetSecret: Redacted.make(SECRET)
-        }).pipe(Layer.build, Effect.map((context) => Context.get(context, ShardManager)))
+        const restarted = yield* buildManager(managerOnly(2))
         const again = yield* Effect.forEach(
           [...admitted],
           (id) => restarted.authenticate(id, deviceToken(SECRET, id), "ignored"),
@@ -88,12 +86,7 @@ describe("ShardManager", () => {
           ...storage,
           registerDevices: () => Effect.fail(new StorageError({ operation: "registerDevices", message: "disk full" }))
         })
-        const shard = yield* ShardManager.layer({
-          shardId: "m",
-          defaultRegion: "eu-west",
-          maxDevices: 10,
-          fleetSecret: Redacted.make(SECRET)
-        }).pipe(Layer.provide(refusing), Layer.build, Effect.map((context) => Context.get(context, ShardManager)))
+        const shard = yield* buildManager(managerOnly(10).pipe(Layer.provide(refusing)))
         const [known, fresh] = yield* Effect.forEach(
           ["tv-known", "tv-new"],
           (id) => Effect.result(shard.authenticate(id, deviceToken(SECRET, id), "eu")),
