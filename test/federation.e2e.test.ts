@@ -74,11 +74,7 @@ const shard = (shardId: string, transport: SyncTransport["Service"]) =>
     region: REGION,
     maxDevices: 100,
     fleetSecret: SECRET,
-    transport: "memory",
     sync: { port: 0 },
-    host: "127.0.0.1",
-    httpPort: 0,
-    metricsPort: 0,
     ingestion: {
       minSyncInterval: Duration.zero,
       pushEvery: Duration.zero,

@@ -45,11 +45,7 @@ const shard = (certificate: { certificate: string; privateKey: string }) =>
     region: REGION,
     maxDevices: 100,
     fleetSecret: SECRET,
-    transport: "webtransport",
     sync: { host: "127.0.0.1", port: 0, certificate },
-    host: "127.0.0.1",
-    httpPort: 0,
-    metricsPort: 0,
     ingestion: {
       minSyncInterval: Duration.zero,
       pushEvery: Duration.zero,

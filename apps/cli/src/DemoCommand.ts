@@ -167,11 +167,7 @@ export const runDemo = Effect.fn("omega.demo")(function*(options: DemoOptions) {
         region: REGION,
         maxDevices: 100_000,
         fleetSecret: SECRET,
-        transport: "quic",
         sync: { host: "127.0.0.1", port: 0, identity },
-        host: "127.0.0.1",
-        httpPort: 0,
-        metricsPort: 0,
         ingestion: {
           minSyncInterval: Duration.zero,
           // A round's uploads are all decoded before the worker pulls its trends (decoding yields

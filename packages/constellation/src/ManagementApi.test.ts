@@ -13,11 +13,7 @@ const shardLayer = shardCore({
   region: "eu-west",
   maxDevices: 10,
   fleetSecret: "secret",
-  transport: "memory",
   sync: { port: 0 },
-  host: "127.0.0.1",
-  httpPort: 0,
-  metricsPort: 0,
   ingestion: { minSyncInterval: Duration.zero },
   federationEvery: Duration.hours(1)
 }).pipe(Layer.provideMerge(Layer.mergeAll(ShardStorage.layerTest, SyncTransport.layerMemory)))

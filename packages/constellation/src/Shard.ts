@@ -58,8 +58,14 @@ export const transportLayer = (choice: TransportChoice) =>
     SyncTransport.layerMemory :
     SyncTransport.layerWebTransport()
 
-/** The shard's core services on the given storage and transport (no HTTP). */
-export const shardCore = (options: ShardOptions) => {
+/** What the core services need; storage, transport and the HTTP ports are the caller's. */
+export type ShardCoreOptions = Pick<
+  ShardOptions,
+  "shardId" | "region" | "maxDevices" | "fleetSecret" | "sync" | "ingestion" | "federationEvery"
+>
+
+/** The shard's core services, over a ShardStorage and a SyncTransport the caller provides (no HTTP). */
+export const shardCore = (options: ShardCoreOptions) => {
   const core = SyncServer.layer({ listen: options.sync, helloTimeout: Duration.seconds(5) }).pipe(
     Layer.provideMerge(Federation.layer({ every: options.federationEvery ?? Duration.minutes(1) })),
     Layer.provideMerge(Ingestion.layer({ ...defaultIngestionConfig, ...options.ingestion })),

@@ -26,11 +26,7 @@ const shard = shardCore({
   region: REGIONS[0]!,
   maxDevices: 1_000,
   fleetSecret: SECRET,
-  transport: "memory",
   sync: { host: "127.0.0.1", port: 0 },
-  host: "127.0.0.1",
-  httpPort: 0,
-  metricsPort: 0,
   ingestion: {
     minSyncInterval: Duration.zero,
     pushEvery: Duration.zero,

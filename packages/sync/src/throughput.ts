@@ -7,7 +7,8 @@
  *   node packages/sync/src/throughput.ts [--json] [--stacks=binding,transport]
  *        [--connections=2000] [--seconds=10] [--up=330] [--down=40]
  *
- * `binding` drives @chainsafe/libp2p-quic's quinn binding directly; `transport` goes through
+ * `binding` drives @chainsafe/libp2p-quic's quinn binding directly, with the transport's own
+ * quinn settings; `transport` goes through
  * SyncTransport.layerQuic (framing, hellos, queues, Effect fibers). On Linux it also reports the
  * UDP datagrams the kernel dropped because a socket's receive buffer was full (RcvbufErrors in
  * /proc/net/snmp): the binding does not size its server socket, so the kernel's
@@ -15,12 +16,13 @@
  */
 import { Effect, Stream } from "effect"
 import { fork } from "node:child_process"
-import { loadQuicNative, type NativeStream, type QuicNative } from "./internal/QuicNative.ts"
+import { encodeFrame } from "./internal/Framing.ts"
+import { quinnConfig } from "./internal/Quic.ts"
+import { loadQuicNative, type NativeStream } from "./internal/QuicNative.ts"
 import { makeQuicIdentity } from "./QuicIdentity.ts"
-import type { QuicIdentity } from "./QuicIdentity.ts"
 import type { Connection } from "./SyncTransport.ts"
 import { SyncTransport } from "./SyncTransport.ts"
-import { defaultReceiveBufferBytes, udpReceiveBufferErrors } from "./UdpBuffers.ts"
+import { countUdpDrops, defaultReceiveBufferBytes } from "./UdpBuffers.ts"
 
 const flag = (name: string, fallback: string) =>
   process.argv.find((arg) => arg.startsWith(`--${name}=`))?.slice(name.length + 3) ?? fallback
@@ -31,25 +33,6 @@ const STACKS: ReadonlyArray<Stack> = ["binding", "transport"]
 const PER_ENDPOINT = 250
 /** The binding copies each read into a buffer of this size; frames here are small. */
 const READ = 2 * 1024
-
-const quinnConfig = (native: QuicNative, identity: QuicIdentity) =>
-  new native.QuinnConfig({
-    privateKeyProto: identity.privateKey,
-    handshakeTimeout: 5_000,
-    maxIdleTimeout: 30_000,
-    keepAliveInterval: 10_000,
-    maxConcurrentStreamLimit: 4,
-    maxStreamData: 2 * 1024 * 1024,
-    maxConnectionData: 4 * 1024 * 1024,
-    receiveBufferSize: 4 * 1024 * 1024,
-    sendBufferSize: 4 * 1024 * 1024
-  })
-
-const frameOf = (bytes: number) => {
-  const frame = new Uint8Array(4 + bytes).fill(7)
-  new DataView(frame.buffer).setUint32(0, bytes)
-  return frame
-}
 
 /** Child process: serves one stack, answers every frame of `up` bytes with one of `down` bytes. */
 const serve = async (stack: Stack, up: number, down: number) => {
@@ -65,9 +48,9 @@ const serve = async (stack: Stack, up: number, down: number) => {
   })
   if (stack === "binding") {
     const native = await loadQuicNative()
-    const server = new native.Server(quinnConfig(native, identity), "127.0.0.1", 0)
+    const server = new native.Server(quinnConfig(native, {})(identity), "127.0.0.1", 0)
     process.send!({ port: server.port(), peerId: identity.peerId })
-    const answer = frameOf(down)
+    const answer = encodeFrame(new Uint8Array(down).fill(9))
     const answerAll = async (stream: NativeStream) => {
       let buffered = 0
       for (;;) {
@@ -135,7 +118,7 @@ const measure = async (stack: Stack, connections: number, seconds: number, up: n
     startedAt = performance.now()
     deadline = startedAt + seconds * 1000
   }
-  const dropsBefore = udpReceiveBufferErrors()
+  const udpDrops = countUdpDrops()
   const connecting = performance.now()
   const announce = () =>
     process.stderr.write(
@@ -145,8 +128,8 @@ const measure = async (stack: Stack, connections: number, seconds: number, up: n
     )
   if (stack === "binding") {
     const native = await loadQuicNative()
-    const clients = identities.map((identity) => new native.Client(quinnConfig(native, identity), 0))
-    const frame = frameOf(up)
+    const clients = identities.map((identity) => new native.Client(quinnConfig(native, {})(identity), 0))
+    const frame = encodeFrame(new Uint8Array(up).fill(7))
     const streams = await Promise.all(
       Array.from(
         { length: connections },
@@ -203,7 +186,7 @@ const measure = async (stack: Stack, connections: number, seconds: number, up: n
   }
   const elapsed = (performance.now() - startedAt) / 1000
   const used = process.cpuUsage(cpuAtStart)
-  const dropsAfter = udpReceiveBufferErrors()
+  const drops = udpDrops()
   child.send("cpu")
   const server = await new Promise<{ cpuCores: number; rssMb: number }>((resolve) =>
     child.on("message", (message) => {
@@ -223,7 +206,7 @@ const measure = async (stack: Stack, connections: number, seconds: number, up: n
     clientCores: round((used.user + used.system) / 1e6 / elapsed, 2),
     serverCores: round(server.cpuCores, 2),
     serverRssMb: round(server.rssMb),
-    udpDrops: dropsBefore === undefined || dropsAfter === undefined ? undefined : dropsAfter - dropsBefore
+    udpDrops: drops
   } satisfies Result
 }
 

@@ -22,9 +22,9 @@ import { addressOfMultiaddr, loadQuicNative, peerIdOfMultiaddr } from "./QuicNat
 // The binding copies each read into a new buffer of the size asked for: reads are sized by what
 // the frame being read still lacks, within these bounds (small frames are most of the traffic).
 const MIN_READ_BYTES = 2 * 1024
+const MAX_READ_BYTES = 64 * 1024
 /** Handshakes the server runs at once. */
 const ACCEPTORS = 32
-const MAX_READ_BYTES = 64 * 1024
 
 export const make = (options: QuicOptions): Effect.Effect<SyncTransport["Service"], TransportError> =>
   Effect.gen(function*() {
@@ -146,7 +146,8 @@ const clientEndpoints = (native: QuicNative, config: (identity: QuicIdentity) =>
   }
 }
 
-const quinnConfig = (native: QuicNative, options: QuicOptions) => (identity: QuicIdentity) =>
+/** The transport's quinn settings for an identity (also what `throughput.ts` drives the binding with). */
+export const quinnConfig = (native: QuicNative, options: QuicOptions) => (identity: QuicIdentity) =>
   new native.QuinnConfig({
     privateKeyProto: identity.privateKey,
     handshakeTimeout: 5_000,
