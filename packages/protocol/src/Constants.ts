@@ -23,3 +23,9 @@ export const MAX_TRENDS = 256
 
 /** Upper bound on recent watches carried in a context. */
 export const MAX_RECENT_WATCHES = 20
+
+/** Upper bound on co-watch neighbours listed for one catalog item. */
+export const MAX_COWATCH_NEIGHBOURS = 64
+
+/** Upper bound on catalog items whose co-watch neighbours one CoWatchUpdate carries. */
+export const MAX_COWATCH_ROWS = 512

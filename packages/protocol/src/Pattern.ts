@@ -4,7 +4,7 @@
  * carries no content id, title or timestamp of anything watched.
  */
 import { Schema } from "effect"
-import { MAX_DELTA_PATTERNS, MAX_GLOBAL_PATTERNS, MAX_TRENDS } from "./Constants.ts"
+import { MAX_COWATCH_NEIGHBOURS, MAX_DELTA_PATTERNS, MAX_GLOBAL_PATTERNS, MAX_TRENDS } from "./Constants.ts"
 import { Embedding } from "./Embedding.ts"
 import { ContentId, DayType, Mood, TimeOfDay, Timestamp, UnitInterval } from "./Viewing.ts"
 
@@ -85,6 +85,28 @@ export const TrendSignal = Schema.Struct({
   velocity: Schema.Finite
 })
 export type TrendSignal = typeof TrendSignal.Type
+
+/**
+ * How strongly viewers of one item also watch another: co-watching devices over the geometric
+ * mean of both items' viewing devices (a cosine between the items' device sets), in 1/1000.
+ * Integers keep it to one or two bytes on the wire.
+ */
+export const CoWatchWeight = Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 1000 }))
+
+/** A catalog item co-watched with another, and how strongly. */
+export const CoWatchNeighbour = Schema.Struct({ contentId: ContentId, weight: CoWatchWeight })
+export type CoWatchNeighbour = typeof CoWatchNeighbour.Type
+
+/**
+ * The items most often watched by the same devices as `contentId`, strongest first. The
+ * constellation publishes a pair only when at least k distinct devices watched both; an empty
+ * list withdraws the item's row.
+ */
+export const CoWatchRow = Schema.Struct({
+  contentId: ContentId,
+  neighbours: Schema.Array(CoWatchNeighbour).check(Schema.isMaxLength(MAX_COWATCH_NEIGHBOURS))
+})
+export type CoWatchRow = typeof CoWatchRow.Type
 
 /** An item of the catalog with its embedding; new content is announced this way. */
 export const ContentEmbedding = Schema.Struct({

@@ -1,5 +1,6 @@
 export * from "./Averaging.ts"
 export * from "./ContentDistribution.ts"
+export * from "./CoWatch.ts"
 export * from "./Personalization.ts"
 export * from "./Privacy.ts"
 export * from "./Trends.ts"

@@ -2,6 +2,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { Effect, Result, Schema } from "effect"
 import { deflateRawSync } from "node:zlib"
 import type { PatternId } from "../Pattern.ts"
+import type { ContentId } from "../Viewing.ts"
 import { makeBinaryLayout } from "./Binary.ts"
 import {
   decodeFrame,
@@ -52,6 +53,14 @@ const frames: ReadonlyArray<readonly [SyncFrame, QuantizerConfig]> = [
   [{ _tag: "DeltaAck", version: 57, accepted: 15, duplicate: false }, defaultQuantization.patterns],
   [globalUpdate(seededRandom(2), patterns.slice(0, 100), 20), defaultQuantization.patterns],
   [{ _tag: "ContentUpdate", items: contentItems(20, 4) }, defaultQuantization.content],
+  [{
+    _tag: "CoWatchUpdate",
+    version: 3,
+    rows: [
+      { contentId: "ml-50" as ContentId, neighbours: [{ contentId: "ml-181" as ContentId, weight: 412 }] },
+      { contentId: "ml-7" as ContentId, neighbours: [] }
+    ]
+  }, defaultQuantization.patterns],
   [{ _tag: "Ping", nonce: 0xffff_ffff }, defaultQuantization.patterns],
   [{ _tag: "Pong", nonce: 0 }, defaultQuantization.patterns],
   [
@@ -152,14 +161,14 @@ describe("refusing bad frames", () => {
 
   it.effect("unknown frame types, and known tags on the wrong body", () =>
     Effect.gen(function*() {
-      // 13 frame types today (tags 0-12): anything beyond is unknown.
-      for (const tag of [13, 14, 127, 200]) {
+      // 14 frame types today (tags 0-13): anything beyond is unknown.
+      for (const tag of [14, 15, 127, 200]) {
         const bytes = upload.slice()
         bytes[1] = tag
         const error = yield* expectReason(bytes, "unknown-frame")
         assert.include(error.message, "variant")
       }
-      for (let tag = 0; tag < 13; tag++) {
+      for (let tag = 0; tag < 14; tag++) {
         if (tag === 2) continue
         const bytes = upload.slice()
         bytes[1] = tag

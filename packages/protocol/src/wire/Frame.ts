@@ -6,9 +6,10 @@
  * Member order is part of the binary format: add new frames at the end.
  */
 import { Schema } from "effect"
-import { MAX_GLOBAL_PATTERNS, MAX_TRENDS } from "../Constants.ts"
+import { MAX_COWATCH_ROWS, MAX_GLOBAL_PATTERNS, MAX_TRENDS } from "../Constants.ts"
 import {
   ContentEmbedding,
+  CoWatchRow,
   GlobalPattern,
   GlobalPatterns,
   PatternDelta,
@@ -21,7 +22,7 @@ import { Timestamp } from "../Viewing.ts"
 import { type EmbeddingBasis, QuantizedEmbedding, type QuantizerConfig, QuantizerPresets } from "./Quantize.ts"
 
 /** Version of the frame schemas below; bump on any change to them or to the binary layout. */
-export const PROTOCOL_VERSION = 2
+export const PROTOCOL_VERSION = 3
 
 /** Upper bound on catalog items announced in one ContentUpdate. */
 export const MAX_CONTENT_ITEMS = 64
@@ -130,6 +131,14 @@ export const makeSyncFrame = (
   const ContentUpdate = Schema.TaggedStruct("ContentUpdate", {
     items: Schema.Array(WireContentEmbedding).check(Schema.isMaxLength(MAX_CONTENT_ITEMS))
   })
+  /**
+   * Shard sends co-watch rows learned across the fleet (catalog knowledge like ContentUpdate, and
+   * like it outside the per-sync budget); a TV replaces the rows it names and keeps the others.
+   */
+  const CoWatchUpdate = Schema.TaggedStruct("CoWatchUpdate", {
+    version: Version,
+    rows: Schema.Array(CoWatchRow).check(Schema.isMaxLength(MAX_COWATCH_ROWS))
+  })
   const Ping = Schema.TaggedStruct("Ping", { nonce: Nonce })
   const Pong = Schema.TaggedStruct("Pong", { nonce: Nonce })
   const ErrorFrame = Schema.TaggedStruct("ErrorFrame", {
@@ -173,7 +182,8 @@ export const makeSyncFrame = (
     FederationPull,
     ShardPatterns,
     RegionUpdate,
-    RoundRequest
+    RoundRequest,
+    CoWatchUpdate
   ])
 }
 
@@ -194,3 +204,4 @@ export type FederationPull = Extract<SyncFrame, { readonly _tag: "FederationPull
 export type ShardPatterns = Extract<SyncFrame, { readonly _tag: "ShardPatterns" }>
 export type RegionUpdate = Extract<SyncFrame, { readonly _tag: "RegionUpdate" }>
 export type RoundRequest = Extract<SyncFrame, { readonly _tag: "RoundRequest" }>
+export type CoWatchUpdate = Extract<SyncFrame, { readonly _tag: "CoWatchUpdate" }>

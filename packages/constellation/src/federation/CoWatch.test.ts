@@ -1,0 +1,99 @@
+import { assert, describe, it } from "@effect/vitest"
+import { type ContentEmbedding, type ContentId, EMBEDDING_DIMENSIONS } from "@omega/protocol"
+import { gaussian, seededRandom, unit } from "../internal/vectors.ts"
+import { coWatchChunks, CoWatchCounter, deviceItems } from "./CoWatch.ts"
+import { catalogMatrix } from "./Trends.ts"
+
+const ids = (...names: Array<string>) => names as Array<ContentId>
+const config = { minDevices: 3, neighbours: 20, maxItemsPerDevice: 64 }
+
+/** Rows as { item: { neighbour: weight } } for readable assertions. */
+const table = (counter: CoWatchCounter) =>
+  Object.fromEntries(
+    counter.publish().map((
+      row
+    ) => [row.contentId, Object.fromEntries(row.neighbours.map((n) => [n.contentId, n.weight]))])
+  )
+
+describe("CoWatchCounter", () => {
+  it("publishes a pair only once k distinct devices watched both items", () => {
+    const counter = new CoWatchCounter(config)
+    counter.observe("tv-1", ids("a", "b", "c"))
+    counter.observe("tv-2", ids("a", "b"))
+    assert.deepStrictEqual(counter.publish(), [])
+    counter.observe("tv-3", ids("a", "b", "d"))
+    // a-b: 3 devices of 3 viewers each, cosine 1; a-c, b-c, a-d, b-d: one device each, never published.
+    assert.deepStrictEqual(table(counter), { a: { b: 1000 }, b: { a: 1000 } })
+  })
+
+  it("weights a pair by co-watching devices over the geometric mean of both items' viewers", () => {
+    const counter = new CoWatchCounter(config)
+    for (let tv = 1; tv <= 3; tv++) counter.observe(`tv-${tv}`, ids("hit", "cult"))
+    for (let tv = 4; tv <= 12; tv++) counter.observe(`tv-${tv}`, ids("hit"))
+    counter.observe("tv-13", ids("cult"))
+    // hit: 12 viewers, cult: 4, both: 3 -> 3 / sqrt(48) = 0.433.
+    assert.deepStrictEqual(table(counter), { cult: { hit: 433 }, hit: { cult: 433 } })
+  })
+
+  it("a device's new items replace its old ones, and a row that empties is withdrawn", () => {
+    const counter = new CoWatchCounter(config)
+    for (let tv = 1; tv <= 3; tv++) counter.observe(`tv-${tv}`, ids("a", "b"))
+    assert.deepStrictEqual(Object.keys(table(counter)), ["a", "b"])
+    // tv-3 now decodes to other items: a-b drops to 2 devices, under k, and both rows are withdrawn.
+    counter.observe("tv-3", ids("c"))
+    const withdrawn = [
+      { contentId: "a" as ContentId, neighbours: [] },
+      { contentId: "b" as ContentId, neighbours: [] }
+    ]
+    assert.deepStrictEqual(counter.publish(), withdrawn)
+    // Withdrawn once; the next table does not repeat it.
+    assert.deepStrictEqual(counter.publish(), [])
+    counter.observe("tv-3", ids("a", "b"))
+    assert.deepStrictEqual(Object.keys(table(counter)), ["a", "b"])
+    counter.forget("tv-1")
+    assert.deepStrictEqual(counter.publish(), withdrawn)
+    assert.strictEqual(counter.deviceCount, 2)
+  })
+
+  it("bounds each device's items and each row's neighbours, strongest first", () => {
+    const counter = new CoWatchCounter({ minDevices: 1, neighbours: 2, maxItemsPerDevice: 3 })
+    counter.observe("tv-1", ids("a", "b", "c", "d", "e"))
+    counter.observe("tv-2", ids("a", "b"))
+    // tv-1 counts only a, b, c: a-b has 2 devices, a-c 1; d and e never appear.
+    const rows = table(counter)
+    assert.deepStrictEqual(Object.keys(rows), ["a", "b", "c"])
+    assert.deepStrictEqual(Object.keys(rows["a"]!), ["b", "c"])
+    assert.isAbove(rows["a"]!["b"]!, rows["a"]!["c"]!)
+  })
+
+  it("refuses a configuration that would publish single-device pairs by accident", () => {
+    assert.throws(() => new CoWatchCounter({ ...config, minDevices: 0 }), RangeError)
+  })
+
+  it("chunks rows for CoWatchUpdate frames", () => {
+    const rows = ids("a", "b", "c", "d", "e").map((contentId) => ({ contentId, neighbours: [] }))
+    assert.deepStrictEqual(coWatchChunks(rows, 2).map((c) => c.length), [2, 2, 1])
+  })
+})
+
+describe("deviceItems", () => {
+  it("decodes a device's patterns to the catalog items they average, the most watched first", () => {
+    const random = seededRandom(3)
+    const items: Array<ContentEmbedding> = Array.from({ length: 40 }, (_, i) => ({
+      contentId: `m${i}` as ContentId,
+      title: `m${i}`,
+      genres: [],
+      embedding: unit(Array.from({ length: EMBEDDING_DIMENSIONS }, () => gaussian(random)))!
+    }))
+    const mix = (...rows: Array<number>) =>
+      unit(items[0]!.embedding.map((_, d) => rows.reduce((s, r) => s + items[r]!.embedding[d]!, 0)))!
+    const patterns = [
+      { embedding: mix(5, 9), sampleCount: 6 },
+      { embedding: mix(20), sampleCount: 1 }
+    ]
+    const decoded = deviceItems(patterns, catalogMatrix(items), 10)
+    assert.sameMembers(decoded.slice(0, 2), ids("m5", "m9"))
+    assert.strictEqual(decoded[2], "m20")
+    assert.deepStrictEqual(deviceItems(patterns, catalogMatrix(items), 1).length, 1)
+  })
+})

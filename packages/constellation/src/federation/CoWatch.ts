@@ -1,0 +1,170 @@
+/**
+ * Co-watch learning: which catalog items the same devices watch, learned from nothing but the
+ * patterns they share. A device's shared patterns are decoded against the catalog the
+ * constellation distributes (catalogEvidence, as for trends); its decoded items replace the
+ * ones it had before, and pair counts over devices give, for each item, the items its viewers
+ * also watch: item-to-item collaborative filtering whose only input is k-anonymous aggregates.
+ *
+ * Each device counts once per pair however much it watched, and a pair is published only when
+ * at least k distinct devices stand behind it. The TV does the rest on its own: it scores the
+ * neighbours of everything it has watched, a history that never leaves it.
+ */
+import type { ContentId, CoWatchRow } from "@omega/protocol"
+import { catalogEvidence, type CatalogMatrix, defaultMatchOptions, type MatchOptions } from "./Trends.ts"
+
+export interface CoWatchConfig {
+  /** k: a pair is published only when this many distinct devices watched both items. */
+  readonly minDevices: number
+  /** Neighbours published per item, strongest first. */
+  readonly neighbours: number
+  /** Items kept per device (its strongest decoded items); bounds one device's pairs. */
+  readonly maxItemsPerDevice: number
+}
+
+export const defaultCoWatchConfig: CoWatchConfig = { minDevices: 3, neighbours: 20, maxItemsPerDevice: 64 }
+
+/** What `deviceItems` reads of a shared pattern. */
+export interface DecodablePattern {
+  readonly embedding: Float32Array
+  readonly sampleCount: number
+}
+
+/**
+ * The catalog items a device's patterns decode to, strongest first (at most `limit`): each
+ * pattern is decoded as a sparse mix of catalog items and credits them its sample count.
+ */
+export const deviceItems = (
+  patterns: Iterable<DecodablePattern>,
+  catalog: CatalogMatrix,
+  limit: number,
+  match: MatchOptions = defaultMatchOptions
+): Array<ContentId> => {
+  const weights = new Map<ContentId, number>()
+  for (const p of patterns) {
+    for (const { contentId, share } of catalogEvidence(p.embedding, catalog, match, p.sampleCount)) {
+      weights.set(contentId, (weights.get(contentId) ?? 0) + share * Math.max(p.sampleCount, 1e-6))
+    }
+  }
+  return [...weights.entries()].sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1)).slice(0, limit).map(([id]) => id)
+}
+
+/** Pair keys: the smaller item index times this plus the larger (exact in a double up to 2^29 items). */
+const PAIR = 2 ** 24
+
+/** Pair counts over devices' decoded items. Not thread-safe; one per shard or federation worker. */
+export class CoWatchCounter {
+  readonly config: CoWatchConfig
+  private readonly index = new Map<ContentId, number>()
+  private readonly ids: Array<ContentId> = []
+  /** Devices per item. */
+  private readonly viewers: Array<number> = []
+  /** Devices per pair of items, keyed by pairKey. */
+  private readonly pairs = new Map<number, number>()
+  /** Each device's current items, as sorted item indexes. */
+  private readonly devices = new Map<string, ReadonlyArray<number>>()
+  /** Items whose row was last published non-empty, so a row that empties can be withdrawn. */
+  private published = new Set<ContentId>()
+
+  constructor(config: CoWatchConfig = defaultCoWatchConfig) {
+    if (!(config.minDevices >= 1) || !(config.neighbours >= 1) || !(config.maxItemsPerDevice >= 1)) {
+      throw new RangeError("minDevices, neighbours and maxItemsPerDevice must be at least 1")
+    }
+    this.config = config
+  }
+
+  /** Devices with items. */
+  get deviceCount(): number {
+    return this.devices.size
+  }
+
+  /** Replaces what `deviceId` watched with `items` (its strongest first; beyond maxItemsPerDevice is ignored). */
+  observe(deviceId: string, items: Iterable<ContentId>): void {
+    const next = new Set<number>()
+    for (const id of items) {
+      if (next.size >= this.config.maxItemsPerDevice) break
+      next.add(this.indexOf(id))
+    }
+    this.count(this.devices.get(deviceId) ?? [], -1)
+    const sorted = [...next].sort((a, b) => a - b)
+    this.count(sorted, 1)
+    if (sorted.length === 0) this.devices.delete(deviceId)
+    else this.devices.set(deviceId, sorted)
+  }
+
+  /** Forgets a device and everything it contributed. */
+  forget(deviceId: string): void {
+    this.observe(deviceId, [])
+  }
+
+  /**
+   * Every item's strongest co-watched items backed by at least k devices, strongest first, with
+   * an empty row for each item published last time that has none now (the TV drops it).
+   */
+  publish(): Array<CoWatchRow> {
+    const { minDevices, neighbours } = this.config
+    const lists = new Map<number, Array<{ item: number; strength: number }>>()
+    const add = (from: number, item: number, strength: number) => {
+      let list = lists.get(from)
+      if (list === undefined) lists.set(from, list = [])
+      list.push({ item, strength })
+    }
+    for (const [key, devices] of this.pairs) {
+      if (devices < minDevices) continue
+      const a = Math.floor(key / PAIR)
+      const b = key - a * PAIR
+      const strength = devices / Math.sqrt(this.viewers[a]! * this.viewers[b]!)
+      add(a, b, strength)
+      add(b, a, strength)
+    }
+    const rows: Array<CoWatchRow> = []
+    const now = new Set<ContentId>()
+    for (const [from, list] of lists) {
+      list.sort((x, y) => y.strength - x.strength || x.item - y.item)
+      const contentId = this.ids[from]!
+      now.add(contentId)
+      rows.push({
+        contentId,
+        neighbours: list.slice(0, neighbours).map(({ item, strength }) => ({
+          contentId: this.ids[item]!,
+          weight: Math.min(1000, Math.max(1, Math.round(strength * 1000)))
+        }))
+      })
+    }
+    for (const contentId of this.published) if (!now.has(contentId)) rows.push({ contentId, neighbours: [] })
+    this.published = now
+    return rows.sort((a, b) => (a.contentId < b.contentId ? -1 : a.contentId > b.contentId ? 1 : 0))
+  }
+
+  private indexOf(id: ContentId): number {
+    let i = this.index.get(id)
+    if (i === undefined) {
+      i = this.ids.length
+      if (i >= PAIR) throw new RangeError(`co-watch counts support at most ${PAIR} catalog items`)
+      this.index.set(id, i)
+      this.ids.push(id)
+      this.viewers.push(0)
+    }
+    return i
+  }
+
+  /** Adds `delta` to the viewers of every item in `sorted` and the devices of every pair among them. */
+  private count(sorted: ReadonlyArray<number>, delta: 1 | -1): void {
+    for (let x = 0; x < sorted.length; x++) {
+      const a = sorted[x]!
+      this.viewers[a]! += delta
+      for (let y = x + 1; y < sorted.length; y++) {
+        const key = a * PAIR + sorted[y]!
+        const devices = (this.pairs.get(key) ?? 0) + delta
+        if (devices === 0) this.pairs.delete(key)
+        else this.pairs.set(key, devices)
+      }
+    }
+  }
+}
+
+/** Splits rows into CoWatchUpdate-sized chunks. */
+export const coWatchChunks = (rows: ReadonlyArray<CoWatchRow>, size: number): Array<ReadonlyArray<CoWatchRow>> => {
+  const chunks: Array<ReadonlyArray<CoWatchRow>> = []
+  for (let i = 0; i < rows.length; i += size) chunks.push(rows.slice(i, i + size))
+  return chunks
+}
