@@ -115,7 +115,18 @@ const inspect = <A>(path: string, read: (db: Database.Database) => A) =>
     (db) => Effect.sync(() => db.close())
   )
 
-const TABLES = ["catalog", "collective", "events", "meta", "outbox", "patterns", "tombstones", "trends", "watched"]
+const TABLES = [
+  "catalog",
+  "collective",
+  "cowatch",
+  "events",
+  "meta",
+  "outbox",
+  "patterns",
+  "tombstones",
+  "trends",
+  "watched"
+]
 
 describe("BrainStore on a file", () => {
   it.effect("migrates once: reopening keeps every table and row, and the file is in WAL mode", () =>

@@ -7,6 +7,7 @@
 import {
   type ContentEmbedding,
   type ContentId,
+  type CoWatchRow,
   type GlobalPattern,
   type PatternContext,
   type PatternDelta,
@@ -39,6 +40,8 @@ export interface BrainVersions {
   readonly global: number
   /** Bumped by every catalog change. */
   readonly catalog: number
+  /** Version of the newest co-watch rows applied. */
+  readonly coWatch: number
 }
 
 /** A catalog item without its embedding (those stay in SQLite and the index until needed). */
@@ -55,6 +58,8 @@ export interface BrainSnapshot {
   readonly catalog: ReadonlyArray<CatalogItem>
   readonly collective: ReadonlyArray<GlobalPattern>
   readonly trends: ReadonlyArray<TrendSignal>
+  /** Co-watch rows learned across the fleet, and the version of the newest applied. */
+  readonly coWatch: ReadonlyArray<CoWatchRow>
   readonly watched: ReadonlyArray<ContentId>
   readonly recentEvents: ReadonlyArray<ViewingEvent>
 }
@@ -93,6 +98,8 @@ export class BrainStore extends Context.Service<BrainStore, {
     patterns: ReadonlyArray<GlobalPattern>,
     trends: ReadonlyArray<TrendSignal>
   ) => Effect.Effect<void, StoreError>
+  /** Replaces the co-watch rows named (an empty row deletes one) and records `version`. */
+  readonly saveCoWatch: (version: number, rows: ReadonlyArray<CoWatchRow>) => Effect.Effect<void, StoreError>
   /** Keeps a delta until it is acknowledged; replaces an entry of the same version. */
   readonly enqueueDelta: (delta: PatternDelta, createdAt: number) => Effect.Effect<void, StoreError>
   readonly outbox: Effect.Effect<ReadonlyArray<OutboxEntry>, StoreError>
@@ -153,7 +160,8 @@ const MIGRATIONS = [
   )`,
   `create table trends (content_id text not null, region text not null, score real not null, velocity real not null,
     primary key (content_id, region))`,
-  `create table outbox (version integer primary key, body text not null, created_at integer not null)`
+  `create table outbox (version integer primary key, body text not null, created_at integer not null)`,
+  `create table cowatch (content_id text primary key, neighbours text not null)`
 ]
 
 /** Opens (and migrates) the database at `path`. */
@@ -175,7 +183,8 @@ function make(path: string, synchronous: "normal" | "full") {
             local: meta.get("local_version") ?? 0,
             acknowledged: meta.get("acknowledged_version") ?? 0,
             global: meta.get("global_version") ?? 0,
-            catalog: meta.get("catalog_version") ?? 0
+            catalog: meta.get("catalog_version") ?? 0,
+            coWatch: meta.get("cowatch_version") ?? 0
           },
           patterns: statements.allPatterns.all().map(patternFromRow),
           catalog: statements.catalogItems.all().map((row): CatalogItem => ({
@@ -196,6 +205,10 @@ function make(path: string, synchronous: "normal" | "full") {
             region: row.region,
             score: row.score,
             velocity: row.velocity
+          })),
+          coWatch: statements.allCoWatch.all().map((row): CoWatchRow => ({
+            contentId: row.content_id as ContentId,
+            neighbours: JSON.parse(row.neighbours) as CoWatchRow["neighbours"]
           })),
           watched: statements.allWatched.all().map((row) => row.content_id as ContentId),
           recentEvents: statements.recentEvents.all(recentLimit).reverse().map((row) => eventFromJson(row.body))
@@ -287,6 +300,18 @@ function make(path: string, synchronous: "normal" | "full") {
       }
     )
 
+    const saveCoWatch = Effect.fn("BrainStore.saveCoWatch")(
+      function*(version: number, rows: ReadonlyArray<CoWatchRow>) {
+        yield* tx("saveCoWatch", () => {
+          for (const row of rows) {
+            if (row.neighbours.length === 0) statements.deleteCoWatch.run(row.contentId)
+            else statements.upsertCoWatch.run(row.contentId, JSON.stringify(row.neighbours))
+          }
+          statements.setMetaMax.run("cowatch_version", version)
+        })
+      }
+    )
+
     const enqueueDelta = Effect.fn("BrainStore.enqueueDelta")(function*(delta: PatternDelta, createdAt: number) {
       yield* attempt("enqueueDelta", () => statements.upsertOutbox.run(delta.version, deltaToJson(delta), createdAt))
     })
@@ -331,6 +356,7 @@ function make(path: string, synchronous: "normal" | "full") {
       catalogEmbedding,
       catalogWithEmbeddings,
       saveGlobal,
+      saveCoWatch,
       enqueueDelta,
       outbox,
       acknowledge,
@@ -456,6 +482,12 @@ function prepare(db: Database.Database) {
       `insert into trends (content_id, region, score, velocity) values (?, ?, ?, ?)
        on conflict (content_id, region) do update set score = excluded.score, velocity = excluded.velocity`
     ),
+    allCoWatch: db.prepare<[], { content_id: string; neighbours: string }>(`select * from cowatch`),
+    upsertCoWatch: db.prepare<[string, string]>(
+      `insert into cowatch (content_id, neighbours) values (?, ?)
+       on conflict (content_id) do update set neighbours = excluded.neighbours`
+    ),
+    deleteCoWatch: db.prepare<[string]>(`delete from cowatch where content_id = ?`),
     allOutbox: db.prepare<[], { version: number; body: string; created_at: number }>(
       `select * from outbox order by version`
     ),

@@ -3,7 +3,13 @@
  * embeddings, and the embeddings themselves read from BrainStore when needed (a small cache
  * keeps the recent ones), so a large catalog costs little memory or start-up time.
  */
-import { type ContentEmbedding, type ContentId, EMBEDDING_DIMENSIONS } from "@omega/protocol"
+import {
+  type ContentEmbedding,
+  type ContentId,
+  type CoWatchNeighbour,
+  type CoWatchRow,
+  EMBEDDING_DIMENSIONS
+} from "@omega/protocol"
 import { Context, Effect, Layer } from "effect"
 import { BrainStore, type CatalogItem, type StoreError } from "./BrainStore.ts"
 import { loadSnapshot, saveSnapshot } from "./internal/IndexSnapshot.ts"
@@ -19,6 +25,12 @@ export class Catalog extends Context.Service<Catalog, {
   /** Adds new items and replaces changed ones (the caller persists them). */
   readonly upsert: (items: ReadonlyArray<ContentEmbedding>) => Effect.Effect<void, IndexError>
   readonly nearest: (v: Float32Array, k: number) => Effect.Effect<ReadonlyArray<Neighbour<CatalogItem>>, IndexError>
+  /** What the fleet's viewers of `id` also watched, strongest first; undefined without a row. */
+  readonly coWatched: (id: ContentId) => ReadonlyArray<CoWatchNeighbour> | undefined
+  /** Replaces the co-watch rows named; an empty row removes the item's (the caller persists them). */
+  readonly setCoWatch: (rows: ReadonlyArray<CoWatchRow>) => void
+  /** Counts setCoWatch calls: anything derived from the rows is stale once it moves. */
+  readonly coWatchVersion: () => number
   /** Saves the index and its keys to `path`, stamped with the store's catalog version. */
   readonly save: (path: string, stamp: number) => Effect.Effect<void, unknown>
   /** Takes `items` with the index saved at `path` if its stamp matches; false means rebuild. */
@@ -37,6 +49,8 @@ function make() {
     const options = { dimensions: EMBEDDING_DIMENSIONS, quantization: "f16", capacity: 2_048, ...INDEX_TUNING } as const
     let index = yield* vectorIndex.create(options)
     const items = new Map<ContentId, CatalogItem>()
+    const coWatch = new Map<ContentId, ReadonlyArray<CoWatchNeighbour>>()
+    let coWatchVersion = 0
     let keys = new KeyMap<ContentId>()
     // Map iteration order is insertion order, which makes it a small LRU.
     const cache = new Map<ContentId, Float32Array>()
@@ -74,6 +88,15 @@ function make() {
       embedding,
       size: () => items.size,
       upsert,
+      coWatched: (id) => coWatch.get(id),
+      coWatchVersion: () => coWatchVersion,
+      setCoWatch: (rows) => {
+        coWatchVersion += 1
+        for (const row of rows) {
+          if (row.neighbours.length === 0) coWatch.delete(row.contentId)
+          else coWatch.set(row.contentId, row.neighbours)
+        }
+      },
       nearest: (v, k) => index.search(v, k).pipe(Effect.map((hits) => keys.resolve(hits, items))),
       save: (path, stamp) => saveSnapshot(index, keys, path, stamp),
       restore: (path, stamp, restored) =>

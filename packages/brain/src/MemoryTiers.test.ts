@@ -240,6 +240,7 @@ describe("MemoryTiers.causal", () => {
         assert.deepStrictEqual(causal.outcomes(), {
           local: { watched: 1, successes: 0 },
           collective: { watched: 1, successes: 1 },
+          cowatch: { watched: 0, successes: 0 },
           trend: { watched: 2, successes: 1 }
         })
       })
@@ -262,6 +263,7 @@ describe("MemoryTiers.causal", () => {
         assert.deepStrictEqual(causal.outcomes(), {
           local: { watched: 0, successes: 0 },
           collective: { watched: 1, successes: 1 },
+          cowatch: { watched: 0, successes: 0 },
           trend: { watched: 2, successes: 1 }
         })
       }), { pendingActions: 3 }))

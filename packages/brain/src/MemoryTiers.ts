@@ -42,7 +42,7 @@ export const defaultTierLimits: TierLimits = {
 export const INDEX_TUNING = { connectivity: 16, expansionAdd: 64, expansionSearch: 96 } as const
 
 /** Where a recommendation came from; the causal tier learns which sources pay off. */
-export type RecommendationSource = "local" | "collective" | "trend"
+export type RecommendationSource = "local" | "collective" | "cowatch" | "trend"
 
 export interface SourceOutcome {
   /** Recommendations from this source that were then watched. */
@@ -63,6 +63,8 @@ export class MemoryTiers extends Context.Service<MemoryTiers, {
     /** Newest last. */
     readonly recent: (n: number) => ReadonlyArray<ViewingEvent>
     readonly hasWatched: (id: ContentId) => boolean
+    /** Everything ever watched, oldest first. */
+    readonly watched: () => IterableIterator<ContentId>
     readonly markWatched: (ids: Iterable<ContentId>) => void
     readonly watchedCount: () => number
   }
@@ -123,6 +125,7 @@ function make(limits: TierLimits) {
         return ordered.slice(Math.max(0, ordered.length - n))
       },
       hasWatched: (id: ContentId) => watched.has(id),
+      watched: () => watched.values(),
       markWatched: (ids: Iterable<ContentId>) => {
         for (const id of ids) watched.add(id)
       },
@@ -217,6 +220,7 @@ function make(limits: TierLimits) {
     const outcomes: Record<RecommendationSource, { watched: number; successes: number }> = {
       local: { watched: 0, successes: 0 },
       collective: { watched: 0, successes: 0 },
+      cowatch: { watched: 0, successes: 0 },
       trend: { watched: 0, successes: 0 }
     }
     const causal = {

@@ -277,13 +277,71 @@ describe("learning loops", () => {
     ))
 })
 
+/** comedy-1's viewers also watched horror-3 (strongly) and romance-5. */
+const coWatch = (version: number, neighbours = [{ contentId: "horror-3", weight: 900 }, {
+  contentId: "romance-5",
+  weight: 400
+}]) => ({ version, rows: [{ contentId: "comedy-1", neighbours }] })
+
+const coWatchConfig = config({
+  recommender: { ...defaultBrainConfig.recommender, sourceWeights: { local: 1, collective: 1, cowatch: 30, trend: 1 } }
+})
+
+describe("OmegaBrain.applyCoWatch", () => {
+  it.effect("recommends what viewers of a watched item also watched, ignores stale versions, withdraws empty rows", () =>
+    withBrain((brain) =>
+      Effect.gen(function*() {
+        yield* brain.observe(watch("comedy-1", 0.9))
+        assert.isTrue(yield* brain.applyCoWatch(coWatch(2)))
+        assert.isFalse(yield* brain.applyCoWatch(coWatch(1, [{ contentId: "documentary-2", weight: 1000 }])))
+        const recs = yield* brain.recommend(evening, 5)
+        assert.deepStrictEqual(recs.slice(0, 2).map((r): string => r.contentId), ["horror-3", "romance-5"])
+        assert.strictEqual(recs[0]!.reason, `Viewers of ${item("comedy-1").title} also watched this`)
+        assert.strictEqual((yield* brain.stats).versions.coWatch, 2)
+
+        assert.isTrue(yield* brain.applyCoWatch(coWatch(3, [])))
+        const after = yield* brain.recommend(evening, 5)
+        assert.isFalse(after.some((r) => r.reason.startsWith("Viewers of")))
+      }), coWatchConfig))
+
+  it.effect("ignores rows of items it has never watched", () =>
+    withBrain((brain) =>
+      Effect.gen(function*() {
+        yield* brain.observe(watch("romance-1", 0.9))
+        yield* brain.applyCoWatch(coWatch(1))
+        const recs = yield* brain.recommend(evening, 5)
+        assert.isFalse(recs.some((r) => r.reason.startsWith("Viewers of")))
+      }), coWatchConfig))
+
+  it.effect("rejects malformed rows with a typed error and keeps the rows it had", () =>
+    withBrain((brain) =>
+      Effect.gen(function*() {
+        yield* brain.observe(watch("comedy-1", 0.9))
+        yield* brain.applyCoWatch(coWatch(1))
+        for (
+          const bad of [
+            coWatch(2, [{ contentId: "horror-4", weight: 0 }]),
+            coWatch(2, [{ contentId: "horror-4", weight: 1001 }]),
+            coWatch(2, Array.from({ length: 65 }, (_, i) => ({ contentId: `x-${i}`, weight: 10 }))),
+            { version: -1, rows: [] },
+            { rows: [] }
+          ]
+        ) {
+          const error = yield* Effect.flip(brain.applyCoWatch(bad))
+          assert.strictEqual(error._tag, "ProtocolDecodeError")
+        }
+        assert.strictEqual((yield* brain.stats).versions.coWatch, 1)
+        assert.strictEqual((yield* brain.recommend(evening, 1))[0]!.contentId, "horror-3")
+      }), coWatchConfig))
+})
+
 describe("persistence", () => {
-  it.effect("a restarted brain resumes its patterns, versions, watched items and outbox", () =>
+  it.effect("a restarted brain resumes its patterns, versions, watched items, outbox and co-watch rows", () =>
     Effect.gen(function*() {
       const dir = mkdtempSync(join(tmpdir(), "omega-brain-"))
       yield* Effect.addFinalizer(() => Effect.sync(() => rmSync(dir, { recursive: true, force: true })))
       const layer = () =>
-        OmegaBrain.layer(config()).pipe(
+        OmegaBrain.layer(coWatchConfig).pipe(
           Layer.provide(Layer.mergeAll(
             Embedder.layerHashing,
             VectorIndex.layerTest,
@@ -296,6 +354,7 @@ describe("persistence", () => {
         for (let i = 0; i < 3; i++) yield* brain.observe(watch("comedy-1", 0.9))
         yield* brain.prepareSyncDelta()
         yield* brain.applyGlobalPatterns(globalPatterns(4, "Horror"))
+        yield* brain.applyCoWatch(coWatch(2))
         return { stats: yield* brain.stats, recs: yield* brain.recommend(evening, 5) }
       }).pipe(Effect.provide(layer()))
 
@@ -311,6 +370,8 @@ describe("persistence", () => {
       assert.strictEqual(second.stats.collectivePatterns, 1)
       assert.deepStrictEqual(second.recs.map((r) => r.contentId), first.recs.map((r) => r.contentId))
       assert.notInclude(second.recs.map((r): string => r.contentId), "comedy-1")
+      assert.strictEqual(second.stats.versions.coWatch, 2)
+      assert.include(second.recs.map((r) => r.reason), `Viewers of ${item("comedy-1").title} also watched this`)
     }))
 
   it.effect("restarts from index snapshots, and rebuilds them when the store moved on after they were saved", () =>

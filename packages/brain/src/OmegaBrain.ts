@@ -5,8 +5,10 @@
  */
 import {
   ContentEmbedding,
+  CoWatchRow,
   decoder,
   GlobalPatterns,
+  MAX_COWATCH_ROWS,
   MAX_DELTA_PATTERNS,
   type PatternDelta,
   type PatternId,
@@ -14,6 +16,7 @@ import {
   type Recommendation,
   type SharedPattern,
   SUCCESS_THRESHOLD,
+  Version,
   ViewContext,
   ViewingEvent
 } from "@omega/protocol"
@@ -111,6 +114,11 @@ export class OmegaBrain extends Context.Service<OmegaBrain, {
   readonly pendingDeltas: Effect.Effect<ReadonlyArray<PatternDelta>, StoreError>
   /** Takes in global patterns and trends; an older or equal version is ignored (returns false). */
   readonly applyGlobalPatterns: (global: unknown) => Effect.Effect<boolean, ProtocolDecodeError | BrainError>
+  /**
+   * Takes in co-watch rows (`{ version, rows }`, validated against the protocol schema): each
+   * replaces the item's row, an empty one removes it. An older version is ignored (returns false).
+   */
+  readonly applyCoWatch: (update: unknown) => Effect.Effect<boolean, ProtocolDecodeError | BrainError>
   /** Adds or updates catalog items the brain can recommend (validated against the protocol schema). */
   readonly addContent: (
     items: ReadonlyArray<ContentEmbedding>
@@ -164,6 +172,10 @@ const decodeEvent = decoder(ViewingEvent, "ViewingEvent")
 const decodeContext = decoder(ViewContext, "ViewContext")
 const decodeGlobal = decoder(GlobalPatterns, "GlobalPatterns")
 const decodeContent = decoder(Schema.Array(ContentEmbedding), "ContentEmbedding[]")
+const decodeCoWatch = decoder(
+  Schema.Struct({ version: Version, rows: Schema.Array(CoWatchRow).check(Schema.isMaxLength(MAX_COWATCH_ROWS)) }),
+  "CoWatchUpdate"
+)
 
 const DAY_MS = 86_400_000
 
@@ -190,6 +202,7 @@ function make(config: BrainConfig) {
       (yield* tiers.skills.restore(skillsSnapshot, versions.local, snapshot.patterns))
     if (!skillsRestored) yield* tiers.skills.upsertMany(snapshot.patterns)
     yield* tiers.collective.replace(snapshot.collective, snapshot.trends)
+    catalog.setCoWatch(snapshot.coWatch)
     tiers.episodes.markWatched(snapshot.watched)
     for (const event of snapshot.recentEvents) tiers.episodes.remember(event)
 
@@ -306,6 +319,16 @@ function make(config: BrainConfig) {
       return true
     })
 
+    const applyCoWatch = Effect.fn("OmegaBrain.applyCoWatch")(function*(input: unknown) {
+      const update = yield* decodeCoWatch(input)
+      if (update.version < versions.coWatch) return false
+      // Stored first: rows the store refused must not be recommended from and then forgotten on restart.
+      yield* store.saveCoWatch(update.version, update.rows)
+      catalog.setCoWatch(update.rows)
+      versions = { ...versions, coWatch: update.version }
+      return true
+    })
+
     /** Saves both index graphs stamped with the versions they reflect; failures only cost a rebuild. */
     const saveSnapshots = Effect.gen(function*() {
       if (catalogSnapshot !== undefined) yield* catalog.save(catalogSnapshot, versions.catalog)
@@ -398,6 +421,7 @@ function make(config: BrainConfig) {
       acknowledgeDelta,
       pendingDeltas,
       applyGlobalPatterns,
+      applyCoWatch,
       addContent,
       consolidate,
       decay,

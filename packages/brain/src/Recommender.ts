@@ -1,7 +1,8 @@
 /**
  * Ranks catalog items for a viewing context, entirely on the TV: the viewer's own patterns
- * that fit the context and the recent watches, blended with collective patterns and regional
- * trends, each source weighted by how often its suggestions were actually watched through.
+ * that fit the context and the recent watches, blended with collective patterns, what the
+ * fleet's viewers of the same items also watched (co-watch rows) and regional trends, each
+ * source weighted by how often its suggestions were actually watched through.
  */
 import {
   type ContentId,
@@ -39,6 +40,10 @@ export interface RecommenderConfig {
    * is multiplied by 1 + trendAffinity x cosine, so 0 gives every viewer the same trends.
    */
   readonly trendAffinity: number
+  /** Co-watch votes come from at most this many watched items, the newest (the whole history if it is smaller). */
+  readonly coWatchHistory: number
+  /** Co-watched items that become candidates: the ones with the highest summed weight. */
+  readonly coWatchCandidates: number
 }
 
 export const defaultRecommenderConfig: RecommenderConfig = {
@@ -47,10 +52,12 @@ export const defaultRecommenderConfig: RecommenderConfig = {
   collectivePatterns: 8,
   neighboursPerPattern: 32,
   recentWatches: 5,
-  sourceWeights: { local: 1, collective: 0.6, trend: 0.3 },
+  sourceWeights: { local: 1, collective: 0.6, cowatch: 0.6, trend: 0.3 },
   recencyHalfLifeDays: 30,
   region: undefined,
-  trendAffinity: 0
+  trendAffinity: 0,
+  coWatchHistory: 300,
+  coWatchCandidates: 100
 }
 
 export class Recommender extends Context.Service<Recommender, {
@@ -63,6 +70,14 @@ export class Recommender extends Context.Service<Recommender, {
     Layer.effect(Recommender, make(config))
 }
 
+interface CoWatchScore {
+  readonly contentId: ContentId
+  /** Summed co-watch weight (in 1/1000) over the watched items. */
+  readonly score: number
+  /** The watched item with the strongest row entry for it. */
+  readonly because: ContentId
+}
+
 interface Candidate {
   item: CatalogItem
   score: number
@@ -70,6 +85,9 @@ interface Candidate {
   /** The local pattern that contributed most, to explain the suggestion. */
   bestPattern: LocalPattern | undefined
   bestPatternScore: number
+  /** The watched item whose co-watch row contributed most, to explain the suggestion. */
+  because: ContentId | undefined
+  becauseScore: number
 }
 
 function make(config: RecommenderConfig) {
@@ -120,6 +138,40 @@ function make(config: RecommenderConfig) {
       return { patterns: top.map((t) => t.pattern), newest }
     }
 
+    /**
+     * The co-watched items with the highest summed weight over the newest watched items, not
+     * watched themselves. They change only with the history or the rows, so they are kept until
+     * one of those does (a home screen asks again and again between two watches).
+     */
+    let coWatchCache: { key: string; scores: ReadonlyArray<CoWatchScore> } | undefined
+    const coWatchScores = (): ReadonlyArray<CoWatchScore> => {
+      const key = `${tiers.episodes.watchedCount()}:${catalog.coWatchVersion()}`
+      if (coWatchCache?.key === key) return coWatchCache.scores
+      const sums = new Map<ContentId, number>()
+      const because = new Map<ContentId, { watched: ContentId; weight: number }>()
+      let skip = Math.max(0, tiers.episodes.watchedCount() - config.coWatchHistory)
+      for (const watched of tiers.episodes.watched()) {
+        if (skip > 0) {
+          skip -= 1
+          continue
+        }
+        for (const { contentId, weight } of catalog.coWatched(watched) ?? []) {
+          sums.set(contentId, (sums.get(contentId) ?? 0) + weight)
+          const best = because.get(contentId)
+          if (best === undefined) because.set(contentId, { watched, weight })
+          else if (weight > best.weight) {
+            best.watched = watched
+            best.weight = weight
+          }
+        }
+      }
+      const scores = topByScore(sums, config.coWatchCandidates, (id) => !tiers.episodes.hasWatched(id)).map((
+        [contentId, score]
+      ) => ({ contentId, score, because: because.get(contentId)!.watched }))
+      coWatchCache = { key, scores }
+      return scores
+    }
+
     const recommend = Effect.fn("Recommender.recommend")(function*(context: ViewContext, limit: number) {
       const patternContext = patternContextOf(context)
       const profile = yield* recentProfile(context)
@@ -129,7 +181,8 @@ function make(config: RecommenderConfig) {
         item: CatalogItem,
         amount: number,
         source: RecommendationSource,
-        pattern?: LocalPattern
+        pattern?: LocalPattern,
+        because?: ContentId
       ) => {
         if (amount <= 0 || tiers.episodes.hasWatched(item.contentId)) return
         let candidate = candidates.get(item.contentId)
@@ -137,9 +190,11 @@ function make(config: RecommenderConfig) {
           candidate = {
             item,
             score: 0,
-            bySource: { local: 0, collective: 0, trend: 0 },
+            bySource: { local: 0, collective: 0, cowatch: 0, trend: 0 },
             bestPattern: undefined,
-            bestPatternScore: 0
+            bestPatternScore: 0,
+            because: undefined,
+            becauseScore: 0
           }
           candidates.set(item.contentId, candidate)
         }
@@ -148,6 +203,10 @@ function make(config: RecommenderConfig) {
         if (pattern !== undefined && amount > candidate.bestPatternScore) {
           candidate.bestPattern = pattern
           candidate.bestPatternScore = amount
+        }
+        if (because !== undefined && amount > candidate.becauseScore) {
+          candidate.because = because
+          candidate.becauseScore = amount
         }
       }
 
@@ -194,6 +253,16 @@ function make(config: RecommenderConfig) {
         }
       }
 
+      // Co-watch: every watched item votes for what the fleet's viewers of it also watched
+      // (item-to-item; the rows are k-anonymous aggregates, the history never leaves the TV).
+      const coWatchMultiplier = sourceMultiplier("cowatch")
+      if (coWatchMultiplier > 0) {
+        for (const { because, contentId, score } of coWatchScores()) {
+          const item = catalog.get(contentId)
+          if (item !== undefined) vote(item, coWatchMultiplier * score / 1000, "cowatch", undefined, because)
+        }
+      }
+
       // Regional trends: a boost proportional to momentum relative to the hottest item.
       const trends = tiers.collective.trends().filter((t) => config.region === undefined || t.region === config.region)
       const hottest = Math.max(0, ...trends.map((t) => t.score))
@@ -231,6 +300,42 @@ function make(config: RecommenderConfig) {
 
 const DAY_MS = 86_400_000
 
+/** The `k` entries of `scores` with the highest score that pass `keep`, highest first (a bounded min-heap). */
+const topByScore = <K>(
+  scores: ReadonlyMap<K, number>,
+  k: number,
+  keep: (key: K) => boolean
+): Array<readonly [K, number]> => {
+  const heap: Array<readonly [K, number]> = []
+  const less = (i: number, j: number) => heap[i]![1] < heap[j]![1]
+  const swap = (i: number, j: number) => {
+    const t = heap[i]!
+    heap[i] = heap[j]!
+    heap[j] = t
+  }
+  for (const entry of scores) {
+    if (heap.length === k && entry[1] <= heap[0]![1]) continue
+    if (!keep(entry[0])) continue
+    if (heap.length < k) {
+      heap.push(entry)
+      for (let i = heap.length - 1; i > 0 && less(i, (i - 1) >> 1); i = (i - 1) >> 1) swap(i, (i - 1) >> 1)
+      continue
+    }
+    heap[0] = entry
+    for (let i = 0;;) {
+      const l = 2 * i + 1
+      const r = l + 1
+      let m = i
+      if (l < heap.length && less(l, m)) m = l
+      if (r < heap.length && less(r, m)) m = r
+      if (m === i) break
+      swap(i, m)
+      i = m
+    }
+  }
+  return heap.sort((a, b) => b[1] - a[1])
+}
+
 const dot = (a: Float32Array, b: Float32Array) => {
   let s = 0
   for (let i = 0; i < a.length; i++) s += a[i]! * b[i]!
@@ -256,11 +361,9 @@ const bestCollective = (patterns: ReadonlyArray<GlobalPattern>, n: number) =>
   }))
 
 const dominantSource = (c: Candidate): RecommendationSource =>
-  c.bySource.local >= c.bySource.collective && c.bySource.local >= c.bySource.trend ?
-    "local" :
-    c.bySource.collective >= c.bySource.trend ?
-    "collective" :
-    "trend"
+  (Object.keys(c.bySource) as Array<RecommendationSource>).reduce((best, source) =>
+    c.bySource[source] > c.bySource[best] ? source : best
+  )
 
 const explain = (
   source: RecommendationSource,
@@ -278,6 +381,12 @@ const explain = (
     }
     case "collective":
       return "Popular with viewers who share your taste"
+    case "cowatch": {
+      const title = candidate.because === undefined ? undefined : lookup(candidate.because)?.title
+      return title === undefined
+        ? "Watched by viewers who watch what you watch"
+        : `Viewers of ${title} also watched this`
+    }
     case "trend":
       return "Trending in your region"
   }

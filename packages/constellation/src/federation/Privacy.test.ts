@@ -5,6 +5,7 @@ import {
   composedEpsilon,
   gaussianDelta,
   gaussianSigma,
+  noiseFloor,
   normalCdf,
   PATTERN_SENSITIVITY,
   patternNoise,
@@ -78,5 +79,31 @@ describe("privatizePattern", () => {
     // Composition grows about with the square root of the releases while rho is small, never past linear.
     assert.isAbove(hundred, 5 * one)
     assert.isBelow(hundred, 100 * one)
+  })
+})
+
+describe("noiseFloor", () => {
+  it("is a cosine that privatized patterns rarely reach with unrelated vectors, and 0 without noise", () => {
+    const random = seededRandom(11)
+    const direction = () => unit(Array.from({ length: EMBEDDING_DIMENSIONS }, () => gaussian(random)))!
+    const noise = patternNoise({ epsilon: 8, delta: 1e-5, maxSamples: 50 })
+    const floor = noiseFloor(noise, EMBEDDING_DIMENSIONS)
+    let above = 0
+    let draws = 0
+    for (let p = 0; p < 40; p++) {
+      const pattern: SharedPattern = {
+        id: `p${p}` as PatternId,
+        embedding: direction(),
+        successRate: 0.9,
+        sampleCount: 10,
+        context: {}
+      }
+      const released = privatizePattern(pattern, noise, random)
+      for (let i = 0; i < 250; i++, draws++) if (cosine(released.embedding, direction()) > floor) above++
+    }
+    assert.isAtMost(above / draws, 1e-3)
+    // At epsilon 8 on 384 dimensions one release keeps less of its own direction than the floor.
+    assert.isAbove(floor, 1 / Math.sqrt(1 + noise.sigma * noise.sigma * EMBEDDING_DIMENSIONS))
+    assert.strictEqual(noiseFloor({ ...noise, sigma: 0 }, EMBEDDING_DIMENSIONS), 0)
   })
 })

@@ -62,6 +62,14 @@ export const privatizePattern = <P extends SharedPattern>(pattern: P, noise: Pat
 }
 
 /**
+ * Cosine between a privatized (renormalized) pattern and an unrelated unit vector that the noise
+ * alone exceeds only about once in 30,000 draws (4 standard deviations). Decoding a privatized
+ * pattern against the catalog must ignore similarities below it: they are what the noise makes.
+ */
+export const noiseFloor = (noise: PatternNoise, dimensions: number): number =>
+  (4 * noise.sigma) / Math.sqrt(1 + noise.sigma * noise.sigma * dimensions)
+
+/**
  * Smallest sigma for which the Gaussian mechanism with L2 sensitivity `sensitivity` is
  * (epsilon, delta)-DP, from the exact condition
  * delta >= Phi(s/2sigma - epsilon sigma/s) - e^epsilon Phi(-s/2sigma - epsilon sigma/s).
