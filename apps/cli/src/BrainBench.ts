@@ -1,10 +1,17 @@
 /**
  * `omega bench-brain`: observe and recommend latency of one TV brain as deployed (usearch HNSW,
- * SQLite WAL on disk, hashing embedder) at 1K and 10K learned patterns, then the cold start and
- * RSS of a fresh process that reopens the 10K-pattern brain.
+ * SQLite WAL on disk, hashing embedder) at 1K and 10K learned patterns, with a full co-watch
+ * table (20 neighbours for every catalog item) so every watched item votes, then the cold start
+ * and RSS of a fresh process that reopens the 10K-pattern brain.
  */
 import { defaultBrainConfig, Embedder, OmegaBrain } from "@omega/brain"
-import { type ContentEmbedding, type ContentId, seededRandom, type ViewContext } from "@omega/protocol"
+import {
+  type ContentEmbedding,
+  type ContentId,
+  MAX_COWATCH_ROWS,
+  seededRandom,
+  type ViewContext
+} from "@omega/protocol"
 import { Effect, Layer } from "effect"
 import { execFileSync } from "node:child_process"
 import { mkdtempSync, rmSync } from "node:fs"
@@ -26,9 +33,13 @@ interface SizeResult {
   readonly observe_p99_ms: number
   readonly recommend_p50_ms: number
   readonly recommend_p99_ms: number
+  /** Right after a watch, when nothing derived from the history can be reused. */
+  readonly after_watch_p50_ms: number
+  readonly after_watch_p99_ms: number
 }
 
 const CATALOG_ITEMS = 10_000
+const COWATCH_NEIGHBOURS = 20
 const config = { ...defaultBrainConfig, runLearningLoops: false }
 
 const timeMs = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
@@ -51,6 +62,16 @@ export const runBrainBench = Effect.fn("omega.benchBrain")(function*(options: Br
     const brain = yield* OmegaBrain
     yield* brain.addContent(catalog)
     const random = seededRandom(5)
+    const rows = catalog.map((item) => ({
+      contentId: item.contentId,
+      neighbours: Array.from({ length: COWATCH_NEIGHBOURS }, (_, n) => ({
+        contentId: catalog[Math.floor(random() * catalog.length)]!.contentId,
+        weight: 1000 - n * 40
+      }))
+    }))
+    for (let i = 0; i < rows.length; i += MAX_COWATCH_ROWS) {
+      yield* brain.applyCoWatch({ version: 1, rows: rows.slice(i, i + MAX_COWATCH_ROWS) })
+    }
     let at = Date.UTC(2026, 0, 1)
     const recent: Array<ContentId> = []
     // A "power viewer" whose taste spans every genre and context grows patterns fastest.
@@ -78,6 +99,7 @@ export const runBrainBench = Effect.fn("omega.benchBrain")(function*(options: Br
       for (let i = 0; i < options.samples; i++) recommend.push(yield* timeMs(brain.recommend(randomContext(), 10)))
       // Real viewing mostly reinforces known tastes: half the timed events re-watch a recent item.
       const observe: Array<number> = []
+      const afterWatch: Array<number> = []
       const seen: Array<ReturnType<typeof nextEvent>> = []
       for (let i = 0; i < options.samples; i++) {
         const fresh = nextEvent()
@@ -86,13 +108,16 @@ export const runBrainBench = Effect.fn("omega.benchBrain")(function*(options: Br
           fresh
         seen.push(event)
         observe.push(yield* timeMs(brain.observe(event)))
+        if (i % 4 === 0) afterWatch.push(yield* timeMs(brain.recommend(event.context, 10)))
       }
       results.push({
         patterns,
         observe_p50_ms: round(percentile(observe, 50)),
         observe_p99_ms: round(percentile(observe, 99)),
         recommend_p50_ms: round(percentile(recommend, 50)),
-        recommend_p99_ms: round(percentile(recommend, 99))
+        recommend_p99_ms: round(percentile(recommend, 99)),
+        after_watch_p50_ms: round(percentile(afterWatch, 50)),
+        after_watch_p99_ms: round(percentile(afterWatch, 99))
       })
       yield* progress(`  measured at ${patterns} patterns`)
     }
@@ -115,6 +140,8 @@ export const runBrainBench = Effect.fn("omega.benchBrain")(function*(options: Br
     patterns: largest.patterns,
     recommend_p50_ms: largest.recommend_p50_ms,
     recommend_p99_ms: largest.recommend_p99_ms,
+    recommend_after_watch_p50_ms: largest.after_watch_p50_ms,
+    recommend_after_watch_p99_ms: largest.after_watch_p99_ms,
     observe_p50_ms: largest.observe_p50_ms,
     observe_p99_ms: largest.observe_p99_ms,
     cold_start_ms: cold.cold_start_ms,

@@ -12,7 +12,12 @@ import {
   randomRanker,
   validationSplits
 } from "./Evaluation.ts"
-import { federatedEvalConfig, type FederatedResult, runFederated } from "./FederatedEvaluation.ts"
+import {
+  federatedEvalConfig,
+  type FederatedResult,
+  recentPopularityRanker,
+  runFederated
+} from "./FederatedEvaluation.ts"
 import { datasetPath, loadMovieLens } from "./MovieLens.ts"
 import { printJson, printTable, progress, round } from "./Report.ts"
 
@@ -52,6 +57,12 @@ export const runEval = Effect.fn("omega.eval")(function*(options: EvalOptions) {
   results["local"] = yield* evaluate("local", splits, localBrainRanker(catalog))
 
   const config = federatedEvalConfig(options.rounds)
+  // The trends' central counterpart: as fresh as what the federated TVs hold, from exact counts.
+  results["popularity_recent"] = yield* evaluate(
+    "popularity_recent",
+    splits,
+    recentPopularityRanker(splits, config.rounds, config.trend.halfLifeMs)
+  )
   const federatedCatalog = yield* embedCatalog(ml).pipe(Effect.provide(Embedder.layerHashingWith(config.embedder)))
   // The same local-only brain on the federated TVs' embedder and learning settings: what federation alone adds.
   results["local_tv_embedder"] = yield* evaluate(
@@ -90,7 +101,7 @@ export const runEval = Effect.fn("omega.eval")(function*(options: EvalOptions) {
     rows
   )
   yield* printTable(
-    "Federated rounds (global time windows; every TV syncs after each)",
+    "Federated rounds (global time windows; a TV syncs after each from its first watch until it is scored)",
     federated.rounds.map((r) => ({
       round: r.round,
       "patterns in": r.patternsIn,
@@ -98,6 +109,8 @@ export const runEval = Effect.fn("omega.eval")(function*(options: EvalOptions) {
       "shard groups": r.shardGroups,
       "global (k>=3)": r.published,
       trends: r.trends,
+      "co-watch rows": r.coWatchRows,
+      "co-watch bytes": r.coWatchBytes,
       seconds: (r.ms / 1000).toFixed(1)
     }))
   )
@@ -146,7 +159,13 @@ export const runEval = Effect.fn("omega.eval")(function*(options: EvalOptions) {
       `  ${(fed.hr10 / central.hr10).toFixed(2)}x central iALS (target >= ${TARGETS.ofCentral}: ${
         verdict(targets.of_central)
       })`,
+      `  ${
+        (fed.hr10 / results["popularity_recent"]!.hr10).toFixed(2)
+      }x popularity as fresh as the trends (exact counts)`,
       `  ${Math.round(bytes.total)} bytes per sync (target <= ${TARGETS.bytesPerSync}: ${verdict(targets.bytes)})`,
+      `  co-watch table: ${federated.rounds.at(-1)?.coWatchRows ?? 0} rows, ${
+        federated.rounds.at(-1)?.coWatchBytes ?? 0
+      } bytes per round (catalog knowledge, sent apart from syncs)`,
       `  trends from published k-anonymous groups only: HR@10 ${groupTrends.metrics.hr10.toFixed(4)}, ${
         Math.round(groupTrends.bytes.total)
       } bytes per sync`,
@@ -165,6 +184,7 @@ export const runEval = Effect.fn("omega.eval")(function*(options: EvalOptions) {
     ...json,
     bytes_per_sync: round(bytes.total, 0),
     sync: { syncs: bytes.syncs, up: round(bytes.up, 0), down: round(bytes.down, 0), max: bytes.max },
+    cowatch: { rows: federated.rounds.at(-1)?.coWatchRows ?? 0, bytes: federated.rounds.at(-1)?.coWatchBytes ?? 0 },
     ...(private_?.privacy === undefined ? {} : {
       dp: {
         epsilon_per_pattern: private_.privacy.perPattern,

@@ -89,12 +89,16 @@ describe("federated evaluation", () => {
         const catalog = yield* embedCatalog(ml).pipe(Effect.provide(Embedder.layerHashingWith(config.embedder)))
         const uploads: Array<SyncFrame> = []
         const redistributed: Array<GlobalPattern> = []
+        const coWatch = new Map<string, Array<string>>()
         const result = yield* runFederated(splits, catalog, {
           ...config,
           shards: 2,
           onFrame: (direction, frame) => {
             if (direction === "up") uploads.push(frame)
             if (frame._tag === "GlobalUpdate") redistributed.push(...frame.global.similar)
+            if (frame._tag === "CoWatchUpdate") {
+              for (const row of frame.rows) coWatch.set(row.contentId, row.neighbours.map((n) => n.contentId))
+            }
           }
         })
         const local = yield* evaluate(
@@ -121,6 +125,8 @@ describe("federated evaluation", () => {
           for (const leaf of leaves(frame)) assert.isFalse(forbidden.has(leaf), `upload carries ${leaf}`)
         }
         for (const p of redistributed) assert.isAtLeast(p.deviceCount, config.federation.minDevices)
+        // The five horror fans' shared patterns decode to the horrors they all watched: a published pair.
+        assert.include(coWatch.get("ml-41") ?? [], "ml-42")
       }),
     60_000
   )

@@ -4,8 +4,18 @@
  * delta, which travels as a real DeltaUpload frame (so the quantization is the wire's), the shards
  * fold the decoded patterns into device-level groups, a federation round averages the groups
  * across shards into global patterns and detects trends, and each TV gets a personalised
- * GlobalUpdate frame back. At the end every TV recommends for its held-out positive exactly as
- * the local-only row does. Nothing but frames crosses between TVs and the constellation.
+ * GlobalUpdate frame back. The round also publishes co-watch rows (which items the same devices'
+ * patterns decode to, k-anonymous pairs only) as CoWatchUpdate frames; like the catalog, which
+ * every simulated TV reads from one shared copy, they are decoded once and applied to that copy,
+ * and their bytes are reported apart from the per-sync bytes. Nothing but frames crosses between
+ * TVs and the constellation.
+ *
+ * Each TV recommends for its held-out positive as deployed TVs would: at the time of that
+ * viewing, with its own history up to then and the last GlobalUpdate it received before it (the
+ * window that contains the held-out time has not been federated yet). Scoring every TV after the
+ * last window instead would hand it trends from months after its own viewing. A TV scored in a
+ * window still uploads that window's delta; after that it has nothing left to replay and stops
+ * syncing, while the shards keep its patterns.
  */
 import {
   type BrainConfig,
@@ -24,12 +34,18 @@ import {
   catalogMatrix,
   composedEpsilon,
   type Contribution,
+  coWatchChunks,
+  type CoWatchConfig,
+  CoWatchCounter,
   defaultAveragingConfig,
+  defaultCoWatchConfig,
   defaultMatchOptions,
   defaultTrendConfig,
+  deviceItems,
   federate,
   groupContributions,
   type MatchOptions,
+  noiseFloor,
   PATTERN_SENSITIVITY,
   type PatternNoise,
   patternNoise,
@@ -42,8 +58,11 @@ import {
 import {
   type ContentEmbedding,
   type ContentId,
+  EMBEDDING_DIMENSIONS,
   type FrameQuantization,
+  type GlobalPattern,
   makeWireCodec,
+  MAX_COWATCH_ROWS,
   MAX_GLOBAL_PATTERNS,
   type PatternDelta,
   type PatternId,
@@ -55,7 +74,7 @@ import {
   type WireCodec
 } from "@omega/protocol"
 import { Context, Effect, Layer } from "effect"
-import { evalBrainConfig, type Metrics, replayEvents, type Split } from "./Evaluation.ts"
+import { evalBrainConfig, type Metrics, type Ranker, replayEvents, type Split } from "./Evaluation.ts"
 import { contextAt } from "./MovieLens.ts"
 import { progress } from "./Report.ts"
 
@@ -85,6 +104,8 @@ export interface FederatedConfig {
    */
   readonly trendSource: "uploads" | "groups"
   readonly trend: TrendConfig
+  /** Co-watch rows learned from decoded uploads; undefined publishes none. */
+  readonly coWatch: CoWatchConfig | undefined
   readonly match: MatchOptions
   /** Optional local differential privacy on every uploaded pattern. */
   readonly privacy: { readonly epsilon: number; readonly delta: number } | undefined
@@ -106,26 +127,36 @@ export const defaultFederatedConfig = (brain: BrainConfig, embedder: HashingWeig
   trends: 100,
   trendSource: "uploads",
   trend: { ...defaultTrendConfig, halfLifeMs: 60 * 86_400_000 },
+  coWatch: defaultCoWatchConfig,
   match: defaultMatchOptions,
   privacy: undefined
 })
 
 /**
- * The fleet `omega eval` reports, with the settings chosen on the validation split (each user's
- * second-to-last positive held out; see `omega eval --validation`).
+ * Replay windows of `omega eval`: about a week of MovieLens time each. TVs are scored with the
+ * trends of the last window before their viewing, so the window length is how stale those are.
  */
-export const federatedEvalConfig = (rounds = 6): FederatedConfig => {
+export const FEDERATED_ROUNDS = 24
+
+/**
+ * The fleet `omega eval` reports, with the settings chosen on the validation split (each user's
+ * second-to-last positive held out; see `omega eval --validation`): trends with a 14-day
+ * half-life (60 and 30 days did worse), and co-watch votes weighted 30 (against 0, 3 and 10;
+ * 50 neighbours per row or decoding more items per pattern did not help).
+ */
+export const federatedEvalConfig = (rounds = FEDERATED_ROUNDS): FederatedConfig => {
   const brain: BrainConfig = {
     ...evalBrainConfig,
     // Items of one genre and era still fold into one pattern although their titles now differ.
     learning: { ...evalBrainConfig.learning, assignThreshold: 0.5 },
     recommender: {
       ...evalBrainConfig.recommender,
-      sourceWeights: { local: 1, collective: 0.6, trend: 10 },
+      sourceWeights: { local: 1, collective: 0.6, cowatch: 30, trend: 10 },
       trendAffinity: 3
     }
   }
-  return { ...defaultFederatedConfig(brain, federatedEmbedder), rounds }
+  const fleet = defaultFederatedConfig(brain, federatedEmbedder)
+  return { ...fleet, rounds, trend: { ...fleet.trend, halfLifeMs: 14 * 86_400_000 } }
 }
 
 /**
@@ -153,6 +184,9 @@ export interface RoundReport {
   readonly shardGroups: number
   readonly published: number
   readonly trends: number
+  /** Co-watch rows published (empty ones withdraw a row) and their CoWatchUpdate bytes. */
+  readonly coWatchRows: number
+  readonly coWatchBytes: number
   readonly ms: number
 }
 
@@ -179,6 +213,8 @@ interface Tv {
   cursor: number
   readonly recent: Array<ContentId>
   releases: number
+  /** Recommended for its held-out positive already; it has nothing left to replay or sync. */
+  scored: boolean
 }
 
 /** Replays the fleet with sync and federation rounds and scores every TV on its held-out positive. */
@@ -208,7 +244,8 @@ export const runFederated = (
         deviceId: `tv-${split.user}`,
         cursor: 0,
         recent: [],
-        releases: 0
+        releases: 0,
+        scored: false
       })
     }
 
@@ -219,6 +256,11 @@ export const runFederated = (
       maxSamples: config.shardAveraging.maxSamplesPerDevice
     })
     const random = seededRandom(0x5eed)
+    // Privatized patterns decode only above the noise floor: below it every catalog item looks alike.
+    const match: MatchOptions = noise === undefined ? config.match : {
+      ...config.match,
+      minSimilarity: Math.max(config.match.minSimilarity, noiseFloor(noise, EMBEDDING_DIMENSIONS))
+    }
     const matrix = catalogMatrix(catalog)
     // A published group already stands for at least k devices, so group evidence needs no second k.
     const trends = new TrendDetector(
@@ -226,6 +268,7 @@ export const runFederated = (
         ? { ...config.trend, minDevices: 1, maxEvidencePerDevice: Infinity }
         : config.trend
     )
+    const coWatch = config.coWatch === undefined ? undefined : new CoWatchCounter(config.coWatch)
     // What each shard holds per device: the latest decoded version of every shared pattern.
     const devicePatterns = new Map<string, Map<PatternId, SharedPattern>>()
     const boundaries = roundBoundaries(splits, config.rounds)
@@ -235,6 +278,8 @@ export const runFederated = (
     let max = 0
     const reports: Array<RoundReport> = []
     let trending: ReadonlyArray<TrendSignal> = []
+    /** The last round's global patterns, for TVs that come online before their first upload. */
+    let published: ReadonlyArray<GlobalPattern> = []
 
     /** Encodes a frame as the sender writes it and decodes it as the receiver reads it. */
     const transfer = (from: WireCodec, to: WireCodec, frame: SyncFrame) =>
@@ -245,17 +290,64 @@ export const runFederated = (
         return { bytes: bytes.length, frame: received }
       })
 
+    let hits = 0
+    let ndcg = 0
+    let scored = 0
+    const sources: Record<RecommendationSource, { shown: number; hits: number }> = {
+      local: { shown: 0, hits: 0 },
+      collective: { shown: 0, hits: 0 },
+      cowatch: { shown: 0, hits: 0 },
+      trend: { shown: 0, hits: 0 }
+    }
+    /** The TV recommends at its held-out time with what it has now and is scored on its held-out positive. */
+    const score = (tv: Tv) =>
+      Effect.gen(function*() {
+        const recent = tv.split.train.slice(-5).map((r) => r.contentId)
+        const recs = yield* tv.brain.recommend(contextAt(tv.split.heldOut.at, recent), 10)
+        const rank = recs.map((r) => r.contentId).indexOf(tv.split.heldOut.contentId)
+        for (const [position, rec] of recs.entries()) {
+          const source = sourceOf(rec.reason)
+          sources[source].shown += 1
+          if (position === rank) sources[source].hits += 1
+        }
+        if (rank >= 0) {
+          hits += 1
+          ndcg += 1 / Math.log2(rank + 2)
+        }
+        tv.scored = true
+        scored += 1
+        if (scored % 200 === 0 || scored === tvs.length) {
+          yield* progress(
+            `  federated: ${scored}/${tvs.length} users scored, HR@10 so far ${(hits / scored).toFixed(4)}`
+          )
+        }
+      })
+
     for (const [round, end] of boundaries.entries()) {
       const started = Date.now()
       let patternsIn = 0
       const perTv = new Map<Tv, number>()
       for (const [n, tv] of tvs.entries()) {
+        if (tv.scored) continue
         const events = tv.split.train
         const from = tv.cursor
         while (tv.cursor < events.length && events[tv.cursor]!.at <= end) tv.cursor += 1
         if (tv.cursor === 0) continue
+        if (from === 0 && round > 0) {
+          // A TV coming online opens its session before it watches anything: the shard sends it the current snapshot.
+          const snapshot = yield* transfer(shardCodec, tvCodec, {
+            _tag: "GlobalUpdate",
+            global: { version: round, similar: personalizedPatterns(published, [], config.personalization), trending }
+          })
+          if (snapshot.frame._tag === "GlobalUpdate") yield* tv.brain.applyGlobalPatterns(snapshot.frame.global)
+          down += snapshot.bytes
+          syncs += 1
+          max = Math.max(max, snapshot.bytes)
+        }
         yield* replayEvents(tv.brain, titles, events.slice(from, tv.cursor), tv.recent)
         yield* tv.brain.consolidate
+        // Its viewing falls in this window: it has everything up to then, and the constellation's last word.
+        if (tv.split.heldOut.at <= end) yield* score(tv)
         const delta = yield* tv.brain.prepareSyncDelta()
         const sent = noise === undefined ? delta : privatizeDelta(delta, noise, random)
         tv.releases += sent.added.length + sent.updated.length
@@ -297,7 +389,7 @@ export const runFederated = (
       })
       if (config.trendSource === "groups") {
         for (const g of global) {
-          const evidence = catalogEvidence(g.embedding, matrix, config.match).map(({ contentId, share }) => ({
+          const evidence = catalogEvidence(g.embedding, matrix, match).map(({ contentId, share }) => ({
             contentId,
             weight: g.deviceCount * g.successRate * share
           }))
@@ -305,6 +397,17 @@ export const runFederated = (
         }
       }
       trending = trends.signals(REGION, end, config.trends)
+      published = global
+      let coWatchRows = 0
+      let coWatchBytes = 0
+      if (coWatch !== undefined) {
+        for (const rows of coWatchChunks(coWatch.publish(), MAX_COWATCH_ROWS)) {
+          const update = yield* transfer(shardCodec, tvCodec, { _tag: "CoWatchUpdate", version: round + 1, rows })
+          if (update.frame._tag === "CoWatchUpdate") shared.setCoWatch(update.frame.rows)
+          coWatchRows += rows.length
+          coWatchBytes += update.bytes
+        }
+      }
 
       for (const [tv, upBytes] of perTv) {
         const uploaded = [...(devicePatterns.get(tv.deviceId)?.values() ?? [])].map((p) => p.embedding)
@@ -325,16 +428,21 @@ export const runFederated = (
         shardGroups: shardGroups.reduce((s, g) => s + g.patterns.length, 0),
         published: global.length,
         trends: trending.length,
+        coWatchRows,
+        coWatchBytes,
         ms: Date.now() - started
       })
       yield* progress(
         `  federated: round ${round + 1}/${boundaries.length}: ${patternsIn} patterns in, ${
           reports.at(-1)!.shardGroups
-        } shard groups, ${global.length} global patterns (k >= ${config.federation.minDevices}), ${trending.length} trends, ${
+        } shard groups, ${global.length} global patterns (k >= ${config.federation.minDevices}), ${trending.length} trends, ${coWatchRows} co-watch rows, ${
           ((Date.now() - started) / 1000).toFixed(1)
         } s`
       )
     }
+
+    // Viewing after the last window: those TVs have replayed everything and hold the last update.
+    for (const tv of tvs) if (!tv.scored) yield* score(tv)
 
     /** Folds one decoded delta into the device's table and credits the viewing it adds to the catalog items it matches. */
     function ingest(tv: Tv, delta: PatternDelta, at: number): number {
@@ -347,38 +455,20 @@ export const runFederated = (
         table.set(p.id, p)
         const grown = Math.max(0, p.sampleCount - before) * p.successRate
         if (grown <= 0) continue
-        for (const { contentId, share } of catalogEvidence(p.embedding, matrix, config.match, p.sampleCount)) {
+        for (const { contentId, share } of catalogEvidence(p.embedding, matrix, match, p.sampleCount)) {
           evidence.push({ contentId, weight: grown * share })
         }
       }
       if (config.trendSource === "uploads") trends.observe(REGION, tv.deviceId, evidence, at)
+      if (coWatch !== undefined) {
+        coWatch.observe(
+          tv.deviceId,
+          deviceItems(table.values(), matrix, coWatch.config.maxItemsPerDevice, match)
+        )
+      }
       return delta.added.length + delta.updated.length
     }
 
-    let hits = 0
-    let ndcg = 0
-    const sources: Record<RecommendationSource, { shown: number; hits: number }> = {
-      local: { shown: 0, hits: 0 },
-      collective: { shown: 0, hits: 0 },
-      trend: { shown: 0, hits: 0 }
-    }
-    for (const [i, tv] of tvs.entries()) {
-      const recent = tv.split.train.slice(-5).map((r) => r.contentId)
-      const recs = yield* tv.brain.recommend(contextAt(tv.split.heldOut.at, recent), 10)
-      const rank = recs.map((r) => r.contentId).indexOf(tv.split.heldOut.contentId)
-      for (const [position, rec] of recs.entries()) {
-        const source = sourceOf(rec.reason)
-        sources[source].shown += 1
-        if (position === rank) sources[source].hits += 1
-      }
-      if (rank >= 0) {
-        hits += 1
-        ndcg += 1 / Math.log2(rank + 2)
-      }
-      if ((i + 1) % 200 === 0 || i + 1 === tvs.length) {
-        yield* progress(`  federated: ${i + 1}/${tvs.length} users, HR@10 so far ${(hits / (i + 1)).toFixed(4)}`)
-      }
-    }
     const privacy = noise === undefined ? undefined : {
       perPattern: noise.epsilon,
       perDevice: composedEpsilon(
@@ -407,7 +497,13 @@ export const runFederated = (
 
 /** The source behind a recommendation, read back from the reason the brain shows with it. */
 const sourceOf = (reason: string): RecommendationSource =>
-  reason.startsWith("Trending") ? "trend" : reason.startsWith("Popular with viewers") ? "collective" : "local"
+  reason.startsWith("Trending") ?
+    "trend" :
+    reason.startsWith("Popular with viewers") ?
+    "collective" :
+    reason.startsWith("Viewers of") || reason.startsWith("Watched by viewers") ?
+    "cowatch" :
+    "local"
 
 /** One read-only catalog (index and embeddings) every simulated TV's brain reads from. */
 const sharedCatalog = (items: ReadonlyArray<ContentEmbedding>) =>
@@ -431,6 +527,46 @@ export const roundBoundaries = (splits: ReadonlyArray<Split>, rounds: number): A
     (_, r) => times[Math.min(times.length - 1, Math.ceil(((r + 1) * times.length) / rounds) - 1)]!
   )
   return [...new Set(ends)]
+}
+
+/**
+ * Popularity as fresh as the federated TVs' trends, from exact central counts: every training
+ * rating up to the last window end before the user's held-out time, decayed with the trends'
+ * half-life. What the trends would rank with perfect evidence (no decoding, no k, no caps).
+ */
+export const recentPopularityRanker = (
+  splits: ReadonlyArray<Split>,
+  rounds: number,
+  halfLifeMs: number
+): Ranker => {
+  const ratings = splits.flatMap((s) => s.train).sort((a, b) => a.at - b.at)
+  const ends = roundBoundaries(splits, rounds)
+  const rankings = new Map<number, Array<ContentId>>()
+  const rankingAt = (end: number) => {
+    let ranked = rankings.get(end)
+    if (ranked === undefined) {
+      const scores = new Map<ContentId, number>()
+      for (const r of ratings) {
+        if (r.at > end) break
+        scores.set(r.contentId, (scores.get(r.contentId) ?? 0) + Math.pow(0.5, (end - r.at) / halfLifeMs))
+      }
+      ranked = [...scores].sort((a, b) => b[1] - a[1]).map(([id]) => id)
+      rankings.set(end, ranked)
+    }
+    return ranked
+  }
+  return (split) =>
+    Effect.sync(() => {
+      const end = ends.filter((e) => e < split.heldOut.at).at(-1)
+      if (end === undefined) return []
+      const seen = new Set(split.train.map((r) => r.contentId))
+      const top: Array<ContentId> = []
+      for (const id of rankingAt(end)) {
+        if (!seen.has(id)) top.push(id)
+        if (top.length === 10) break
+      }
+      return top
+    })
 }
 
 const privatizeDelta = (delta: PatternDelta, noise: PatternNoise, random: () => number): PatternDelta => ({
