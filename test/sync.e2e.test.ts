@@ -69,6 +69,8 @@ describe("sync end to end over WebTransport", () => {
         const storage = Context.get(context, ShardStorage)
         const ingestion = Context.get(context, Ingestion)
         const transport = Layer.succeed(SyncTransport, Context.get(context, SyncTransport))
+        // The catalog the shard distributes: uploads are decoded against it (trends, co-watch rows).
+        yield* ingestion.addContent(catalog)
 
         // Five TVs whose viewers love comedies: each learns a comedy pattern worth sharing.
         const accepted: Array<number> = []
@@ -117,6 +119,17 @@ describe("sync end to end over WebTransport", () => {
         const [global] = (yield* ingestion.snapshot(REGION)).similar
         assert.isAtLeast(global!.deviceCount, 3, "only groups of at least k devices are redistributed")
 
+        // Co-watch rows decoded from the five TVs' patterns are pushed to every open session.
+        const coWatch = yield* ingestion.publishCoWatch
+        // (The hashing embedder makes comedies alike, so a neighbouring comedy may decode in too.)
+        assert.includeMembers(coWatch.rows.map((r): string => r.contentId), ["comedy-0", "comedy-1", "comedy-2"])
+        for (const { brain } of tvs) {
+          yield* eventually(
+            Effect.map(brain.stats, (s) => s.versions.coWatch === coWatch.version),
+            "every TV has the co-watch rows"
+          )
+        }
+
         // A TV with no history joins and gets the global patterns on its first session.
         const newcomer = yield* Layer.build(
           tv("tv-new", server.port, certificate.sha256).pipe(Layer.provide(transport))
@@ -133,6 +146,12 @@ describe("sync end to end over WebTransport", () => {
         assert.strictEqual(recs[0]!.reason, "Popular with viewers who share your taste")
         const status = yield* Context.get(newcomer, SyncClient).status
         assert.isTrue(status.connected)
+        // It got the co-watch rows on connecting too, and a TV that already holds them is sent none again.
+        yield* eventually(
+          Effect.map(newBrain.stats, (s) => s.versions.coWatch === coWatch.version),
+          "the newcomer has the co-watch rows"
+        )
+        assert.deepStrictEqual((yield* ingestion.coWatchSince(coWatch.version)).rows, [])
       }).pipe(Effect.scoped),
     60_000
   )

@@ -26,6 +26,7 @@ import {
   federateAcrossShards,
   Federation,
   FederationWorker,
+  Ingestion,
   shardCore,
   ShardStorage,
   SyncServer
@@ -160,6 +161,7 @@ export const runDemo = Effect.fn("omega.demo")(function*(options: DemoOptions) {
   const identity = makeQuicIdentity()
   const transport = Context.get(yield* Layer.build(SyncTransport.layerQuic()), SyncTransport)
   const shards: Array<ShardNode> = []
+  const ingestions = new Map<string, Ingestion["Service"]>()
   for (const shardId of ["shard-a", "shard-b"]) {
     const context = yield* Layer.build(
       shardCore({
@@ -184,6 +186,7 @@ export const runDemo = Effect.fn("omega.demo")(function*(options: DemoOptions) {
     yield* Context.get(context, ShardStorage).addContent(world.catalog)
     yield* Context.get(context, Federation).announceContent(world.catalog)
     shards.push(new ShardNode(shardId, Context.get(context, SyncServer).port))
+    ingestions.set(shardId, Context.get(context, Ingestion))
     yield* progress(`  ${shardId} ready (PGlite, QUIC on 127.0.0.1:${Context.get(context, SyncServer).port})`)
   }
   const ring = HashRing.make<ShardNode>()
@@ -254,6 +257,7 @@ export const runDemo = Effect.fn("omega.demo")(function*(options: DemoOptions) {
   const times = fleet.flatMap((tv) => tv.split.train.map((r) => r.at)).sort((a, b) => a - b)
   const cuts = Array.from({ length: ROUNDS }, (_, i) => times[Math.floor(((i + 1) * (times.length - 1)) / ROUNDS)]!)
   const rounds: Array<Record<string, string | number>> = []
+  const coWatchVersions = new Map<string, number>()
   const syncMs: Array<number> = []
   let bytesUp = 0
   let syncs = 0
@@ -273,6 +277,13 @@ export const runDemo = Effect.fn("omega.demo")(function*(options: DemoOptions) {
       }
     }
     const report = yield* worker.runRound
+    // What each shard's scheduled co-watch pass does (once a minute), at the end of every round.
+    let coWatchRows = 0
+    for (const [shardId, ingestion] of ingestions) {
+      const update = yield* ingestion.publishCoWatch
+      coWatchVersions.set(shardId, update.version)
+      coWatchRows += update.rows.length
+    }
     yield* Effect.sleep(Duration.millis(300))
     rounds.push({
       round: index + 1,
@@ -282,6 +293,7 @@ export const runDemo = Effect.fn("omega.demo")(function*(options: DemoOptions) {
       patterns_in: report.patternsIn,
       federated_out: report.patternsOut,
       trends_on_tv: (yield* fleet[0]!.brain.stats).trends,
+      cowatch_rows: coWatchRows,
       round_ms: report.durationMs,
       convergence: round3(report.convergence)
     })
@@ -289,7 +301,21 @@ export const runDemo = Effect.fn("omega.demo")(function*(options: DemoOptions) {
       `  round ${index + 1}/${ROUNDS}: ${events} events replayed, federated ${report.patternsOut} patterns`
     )
   }
-  const bytesDown = (yield* Effect.forEach(fleet, (tv) => tv.client.status)).reduce((n, s) => n + s.bytesDown, 0)
+  // Changed co-watch rows reach a shard's sessions spread over 10 s: wait until every TV holds its shard's last ones.
+  yield* progress("  waiting for every TV to hold its shard's latest co-watch rows")
+  const behind = Effect.filter(
+    fleet,
+    (tv) => Effect.map(tv.brain.stats, (s) => s.versions.coWatch < (coWatchVersions.get(tv.shard) ?? 0))
+  )
+  for (let waited = 0; waited < 30_000 && (yield* behind).length > 0; waited += 250) {
+    yield* Effect.sleep(Duration.millis(250))
+  }
+  const lagging = (yield* behind).length
+  if (lagging > 0) yield* progress(`  WARNING: ${lagging} TVs still lack their shard's latest co-watch rows after 30 s`)
+  const statuses = yield* Effect.forEach(fleet, (tv) => tv.client.status)
+  // Co-watch rows are catalog knowledge, pushed when they change rather than per sync: counted apart.
+  const coWatchBytes = statuses.reduce((n, s) => n + s.coWatchBytesDown, 0)
+  const bytesDown = statuses.reduce((n, s) => n + s.bytesDown, 0) - coWatchBytes
 
   // Quality at each TV's next good watch, with and without what federation brought.
   const recommendMs: Array<number> = []
@@ -338,7 +364,8 @@ export const runDemo = Effect.fn("omega.demo")(function*(options: DemoOptions) {
     sync_p50_ms: round(percentile(syncMs, 50)),
     sync_p99_ms: round(percentile(syncMs, 99)),
     bytes_up_per_sync: round(bytesUp / Math.max(1, syncs), 1),
-    bytes_down_per_sync: round(bytesDown / Math.max(1, syncs), 1)
+    bytes_down_per_sync: round(bytesDown / Math.max(1, syncs), 1),
+    cowatch_bytes_per_tv: round(coWatchBytes / Math.max(1, fleet.length), 0)
   }
   yield* printTable("The fleet", [summary])
   if (options.json) yield* printJson(summary)

@@ -34,7 +34,6 @@ import {
   catalogMatrix,
   composedEpsilon,
   type Contribution,
-  coWatchChunks,
   type CoWatchConfig,
   CoWatchCounter,
   defaultAveragingConfig,
@@ -401,7 +400,9 @@ export const runFederated = (
       let coWatchRows = 0
       let coWatchBytes = 0
       if (coWatch !== undefined) {
-        for (const rows of coWatchChunks(coWatch.publish(), MAX_COWATCH_ROWS)) {
+        const table = coWatch.publish()
+        for (let at = 0; at < table.length; at += MAX_COWATCH_ROWS) {
+          const rows = table.slice(at, at + MAX_COWATCH_ROWS)
           const update = yield* transfer(shardCodec, tvCodec, { _tag: "CoWatchUpdate", version: round + 1, rows })
           if (update.frame._tag === "CoWatchUpdate") shared.setCoWatch(update.frame.rows)
           coWatchRows += rows.length

@@ -10,6 +10,7 @@
  */
 import {
   type ContentEmbedding,
+  type CoWatchRow,
   type DeltaAck,
   fromRotatedBasis,
   type GlobalPattern,
@@ -59,8 +60,13 @@ export interface IngestionConfig {
   /** Most logged deltas (the newest) a restarted shard folds back into its aggregation, of those after its last snapshots. */
   readonly replayLimit: number
   readonly aggregator: AggregatorConfig
-  /** Trends decoded from this shard's uploads (served when no federated trends are). */
+  /** Trends (and co-watch rows) decoded from this shard's uploads (trends served when no federated ones are). */
   readonly trends: ShardTrendsConfig
+  /**
+   * How often co-watch rows are recounted and the changed ones pushed to every open session
+   * (recounting walks every co-watched pair once).
+   */
+  readonly coWatchEvery: Duration.Input
   /**
    * How often logged deltas are applied to device_patterns, off the acknowledgement path; undefined
    * leaves them in the log only. On PGlite, which shares the shard's thread, each pass stalls
@@ -85,6 +91,7 @@ export const defaultIngestionConfig: IngestionConfig = {
   replayLimit: 100_000,
   aggregator: defaultAggregatorConfig,
   trends: defaultShardTrendsConfig,
+  coWatchEvery: Duration.minutes(1),
   materializeEvery: undefined,
   materializeBatch: 500
 }
@@ -106,6 +113,12 @@ export class IngestError extends Data.TaggedError("IngestError")<{
 export const ingestionMetrics = {
   patternsStored: Metric.gauge("omega_patterns_stored", { description: "Acknowledged patterns in the durable log" }),
   batchSize: Metric.gauge("omega_ingest_batch_deltas", { description: "Deltas in the last group commit" })
+}
+
+/** Co-watch rows and the version a TV holds once it has them. */
+export interface CoWatchRows {
+  readonly version: number
+  readonly rows: ReadonlyArray<CoWatchRow>
 }
 
 /** A region's snapshot changed: sessions of the region should get it within `spreadMs`. */
@@ -166,6 +179,12 @@ export class Ingestion extends Context.Service<Ingestion, {
   readonly localTrends: (region: string, limit: number) => Effect.Effect<ReadonlyArray<TrendSignal>>
   /** Catalog items the shard now distributes: trends are decoded against them from now on. */
   readonly addContent: (items: ReadonlyArray<ContentEmbedding>) => Effect.Effect<void>
+  /** The co-watch rows a TV holding `version` lacks, with the version they bring it to. */
+  readonly coWatchSince: (version: number) => Effect.Effect<CoWatchRows>
+  /** Co-watch rows as they change (each update only the changed rows), for every open session. */
+  readonly coWatchUpdates: PubSub.PubSub<CoWatchRows>
+  /** Recounts co-watch rows now (uploads waiting are decoded first) and publishes the changed ones. */
+  readonly publishCoWatch: Effect.Effect<CoWatchRows>
   /**
    * Takes a region's federated patterns (aggregated across shards by the federation worker): they
    * are what the region's TVs get from now on, pushed on their open sessions.
@@ -428,6 +447,19 @@ function make(config: IngestionConfig) {
       Effect.schedule(Schedule.spaced(config.snapshotEvery)),
       Effect.forkScoped
     )
+    let coWatchVersion = 0
+    const coWatchUpdates = yield* PubSub.unbounded<CoWatchRows>()
+    const publishCoWatch = Effect.gen(function*() {
+      const now = yield* decodeTrends
+      const version = Math.max(coWatchVersion + 1, now)
+      const rows = trends.publishCoWatch(version)
+      if (rows.length === 0) return { version: coWatchVersion, rows }
+      coWatchVersion = version
+      const update = { version, rows }
+      yield* PubSub.publish(coWatchUpdates, update)
+      return update
+    })
+    yield* publishCoWatch.pipe(Effect.schedule(Schedule.spaced(config.coWatchEvery)), Effect.forkScoped)
     yield* persist.pipe(
       Effect.catch((error) => Effect.logWarning("writing global patterns failed", error)),
       Effect.schedule(Schedule.spaced(config.persistEvery)),
@@ -450,6 +482,13 @@ function make(config: IngestionConfig) {
         Effect.map(Clock.currentTimeMillis, (now) => aggregator.snapshot(region, limit, now, 1).map(fromRotated)),
       localTrends: (region, limit) => Effect.map(decodeTrends, (now) => trends.signals(region, now, limit)),
       addContent: (items) => Effect.sync(() => trends.addContent(items)),
+      coWatchSince: (version) =>
+        Effect.sync(() => ({
+          version: coWatchVersion,
+          rows: version >= coWatchVersion ? [] : trends.coWatchSince(version)
+        })),
+      coWatchUpdates,
+      publishCoWatch,
       applyFederated: Effect.fnUntraced(function*(region: string, global: GlobalPatterns) {
         federated.set(region, global)
         yield* refreshRegion(region, true)

@@ -103,3 +103,48 @@ describe("ShardTrends", () => {
     assert.deepStrictEqual(trends.signals("eu", t0, 1).map((t) => t.contentId), ["m9"])
   })
 })
+
+describe("ShardTrends co-watch rows", () => {
+  it("learns which items the same devices watch, publishes changed rows once, and serves what a TV lacks", () => {
+    const trends = make()
+    // Three devices watch m3 and m17 (in one pattern) and m40 (in another); only two also watch m25.
+    for (const tv of ["tv-1", "tv-2", "tv-3"]) {
+      trends.observe("eu", tv, [pattern(`${tv}-a`, [3, 17], 4), pattern(`${tv}-b`, [40], 2)], t0)
+    }
+    for (const tv of ["tv-1", "tv-2"]) trends.observe("eu", tv, [pattern(`${tv}-c`, [25], 2)], t0 + 1)
+    assert.deepStrictEqual(trends.publishCoWatch(1), [], "observing only buffers")
+    trends.decode()
+    const rows = Object.fromEntries(
+      trends.publishCoWatch(2).map((r) => [r.contentId, r.neighbours.map((n): string => n.contentId).sort()])
+    )
+    assert.deepStrictEqual(rows, { m17: ["m3", "m40"], m3: ["m17", "m40"], m40: ["m17", "m3"] })
+    assert.strictEqual(trends.stats().coWatchRows, 3)
+    assert.strictEqual(trends.stats().coWatchDevices, 3)
+    // Nothing changed: nothing to publish, and a TV at version 2 lacks nothing.
+    assert.deepStrictEqual(trends.publishCoWatch(3), [])
+    assert.deepStrictEqual(trends.coWatchSince(2), [])
+    assert.strictEqual(trends.coWatchSince(0).length, 3)
+
+    // A third device watches m25: its rows appear at version 4, and a TV at version 2 gets only those.
+    trends.observe("eu", "tv-3", [pattern("tv-3-c", [25], 2)], t0 + 2)
+    trends.decode()
+    const changed = trends.publishCoWatch(4).map((r) => r.contentId).sort()
+    assert.includeMembers(changed, ["m25"])
+    assert.deepStrictEqual(trends.coWatchSince(2).map((r) => r.contentId).sort(), changed)
+  })
+
+  it("forgets the least recently synced device beyond its device memory, and its pairs with it", () => {
+    const trends = make({ deviceMemory: 3 })
+    for (const tv of ["tv-1", "tv-2", "tv-3"]) trends.observe("eu", tv, [pattern(`${tv}-a`, [3, 17], 4)], t0)
+    trends.decode()
+    assert.strictEqual(trends.publishCoWatch(1).length, 2)
+    trends.observe("eu", "tv-4", [pattern("tv-4-a", [30], 4)], t0 + 1)
+    trends.decode()
+    // tv-1 went: m3-m17 has two devices left, under k, and both rows are withdrawn.
+    assert.deepStrictEqual(trends.publishCoWatch(2).map((r) => [r.contentId, r.neighbours.length]), [["m17", 0], [
+      "m3",
+      0
+    ]])
+    assert.strictEqual(trends.stats().coWatchDevices, 3)
+  })
+})

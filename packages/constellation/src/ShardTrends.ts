@@ -5,16 +5,23 @@
  * content), and a TrendDetector keeps decayed evidence per region and item, reporting an item
  * only once k distinct devices stand behind it. `observe` runs on the acknowledgement path and
  * only buffers; `decode` does the matching off it, a little at a time.
+ *
+ * The same decoded evidence teaches co-watch rows: each device's decoded items (its strongest,
+ * accumulated over its uploads) feed a CoWatchCounter, and `publishCoWatch` stamps the rows
+ * that changed with a version, so a TV that reconnects is sent only what changed after the
+ * version it holds.
  */
 import {
   type ContentEmbedding,
   type ContentId,
+  type CoWatchRow,
   type EmbeddingBasis,
   type PatternId,
   type SharedPattern,
   toRotatedBasis,
   type TrendSignal
 } from "@omega/protocol"
+import { type CoWatchConfig, CoWatchCounter, defaultCoWatchConfig } from "./federation/CoWatch.ts"
 import {
   catalogEvidence,
   type CatalogMatrix,
@@ -50,6 +57,8 @@ export interface ShardTrendsConfig {
    */
   readonly deviceMemory: number
   readonly patternsPerDevice: number
+  /** k, neighbours per row and items per device of the co-watch rows (devices remembered: deviceMemory). */
+  readonly coWatch: CoWatchConfig
 }
 
 export const defaultShardTrendsConfig: ShardTrendsConfig = {
@@ -59,7 +68,8 @@ export const defaultShardTrendsConfig: ShardTrendsConfig = {
   maxPendingPatterns: 10_000,
   decodeBudgetMs: 200,
   deviceMemory: 20_000,
-  patternsPerDevice: 64
+  patternsPerDevice: 64,
+  coWatch: defaultCoWatchConfig
 }
 
 export interface ShardTrendsStats {
@@ -69,6 +79,9 @@ export interface ShardTrendsStats {
   /** Patterns decoded and patterns pushed out of the buffer unread, since start. */
   readonly decoded: number
   readonly dropped: number
+  /** Devices whose decoded items count toward co-watch rows, and rows published (non-empty). */
+  readonly coWatchDevices: number
+  readonly coWatchRows: number
 }
 
 interface Growth {
@@ -102,11 +115,17 @@ export class ShardTrends {
   private readonly lastCounts = new Map<string, Map<PatternId, number>>()
   private decoded = 0
   private dropped = 0
+  private readonly coWatch: CoWatchCounter
+  /** Each remembered device's decoded viewing per item, least recently synced first. */
+  private readonly deviceItems = new Map<string, Map<ContentId, number>>()
+  /** Every row as last published, with the version it last changed at (empty rows: withdrawn). */
+  private readonly rows = new Map<ContentId, { readonly row: CoWatchRow; readonly version: number }>()
 
   constructor(config: ShardTrendsConfig = defaultShardTrendsConfig, basis: EmbeddingBasis = "original") {
     this.config = config
     this.basis = basis
     this.detector = new TrendDetector(config.trend)
+    this.coWatch = new CoWatchCounter(config.coWatch)
   }
 
   /** Adds or replaces catalog items; the next pass decodes against them. */
@@ -174,12 +193,57 @@ export class ShardTrends {
         }
       }
       this.detector.observe(upload.region, upload.deviceId, evidence, upload.at)
+      this.learnCoWatch(upload.deviceId, evidence)
       regions.add(upload.region)
       this.pendingPatterns -= upload.patterns.length
       this.decoded += upload.patterns.length
     }
     this.pending = this.pending.slice(taken)
     return regions
+  }
+
+  /**
+   * Stamps the co-watch rows that changed since the last call with `version` and returns them
+   * (an empty row withdraws one). `version` must grow from call to call.
+   */
+  publishCoWatch(version: number): Array<CoWatchRow> {
+    const changed: Array<CoWatchRow> = []
+    for (const row of this.coWatch.publish()) {
+      const before = this.rows.get(row.contentId)?.row
+      if (before !== undefined && sameNeighbours(before, row)) continue
+      this.rows.set(row.contentId, { row, version })
+      changed.push(row)
+    }
+    return changed
+  }
+
+  /** The rows a TV holding co-watch `version` lacks (all non-empty rows for 0). */
+  coWatchSince(version: number): Array<CoWatchRow> {
+    const rows: Array<CoWatchRow> = []
+    for (const entry of this.rows.values()) {
+      if (entry.version > version && (version > 0 || entry.row.neighbours.length > 0)) rows.push(entry.row)
+    }
+    return rows
+  }
+
+  /** Adds one upload's decoded evidence to its device's items and recounts the device's co-watch pairs. */
+  private learnCoWatch(deviceId: string, evidence: ReadonlyArray<{ contentId: ContentId; weight: number }>): void {
+    if (evidence.length === 0) return
+    let items = this.deviceItems.get(deviceId)
+    if (items === undefined) items = new Map()
+    else this.deviceItems.delete(deviceId)
+    this.deviceItems.set(deviceId, items)
+    if (this.deviceItems.size > this.config.deviceMemory) {
+      const oldest = this.deviceItems.keys().next().value!
+      this.deviceItems.delete(oldest)
+      this.coWatch.forget(oldest)
+    }
+    for (const { contentId, weight } of evidence) items.set(contentId, (items.get(contentId) ?? 0) + weight)
+    const strongest = [...items].sort((a, b) => b[1] - a[1])
+    const limit = this.config.coWatch.maxItemsPerDevice
+    // Items far below the device's strongest are kept only up to twice the limit.
+    if (strongest.length > 2 * limit) { for (const [id] of strongest.slice(2 * limit)) items.delete(id) }
+    this.coWatch.observe(deviceId, strongest.slice(0, limit).map(([id]) => id))
   }
 
   /** Forgets items whose evidence faded away by `now`. */
@@ -198,7 +262,13 @@ export class ShardTrends {
       pendingUploads: this.pending.length,
       pendingPatterns: this.pendingPatterns,
       decoded: this.decoded,
-      dropped: this.dropped
+      dropped: this.dropped,
+      coWatchDevices: this.coWatch.deviceCount,
+      coWatchRows: [...this.rows.values()].filter((r) => r.row.neighbours.length > 0).length
     }
   }
 }
+
+const sameNeighbours = (a: CoWatchRow, b: CoWatchRow): boolean =>
+  a.neighbours.length === b.neighbours.length &&
+  a.neighbours.every((n, i) => n.contentId === b.neighbours[i]!.contentId && n.weight === b.neighbours[i]!.weight)

@@ -10,6 +10,7 @@ import {
   type GlobalPatterns,
   makeWireCodec,
   MAX_CONTENT_ITEMS,
+  MAX_COWATCH_ROWS,
   MAX_TRENDS,
   PROTOCOL_VERSION,
   type SessionId,
@@ -19,7 +20,7 @@ import {
 import { type Connection, type ListenOptions, SyncTransport } from "@omega/sync"
 import { Clock, Context, Duration, Effect, Layer, Metric, PubSub, Sink, Stream } from "effect"
 import { Federation } from "./Federation.ts"
-import { ingestCodec, Ingestion } from "./Ingestion.ts"
+import { type CoWatchRows, ingestCodec, Ingestion } from "./Ingestion.ts"
 import { type DeviceState, FEDERATION_PEER_PREFIX, ShardManager } from "./ShardManager.ts"
 
 export interface SyncServerConfig {
@@ -173,6 +174,33 @@ function make(config: SyncServerConfig) {
       ),
       Effect.forkScoped
     )
+
+    // Co-watch rows as they change: encoded once, the same frames to every session, spread out.
+    const coWatch = yield* PubSub.subscribe(ingestion.coWatchUpdates)
+    yield* Stream.fromSubscription(coWatch).pipe(
+      Stream.runForEach((update) =>
+        Effect.gen(function*() {
+          const frames = yield* encodeCoWatch(update)
+          yield* Effect.forkScoped(pushSlices(
+            [...sessionsByRegion.values()].flatMap((targets) => [...targets]),
+            COWATCH_PUSH_SPREAD_MS,
+            (target) => sendEncoded(target.connection, frames)
+          ))
+        })
+      ),
+      Effect.forkScoped
+    )
+    const encodeCoWatch = (update: CoWatchRows) =>
+      Effect.forEach(
+        chunks(update.rows, MAX_COWATCH_ROWS),
+        (rows) => codec.encodeEffect({ _tag: "CoWatchUpdate", version: update.version, rows }).pipe(Effect.orDie)
+      )
+    const sendEncoded = (connection: Connection, frames: ReadonlyArray<Uint8Array>) =>
+      Effect.forEach(frames, (bytes) =>
+        Effect.gen(function*() {
+          yield* connection.send(bytes)
+          yield* Metric.update(syncMetrics.bytesOut, bytes.length)
+        }), { discard: true })
 
     /** After Hello: deltas in, acks and pushes out, until the TV goes away. */
     const serve = (
@@ -328,6 +356,9 @@ function make(config: SyncServerConfig) {
           yield* sendGlobal(connection, device.region, global)
           held = global.version
         }
+        // Co-watch rows changed after the version the TV holds (every row for a TV that holds none).
+        const coWatchRows = yield* ingestion.coWatchSince(resume?.coWatchVersion ?? 0)
+        if (coWatchRows.rows.length > 0) yield* sendEncoded(connection, yield* encodeCoWatch(coWatchRows))
         yield* serve(connection, device, rest, held)
       })).pipe(Effect.catchCause(() => Effect.void))
 
@@ -348,6 +379,8 @@ const PUSH_SLICE_MIN = 25
 const PUSH_SLICE_MAX = 200
 /** A TV that does not take a push within this long (its stream is blocked) is skipped for it. */
 const PUSH_SEND_TIMEOUT = Duration.seconds(10)
+/** Changed co-watch rows reach every session within this long (they change about once a minute). */
+const COWATCH_PUSH_SPREAD_MS = 10_000
 
 const chunks = <A>(items: ReadonlyArray<A>, size: number): Array<ReadonlyArray<A>> => {
   const out: Array<ReadonlyArray<A>> = []

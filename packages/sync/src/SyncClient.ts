@@ -70,8 +70,12 @@ export interface SyncStatus {
   /** Acknowledged deltas the shard had already counted (replays). */
   readonly duplicates: number
   readonly globalUpdates: number
+  /** CoWatchUpdate frames applied. */
+  readonly coWatchUpdates: number
   readonly bytesUp: number
+  /** Every frame received, CoWatchUpdate included; that one alone in coWatchBytesDown. */
   readonly bytesDown: number
+  readonly coWatchBytesDown: number
   readonly lastError: string | undefined
 }
 
@@ -117,8 +121,10 @@ function make(config: SyncClientConfig) {
       deltasAcknowledged: 0,
       duplicates: 0,
       globalUpdates: 0,
+      coWatchUpdates: 0,
       bytesUp: 0,
       bytesDown: 0,
+      coWatchBytesDown: 0,
       lastError: undefined as string | undefined
     }
 
@@ -152,6 +158,10 @@ function make(config: SyncClientConfig) {
             return
           case "ContentUpdate":
             return yield* brain.addContent(frame.items)
+          case "CoWatchUpdate":
+            counters.coWatchBytesDown += bytes.length
+            if (yield* brain.applyCoWatch({ version: frame.version, rows: frame.rows })) counters.coWatchUpdates += 1
+            return
           case "Ping":
             return yield* send(active.connection, { _tag: "Pong", nonce: frame.nonce })
           case "ErrorFrame": {
@@ -203,7 +213,11 @@ function make(config: SyncClientConfig) {
         token: config.token,
         region: config.region,
         protocolVersion: PROTOCOL_VERSION,
-        resume: { lastAckedVersion: stats.versions.acknowledged, globalVersion: stats.versions.global }
+        resume: {
+          lastAckedVersion: stats.versions.acknowledged,
+          globalVersion: stats.versions.global,
+          coWatchVersion: stats.versions.coWatch
+        }
       })
       const active: Session = { connection, acks: new Map() }
       yield* Effect.addFinalizer(() =>

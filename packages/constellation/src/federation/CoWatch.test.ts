@@ -1,7 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { type ContentEmbedding, type ContentId, EMBEDDING_DIMENSIONS } from "@omega/protocol"
 import { gaussian, seededRandom, unit } from "../internal/vectors.ts"
-import { coWatchChunks, CoWatchCounter, deviceItems } from "./CoWatch.ts"
+import { CoWatchCounter, deviceItems } from "./CoWatch.ts"
 import { catalogMatrix } from "./Trends.ts"
 
 const ids = (...names: Array<string>) => names as Array<ContentId>
@@ -68,11 +68,6 @@ describe("CoWatchCounter", () => {
 
   it("refuses a configuration that would publish single-device pairs by accident", () => {
     assert.throws(() => new CoWatchCounter({ ...config, minDevices: 0 }), RangeError)
-  })
-
-  it("chunks rows for CoWatchUpdate frames", () => {
-    const rows = ids("a", "b", "c", "d", "e").map((contentId) => ({ contentId, neighbours: [] }))
-    assert.deepStrictEqual(coWatchChunks(rows, 2).map((c) => c.length), [2, 2, 1])
   })
 })
 

@@ -161,10 +161,3 @@ export class CoWatchCounter {
     }
   }
 }
-
-/** Splits rows into CoWatchUpdate-sized chunks. */
-export const coWatchChunks = (rows: ReadonlyArray<CoWatchRow>, size: number): Array<ReadonlyArray<CoWatchRow>> => {
-  const chunks: Array<ReadonlyArray<CoWatchRow>> = []
-  for (let i = 0; i < rows.length; i += size) chunks.push(rows.slice(i, i + size))
-  return chunks
-}

@@ -36,7 +36,9 @@ export type SessionId = typeof SessionId.Type
 /** Where a reconnecting TV left off, so the shard can skip what it already has. */
 export const Resume = Schema.Struct({
   lastAckedVersion: Version,
-  globalVersion: Version
+  globalVersion: Version,
+  /** Co-watch rows changed after this version are what the TV still lacks. */
+  coWatchVersion: Schema.optionalKey(Version)
 })
 export type Resume = typeof Resume.Type
 
