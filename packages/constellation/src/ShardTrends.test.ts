@@ -133,8 +133,8 @@ describe("ShardTrends co-watch rows", () => {
     assert.deepStrictEqual(trends.coWatchSince(2).map((r) => r.contentId).sort(), changed)
   })
 
-  it("forgets the least recently synced device beyond its device memory, and its pairs with it", () => {
-    const trends = make({ deviceMemory: 3 })
+  it("forgets the least recently synced device beyond the co-watch device bound, and its pairs with it", () => {
+    const trends = make({ coWatch: { ...defaultShardTrendsConfig.coWatch, maxDevices: 3 } })
     for (const tv of ["tv-1", "tv-2", "tv-3"]) trends.observe("eu", tv, [pattern(`${tv}-a`, [3, 17], 4)], t0)
     trends.decode()
     assert.strictEqual(trends.publishCoWatch(1).length, 2)

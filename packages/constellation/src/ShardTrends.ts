@@ -57,7 +57,7 @@ export interface ShardTrendsConfig {
    */
   readonly deviceMemory: number
   readonly patternsPerDevice: number
-  /** k, neighbours per row and items per device of the co-watch rows (devices remembered: deviceMemory). */
+  /** k, neighbours per row, and the bounds (devices, items per device, pairs) of the co-watch rows. */
   readonly coWatch: CoWatchConfig
 }
 
@@ -233,10 +233,9 @@ export class ShardTrends {
     if (items === undefined) items = new Map()
     else this.deviceItems.delete(deviceId)
     this.deviceItems.set(deviceId, items)
-    if (this.deviceItems.size > this.config.deviceMemory) {
-      const oldest = this.deviceItems.keys().next().value!
-      this.deviceItems.delete(oldest)
-      this.coWatch.forget(oldest)
+    // The counter forgets the least recently observed device beyond the same bound, in the same order.
+    if (this.deviceItems.size > this.config.coWatch.maxDevices) {
+      this.deviceItems.delete(this.deviceItems.keys().next().value!)
     }
     for (const { contentId, weight } of evidence) items.set(contentId, (items.get(contentId) ?? 0) + weight)
     const strongest = [...items].sort((a, b) => b[1] - a[1])

@@ -5,7 +5,7 @@ import { CoWatchCounter, deviceItems } from "./CoWatch.ts"
 import { catalogMatrix } from "./Trends.ts"
 
 const ids = (...names: Array<string>) => names as Array<ContentId>
-const config = { minDevices: 3, neighbours: 20, maxItemsPerDevice: 64 }
+const config = { minDevices: 3, neighbours: 20, maxItemsPerDevice: 64, maxDevices: 1_000, maxPairs: 1_000 }
 
 /** Rows as { item: { neighbour: weight } } for readable assertions. */
 const table = (counter: CoWatchCounter) =>
@@ -56,7 +56,7 @@ describe("CoWatchCounter", () => {
   })
 
   it("bounds each device's items and each row's neighbours, strongest first", () => {
-    const counter = new CoWatchCounter({ minDevices: 1, neighbours: 2, maxItemsPerDevice: 3 })
+    const counter = new CoWatchCounter({ ...config, minDevices: 1, neighbours: 2, maxItemsPerDevice: 3 })
     counter.observe("tv-1", ids("a", "b", "c", "d", "e"))
     counter.observe("tv-2", ids("a", "b"))
     // tv-1 counts only a, b, c: a-b has 2 devices, a-c 1; d and e never appear.
@@ -64,6 +64,36 @@ describe("CoWatchCounter", () => {
     assert.deepStrictEqual(Object.keys(rows), ["a", "b", "c"])
     assert.deepStrictEqual(Object.keys(rows["a"]!), ["b", "c"])
     assert.isAbove(rows["a"]!["b"]!, rows["a"]!["c"]!)
+  })
+
+  it("forgets the least recently observed device beyond maxDevices, with its pairs", () => {
+    const counter = new CoWatchCounter({ ...config, maxDevices: 3 })
+    for (let tv = 1; tv <= 3; tv++) counter.observe(`tv-${tv}`, ids("a", "b"))
+    counter.observe("tv-1", ids("a", "b")) // observed again: now tv-2 is the least recent
+    counter.observe("tv-4", ids("c"))
+    assert.strictEqual(counter.deviceCount, 3)
+    assert.deepStrictEqual(table(counter), {}, "a-b lost tv-2 and is under k")
+    counter.observe("tv-2", ids("a", "b")) // back, and tv-3 goes
+    assert.deepStrictEqual(table(counter), {})
+    counter.observe("tv-1", ids("a", "b")) // tv-4 is now the least recent
+    counter.observe("tv-5", ids("a", "b")) // and goes; a-b: tv-2, tv-1, tv-5
+    assert.deepStrictEqual(table(counter), { a: { b: 1000 }, b: { a: 1000 } })
+  })
+
+  it("stops adding pairs at maxPairs, and the pairs it counts keep counting", () => {
+    const counter = new CoWatchCounter({ ...config, maxPairs: 1 })
+    for (let tv = 1; tv <= 3; tv++) counter.observe(`tv-${tv}`, ids("a", "b", "c"))
+    // Only a-b (the first pair) is counted; a-c and b-c were left out and never go below zero.
+    assert.deepStrictEqual(Object.keys(table(counter)), ["a", "b"])
+    counter.forget("tv-1")
+    counter.forget("tv-2")
+    assert.deepStrictEqual(counter.publish(), [
+      { contentId: "a" as ContentId, neighbours: [] },
+      { contentId: "b" as ContentId, neighbours: [] }
+    ])
+    // a-b still holds the only slot (tv-3), so a-c is not counted for devices that watch it now.
+    for (let tv = 4; tv <= 6; tv++) counter.observe(`tv-${tv}`, ids("a", "c"))
+    assert.deepStrictEqual(counter.publish(), [])
   })
 
   it("refuses a configuration that would publish single-device pairs by accident", () => {
