@@ -140,7 +140,8 @@ export const FEDERATED_ROUNDS = 24
 /**
  * The fleet `omega eval` reports, with the settings chosen on the validation split (each user's
  * second-to-last positive held out; see `omega eval --validation`): trends with a 14-day
- * half-life (60 and 30 days did worse), and co-watch votes weighted 30 (against 0, 3 and 10;
+ * half-life (60 and 30 days did worse), and co-watch votes weighted 30 (against 0, 3 and 10,
+ * and 15 and 60 once they decay with a half-life of 8 watched items, the recommender's default;
  * 50 neighbours per row or decoding more items per pattern did not help).
  */
 export const federatedEvalConfig = (rounds = FEDERATED_ROUNDS): FederatedConfig => {

@@ -304,6 +304,24 @@ describe("OmegaBrain.applyCoWatch", () => {
         assert.isFalse(after.some((r) => r.reason.startsWith("Viewers of")))
       }), coWatchConfig))
 
+  it.effect("weighs the rows of what was watched last the most", () =>
+    withBrain((brain) =>
+      Effect.gen(function*() {
+        yield* brain.observe(watch("comedy-1", 0.9, evening, 1_700_000_000_000))
+        yield* brain.observe(watch("romance-1", 0.9, evening, 1_700_000_100_000))
+        yield* brain.applyCoWatch({
+          version: 1,
+          rows: [
+            { contentId: "comedy-1", neighbours: [{ contentId: "horror-3", weight: 1000 }] },
+            { contentId: "romance-1", neighbours: [{ contentId: "documentary-4", weight: 1000 }] }
+          ]
+        })
+        const recs = yield* brain.recommend(evening, 2)
+        assert.deepStrictEqual(recs.map((r): string => r.contentId), ["documentary-4", "horror-3"])
+        // One watch later the newer row's votes are worth 2^(1/8) of the older one's.
+        assert.closeTo(recs[0]!.score / recs[1]!.score, Math.pow(2, 1 / 8), 0.05)
+      }), coWatchConfig))
+
   it.effect("ignores rows of items it has never watched", () =>
     withBrain((brain) =>
       Effect.gen(function*() {

