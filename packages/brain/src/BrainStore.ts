@@ -433,7 +433,8 @@ function prepare(db: Database.Database) {
       `insert into watched (content_id, last_at, views) values (?, ?, 1)
        on conflict (content_id) do update set last_at = max(last_at, excluded.last_at), views = views + 1`
     ),
-    allWatched: db.prepare<[], { content_id: string }>(`select content_id from watched`),
+    // Oldest last watch first: the episodes tier reads the order as the history's (co-watch recency).
+    allWatched: db.prepare<[], { content_id: string }>(`select content_id from watched order by last_at, content_id`),
     allPatterns: db.prepare<[], PatternRow>(`select * from patterns`),
     upsertPattern: db.prepare<[PatternRow]>(
       `insert into patterns (id, embedding, success_rate, sample_count, context, exemplar, created_at, updated_at, version,

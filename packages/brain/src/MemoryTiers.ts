@@ -63,7 +63,7 @@ export class MemoryTiers extends Context.Service<MemoryTiers, {
     /** Newest last. */
     readonly recent: (n: number) => ReadonlyArray<ViewingEvent>
     readonly hasWatched: (id: ContentId) => boolean
-    /** Everything ever watched, oldest first. */
+    /** Everything ever watched, by last watch, oldest first. */
     readonly watched: () => IterableIterator<ContentId>
     readonly markWatched: (ids: Iterable<ContentId>) => void
     readonly watchedCount: () => number
@@ -113,6 +113,8 @@ function make(limits: TierLimits) {
     const watched = new Set<ContentId>()
     const episodes = {
       remember: (event: ViewingEvent) => {
+        // Re-inserted, so the set's order stays by last watch (a re-watched item is the newest again).
+        watched.delete(event.contentId)
         watched.add(event.contentId)
         if (ring.length < limits.episodes) ring.push(event)
         else {

@@ -392,6 +392,45 @@ describe("persistence", () => {
       assert.include(second.recs.map((r) => r.reason), `Viewers of ${item("comedy-1").title} also watched this`)
     }))
 
+  it.effect("a restarted brain still knows which watch was the newest (co-watch recency)", () =>
+    Effect.gen(function*() {
+      const dir = mkdtempSync(join(tmpdir(), "omega-brain-"))
+      yield* Effect.addFinalizer(() => Effect.sync(() => rmSync(dir, { recursive: true, force: true })))
+      // One recent episode: the rest of the order comes back from the store, not from replayed events.
+      const layer = () =>
+        OmegaBrain.layer({ ...coWatchConfig, tiers: { ...coWatchConfig.tiers, episodes: 1 } }).pipe(
+          Layer.provide(Layer.mergeAll(
+            Embedder.layerHashing,
+            VectorIndex.layerTest,
+            BrainStore.layer({ path: join(dir, "brain.db") })
+          ))
+        )
+      // Watched in the opposite order to their ids, and the oldest watched again last.
+      const history = ["romance-1", "horror-1", "comedy-1", "horror-1"]
+      const first = yield* Effect.gen(function*() {
+        const brain = yield* OmegaBrain
+        yield* brain.addContent(catalog)
+        for (const [i, id] of history.entries()) yield* brain.observe(watch(id, 0.9, evening, 1_700_000_000_000 + i))
+        yield* brain.applyCoWatch({
+          version: 1,
+          rows: [
+            { contentId: "romance-1", neighbours: [{ contentId: "documentary-4", weight: 1000 }] },
+            { contentId: "horror-1", neighbours: [{ contentId: "documentary-5", weight: 1000 }] },
+            { contentId: "comedy-1", neighbours: [{ contentId: "documentary-6", weight: 1000 }] }
+          ]
+        })
+        return yield* brain.recommend(evening, 3)
+      }).pipe(Effect.provide(layer()))
+      const second = yield* Effect.gen(function*() {
+        const brain = yield* OmegaBrain
+        return yield* brain.recommend(evening, 3)
+      }).pipe(Effect.provide(layer()))
+      // Newest first: horror-1 (watched again), comedy-1, romance-1; their ids sort the other way.
+      const order = ["documentary-5", "documentary-6", "documentary-4"]
+      assert.deepStrictEqual(first.map((r): string => r.contentId), order)
+      assert.deepStrictEqual(second.map((r): string => r.contentId), order)
+    }))
+
   it.effect("restarts from index snapshots, and rebuilds them when the store moved on after they were saved", () =>
     Effect.gen(function*() {
       const dir = mkdtempSync(join(tmpdir(), "omega-brain-"))
