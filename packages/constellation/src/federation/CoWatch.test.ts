@@ -80,24 +80,23 @@ describe("CoWatchCounter", () => {
     assert.deepStrictEqual(table(counter), { a: { b: 1000 }, b: { a: 1000 } })
   })
 
-  it("stops adding pairs at maxPairs, and the pairs it counts keep counting", () => {
-    const counter = new CoWatchCounter({ ...config, maxPairs: 1 })
+  it("does not count a device whose pairs would not fit under maxPairs, so counts stay exact", () => {
+    const counter = new CoWatchCounter({ ...config, maxPairs: 3 })
     for (let tv = 1; tv <= 3; tv++) counter.observe(`tv-${tv}`, ids("a", "b", "c"))
-    // Only a-b (the first pair) is counted; a-c and b-c were left out and never go below zero.
-    assert.deepStrictEqual(Object.keys(table(counter)), ["a", "b"])
-    counter.forget("tv-1")
-    counter.forget("tv-2")
-    assert.deepStrictEqual(counter.publish(), [
-      { contentId: "a" as ContentId, neighbours: [] },
-      { contentId: "b" as ContentId, neighbours: [] }
-    ])
-    // a-b still holds the only slot (tv-3), so a-c is not counted for devices that watch it now.
-    for (let tv = 4; tv <= 6; tv++) counter.observe(`tv-${tv}`, ids("a", "c"))
-    assert.deepStrictEqual(counter.publish(), [])
+    // a-b, a-c and b-c fill the bound: a device bringing a new pair (a-d) is not counted at all.
+    counter.observe("tv-4", ids("a", "d"))
+    assert.strictEqual(counter.deviceCount, 3)
+    // The three move to a and b: a-c and b-c go, which makes room.
+    for (let tv = 1; tv <= 3; tv++) counter.observe(`tv-${tv}`, ids("a", "b"))
+    for (let tv = 4; tv <= 6; tv++) counter.observe(`tv-${tv}`, ids("a", "d"))
+    assert.strictEqual(counter.deviceCount, 6)
+    // a: 6 viewers, b and d: 3 each; both pairs 3 devices: 3 / sqrt(18) = 0.707.
+    assert.deepStrictEqual(table(counter), { a: { b: 707, d: 707 }, b: { a: 707 }, d: { a: 707 } })
   })
 
-  it("refuses a configuration that would publish single-device pairs by accident", () => {
+  it("refuses a configuration that would publish single-device pairs, or rows the wire cannot carry", () => {
     assert.throws(() => new CoWatchCounter({ ...config, minDevices: 0 }), RangeError)
+    assert.throws(() => new CoWatchCounter({ ...config, neighbours: 65 }), RangeError)
   })
 })
 

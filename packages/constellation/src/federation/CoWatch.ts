@@ -9,7 +9,7 @@
  * at least k distinct devices stand behind it. The TV does the rest on its own: it scores the
  * neighbours of everything it has watched, a history that never leaves it.
  */
-import type { ContentId, CoWatchRow } from "@omega/protocol"
+import { type ContentId, type CoWatchRow, MAX_COWATCH_NEIGHBOURS } from "@omega/protocol"
 import { catalogEvidence, type CatalogMatrix, defaultMatchOptions, type MatchOptions } from "./Trends.ts"
 
 export interface CoWatchConfig {
@@ -23,8 +23,8 @@ export interface CoWatchConfig {
   readonly maxDevices: number
   /**
    * Distinct pairs counted at most (memory: a JavaScript Map holds at most ~16.7M entries, and
-   * each costs ~60 bytes). At the bound, pairs nobody counted yet are not added; those counted
-   * keep counting.
+   * each costs ~60 bytes). A device whose pairs would not fit is not counted (its previous items
+   * are forgotten), so every count stays exact for the devices counted.
    */
   readonly maxPairs: number
 }
@@ -68,7 +68,7 @@ export const deviceItems = (
   return [...weights.entries()].sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1)).slice(0, limit).map(([id]) => id)
 }
 
-/** Pair keys: the smaller item index times this plus the larger (exact in a double up to 2^29 items). */
+/** Pair keys: the smaller item index times this plus the larger (so at most 2^24 items). */
 const PAIR = 2 ** 24
 
 /** Pair counts over devices' decoded items. Not thread-safe; one per shard or federation worker. */
@@ -90,6 +90,9 @@ export class CoWatchCounter {
     if (![minDevices, neighbours, maxItemsPerDevice, maxDevices, maxPairs].every((n) => n >= 1)) {
       throw new RangeError("minDevices, neighbours, maxItemsPerDevice, maxDevices and maxPairs must be at least 1")
     }
+    if (neighbours > MAX_COWATCH_NEIGHBOURS) {
+      throw new RangeError(`a row carries at most ${MAX_COWATCH_NEIGHBOURS} neighbours on the wire, got ${neighbours}`)
+    }
     this.config = config
   }
 
@@ -109,8 +112,9 @@ export class CoWatchCounter {
     // Re-inserted, so the Map's order is least recently observed first.
     this.devices.delete(deviceId)
     const sorted = [...next].sort((a, b) => a - b)
+    if (sorted.length === 0 || this.pairs.size + this.missingPairs(sorted) > this.config.maxPairs) return
     this.count(sorted, 1)
-    if (sorted.length > 0) this.devices.set(deviceId, sorted)
+    this.devices.set(deviceId, sorted)
     if (this.devices.size > this.config.maxDevices) this.forget(this.devices.keys().next().value!)
   }
 
@@ -170,6 +174,15 @@ export class CoWatchCounter {
     return i
   }
 
+  /** Pairs among `sorted` that nobody counts yet. */
+  private missingPairs(sorted: ReadonlyArray<number>): number {
+    let missing = 0
+    for (let x = 0; x < sorted.length; x++) {
+      for (let y = x + 1; y < sorted.length; y++) if (!this.pairs.has(sorted[x]! * PAIR + sorted[y]!)) missing++
+    }
+    return missing
+  }
+
   /** Adds `delta` to the viewers of every item in `sorted` and the devices of every pair among them. */
   private count(sorted: ReadonlyArray<number>, delta: 1 | -1): void {
     for (let x = 0; x < sorted.length; x++) {
@@ -177,11 +190,8 @@ export class CoWatchCounter {
       this.viewers[a]! += delta
       for (let y = x + 1; y < sorted.length; y++) {
         const key = a * PAIR + sorted[y]!
-        const counted = this.pairs.get(key)
-        // A pair left out at the bound has nothing to take back, and none is added past it.
-        if (counted === undefined && (delta < 0 || this.pairs.size >= this.config.maxPairs)) continue
-        const devices = (counted ?? 0) + delta
-        if (devices <= 0) this.pairs.delete(key)
+        const devices = (this.pairs.get(key) ?? 0) + delta
+        if (devices === 0) this.pairs.delete(key)
         else this.pairs.set(key, devices)
       }
     }
