@@ -133,6 +133,23 @@ describe("ShardTrends co-watch rows", () => {
     assert.deepStrictEqual(trends.coWatchSince(2).map((r) => r.contentId).sort(), changed)
   })
 
+  it("republishes a row only when its weights moved by more than a tenth", () => {
+    const trends = make()
+    const watchBoth = (tv: string) => trends.observe("eu", tv, [pattern(`${tv}-a`, [3, 17], 4)], t0)
+    const watchM3 = (tv: string) => trends.observe("eu", tv, [pattern(`${tv}-b`, [3], 4)], t0)
+    for (let tv = 1; tv <= 20; tv++) watchBoth(`tv-${tv}`)
+    trends.decode()
+    assert.deepStrictEqual(trends.publishCoWatch(1).map((r) => r.neighbours[0]!.weight), [1000, 1000])
+    // One more viewer of m3 alone: 20 / sqrt(21 x 20) = 0.976, not worth resending.
+    watchM3("tv-21")
+    trends.decode()
+    assert.deepStrictEqual(trends.publishCoWatch(2), [])
+    // Five more: 20 / sqrt(26 x 20) = 0.877, resent.
+    for (let tv = 22; tv <= 26; tv++) watchM3(`tv-${tv}`)
+    trends.decode()
+    assert.deepStrictEqual(trends.publishCoWatch(3).map((r) => r.neighbours[0]!.weight), [877, 877])
+  })
+
   it("forgets the least recently synced device beyond the co-watch device bound, and its pairs with it", () => {
     const trends = make({ coWatch: { ...defaultShardTrendsConfig.coWatch, maxDevices: 3 } })
     for (const tv of ["tv-1", "tv-2", "tv-3"]) trends.observe("eu", tv, [pattern(`${tv}-a`, [3, 17], 4)], t0)

@@ -204,13 +204,15 @@ export class ShardTrends {
 
   /**
    * Stamps the co-watch rows that changed since the last call with `version` and returns them
-   * (an empty row withdraws one). `version` must grow from call to call.
+   * (an empty row withdraws one). `version` must grow from call to call. A row counts as changed
+   * when its neighbours differ or a weight moved by more than a tenth (at least 0.02): every upload
+   * nudges the weights of its items, and resending rows for that would resend the table each time.
    */
   publishCoWatch(version: number): Array<CoWatchRow> {
     const changed: Array<CoWatchRow> = []
     for (const row of this.coWatch.publish()) {
       const before = this.rows.get(row.contentId)?.row
-      if (before !== undefined && sameNeighbours(before, row)) continue
+      if (before !== undefined && !materiallyChanged(before, row)) continue
       this.rows.set(row.contentId, { row, version })
       changed.push(row)
     }
@@ -268,6 +270,12 @@ export class ShardTrends {
   }
 }
 
-const sameNeighbours = (a: CoWatchRow, b: CoWatchRow): boolean =>
-  a.neighbours.length === b.neighbours.length &&
-  a.neighbours.every((n, i) => n.contentId === b.neighbours[i]!.contentId && n.weight === b.neighbours[i]!.weight)
+/** Whether `after` has other neighbours than `before`, or a weight more than a tenth (and 20/1000) away. */
+const materiallyChanged = (before: CoWatchRow, after: CoWatchRow): boolean => {
+  if (before.neighbours.length !== after.neighbours.length) return true
+  const weights = new Map(before.neighbours.map((n) => [n.contentId, n.weight]))
+  return after.neighbours.some((n) => {
+    const old = weights.get(n.contentId)
+    return old === undefined || Math.abs(n.weight - old) > Math.max(20, old / 10)
+  })
+}

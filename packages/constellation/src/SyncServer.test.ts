@@ -14,7 +14,7 @@ import { Context, Duration, Effect, Layer, Stream } from "effect"
 import { shardCore } from "./Shard.ts"
 import { deviceToken } from "./ShardManager.ts"
 import { ShardStorage } from "./ShardStorage.ts"
-import { SyncServer } from "./SyncServer.ts"
+import { coWatchUpdateFrames, SyncServer } from "./SyncServer.ts"
 
 const SECRET = "push-test-secret"
 const REGIONS = ["eu-west", "us-east"]
@@ -112,4 +112,24 @@ describe("SyncServer push", () => {
       }).pipe(Effect.scoped),
     30_000
   )
+})
+
+describe("coWatchUpdateFrames", () => {
+  const row = (n: number) => ({ contentId: `m${n}` as never, neighbours: [] })
+
+  it("gives the new version to the last chunk only, so a TV cut off between chunks resumes from its own", () => {
+    const frames = coWatchUpdateFrames(7, { version: 12, rows: Array.from({ length: 5 }, (_, n) => row(n)) }, 2)
+    assert.deepStrictEqual(frames.map((f) => [f.version, f.rows.length]), [[7, 2], [7, 2], [12, 1]])
+    assert.deepStrictEqual(frames.flatMap((f) => f.rows.map((r): string => r.contentId)), [
+      "m0",
+      "m1",
+      "m2",
+      "m3",
+      "m4"
+    ])
+  })
+
+  it("sends one frame with the new version when the rows fit", () => {
+    assert.deepStrictEqual(coWatchUpdateFrames(0, { version: 3, rows: [row(1)] }).map((f) => f.version), [3])
+  })
 })

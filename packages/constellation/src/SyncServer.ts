@@ -6,6 +6,7 @@
  * session; nothing already stored is touched by it.
  */
 import {
+  type CoWatchUpdate,
   type ErrorFrame,
   type GlobalPatterns,
   makeWireCodec,
@@ -175,26 +176,43 @@ function make(config: SyncServerConfig) {
       Effect.forkScoped
     )
 
-    // Co-watch rows as they change: encoded once, the same frames to every session, spread out.
+    // Co-watch rows. Each session is sent what changed after the version it holds, like
+    // snapshots: a push it missed (blocked for PUSH_SEND_TIMEOUT, or published while it was
+    // connecting) is part of the next one. Most sessions hold the previous version, so the frames
+    // for one (held, current) pair of versions are encoded once.
+    const encodedCoWatch = new Map<string, ReadonlyArray<Uint8Array>>()
+    const coWatchFrames = (held: number, update: CoWatchRows) =>
+      Effect.gen(function*() {
+        const key = `${held}:${update.version}`
+        const cached = encodedCoWatch.get(key)
+        if (cached !== undefined) return cached
+        const frames = yield* Effect.forEach(
+          coWatchUpdateFrames(held, update),
+          (frame) => codec.encodeEffect(frame).pipe(Effect.orDie)
+        )
+        for (const old of encodedCoWatch.keys()) if (!old.endsWith(`:${update.version}`)) encodedCoWatch.delete(old)
+        encodedCoWatch.set(key, frames)
+        return frames
+      })
+    const pushCoWatch = (target: PushTarget) =>
+      Effect.gen(function*() {
+        const held = target.coWatch
+        const update = yield* ingestion.coWatchSince(held)
+        if (update.rows.length === 0) return
+        yield* sendEncoded(target.connection, yield* coWatchFrames(held, update))
+        target.coWatch = Math.max(target.coWatch, update.version)
+      })
     const coWatch = yield* PubSub.subscribe(ingestion.coWatchUpdates)
     yield* Stream.fromSubscription(coWatch).pipe(
-      Stream.runForEach((update) =>
-        Effect.gen(function*() {
-          const frames = yield* encodeCoWatch(update)
-          yield* Effect.forkScoped(pushSlices(
-            [...sessionsByRegion.values()].flatMap((targets) => [...targets]),
-            COWATCH_PUSH_SPREAD_MS,
-            (target) => sendEncoded(target.connection, frames)
-          ))
-        })
+      Stream.runForEach(() =>
+        Effect.forkScoped(pushSlices(
+          [...sessionsByRegion.values()].flatMap((targets) => [...targets]),
+          COWATCH_PUSH_SPREAD_MS,
+          pushCoWatch
+        ))
       ),
       Effect.forkScoped
     )
-    const encodeCoWatch = (update: CoWatchRows) =>
-      Effect.forEach(
-        chunks(update.rows, MAX_COWATCH_ROWS),
-        (rows) => codec.encodeEffect({ _tag: "CoWatchUpdate", version: update.version, rows }).pipe(Effect.orDie)
-      )
     const sendEncoded = (connection: Connection, frames: ReadonlyArray<Uint8Array>) =>
       Effect.forEach(frames, (bytes) =>
         Effect.gen(function*() {
@@ -207,15 +225,18 @@ function make(config: SyncServerConfig) {
       connection: Connection,
       device: DeviceState,
       frames: Stream.Stream<Uint8Array, unknown>,
-      /** The global version this TV already holds. */
-      heldVersion: number
+      /** The global and co-watch versions this TV already holds. */
+      heldVersion: number,
+      coWatchVersion: number
     ) =>
       Effect.gen(function*() {
-        const target: PushTarget = { connection, held: heldVersion }
+        const target: PushTarget = { connection, held: heldVersion, coWatch: coWatchVersion }
         const regionTargets = sessionsByRegion.get(device.region) ?? new Set()
         sessionsByRegion.set(device.region, regionTargets)
         regionTargets.add(target)
         yield* Effect.addFinalizer(() => Effect.sync(() => regionTargets.delete(target)))
+        // Registered first: rows published from now on reach this session through the dispatcher too.
+        yield* Effect.forkScoped(Effect.ignore(Effect.timeout(pushCoWatch(target), PUSH_SEND_TIMEOUT)))
         yield* Stream.runForEach(frames, (bytes) =>
           Effect.gen(function*() {
             yield* Metric.update(syncMetrics.bytesIn, bytes.length)
@@ -356,10 +377,8 @@ function make(config: SyncServerConfig) {
           yield* sendGlobal(connection, device.region, global)
           held = global.version
         }
-        // Co-watch rows changed after the version the TV holds (every row for a TV that holds none).
-        const coWatchRows = yield* ingestion.coWatchSince(resume?.coWatchVersion ?? 0)
-        if (coWatchRows.rows.length > 0) yield* sendEncoded(connection, yield* encodeCoWatch(coWatchRows))
-        yield* serve(connection, device, rest, held)
+        // Co-watch rows changed after the version the TV holds (every row for a TV that holds none) go out in serve.
+        yield* serve(connection, device, rest, held, resume?.coWatchVersion ?? 0)
       })).pipe(Effect.catchCause(() => Effect.void))
 
     const listener = yield* transport.listen(config.listen, onConnection)
@@ -367,10 +386,29 @@ function make(config: SyncServerConfig) {
   })
 }
 
-/** A session as the push dispatcher sees it: where to send, and the global version it holds. */
+/**
+ * The CoWatchUpdate frames that bring a TV holding co-watch version `held` to `update.version`.
+ * A TV takes a frame's version as "everything up to here", so only the last chunk carries the new
+ * version and the others the one the TV holds: a session cut between chunks resumes from there.
+ */
+export const coWatchUpdateFrames = (
+  held: number,
+  update: CoWatchRows,
+  maxRows: number = MAX_COWATCH_ROWS
+): Array<CoWatchUpdate> => {
+  const parts = chunks(update.rows, maxRows)
+  return parts.map((rows, i) => ({
+    _tag: "CoWatchUpdate",
+    version: i === parts.length - 1 ? update.version : held,
+    rows
+  }))
+}
+
+/** A session as the push dispatcher sees it: where to send, and the global and co-watch versions it holds. */
 interface PushTarget {
   readonly connection: Connection
   held: number
+  coWatch: number
 }
 
 /** Pushes go out in slices at least this far apart, of PUSH_SLICE_MIN to PUSH_SLICE_MAX sessions each. */
