@@ -40,7 +40,6 @@ import {
   defaultCoWatchConfig,
   defaultMatchOptions,
   defaultTrendConfig,
-  deviceItems,
   federate,
   groupContributions,
   type MatchOptions,
@@ -462,12 +461,8 @@ export const runFederated = (
         }
       }
       if (config.trendSource === "uploads") trends.observe(REGION, tv.deviceId, evidence, at)
-      if (coWatch !== undefined) {
-        coWatch.observe(
-          tv.deviceId,
-          deviceItems(table.values(), matrix, coWatch.config.maxItemsPerDevice, match)
-        )
-      }
+      // The same evidence teaches co-watch rows, as on a shard (ShardTrends).
+      coWatch?.observeEvidence(tv.deviceId, evidence)
       return delta.added.length + delta.updated.length
     }
 

@@ -116,8 +116,6 @@ export class ShardTrends {
   private decoded = 0
   private dropped = 0
   private readonly coWatch: CoWatchCounter
-  /** Each remembered device's decoded viewing per item, least recently synced first. */
-  private readonly deviceItems = new Map<string, Map<ContentId, number>>()
   /** Every row as last published, with the version it last changed at (empty rows: withdrawn). */
   private readonly rows = new Map<ContentId, { readonly row: CoWatchRow; readonly version: number }>()
 
@@ -193,7 +191,7 @@ export class ShardTrends {
         }
       }
       this.detector.observe(upload.region, upload.deviceId, evidence, upload.at)
-      this.learnCoWatch(upload.deviceId, evidence)
+      this.coWatch.observeEvidence(upload.deviceId, evidence)
       regions.add(upload.region)
       this.pendingPatterns -= upload.patterns.length
       this.decoded += upload.patterns.length
@@ -226,25 +224,6 @@ export class ShardTrends {
       if (entry.version > version && (version > 0 || entry.row.neighbours.length > 0)) rows.push(entry.row)
     }
     return rows
-  }
-
-  /** Adds one upload's decoded evidence to its device's items and recounts the device's co-watch pairs. */
-  private learnCoWatch(deviceId: string, evidence: ReadonlyArray<{ contentId: ContentId; weight: number }>): void {
-    if (evidence.length === 0) return
-    let items = this.deviceItems.get(deviceId)
-    if (items === undefined) items = new Map()
-    else this.deviceItems.delete(deviceId)
-    this.deviceItems.set(deviceId, items)
-    // The counter forgets the least recently observed device beyond the same bound, in the same order.
-    if (this.deviceItems.size > this.config.coWatch.maxDevices) {
-      this.deviceItems.delete(this.deviceItems.keys().next().value!)
-    }
-    for (const { contentId, weight } of evidence) items.set(contentId, (items.get(contentId) ?? 0) + weight)
-    const strongest = [...items].sort((a, b) => b[1] - a[1])
-    const limit = this.config.coWatch.maxItemsPerDevice
-    // Items far below the device's strongest are kept only up to twice the limit.
-    if (strongest.length > 2 * limit) { for (const [id] of strongest.slice(2 * limit)) items.delete(id) }
-    this.coWatch.observe(deviceId, strongest.slice(0, limit).map(([id]) => id))
   }
 
   /** Forgets items whose evidence faded away by `now`. */

@@ -1,8 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
-import { type ContentEmbedding, type ContentId, EMBEDDING_DIMENSIONS } from "@omega/protocol"
-import { gaussian, seededRandom, unit } from "../internal/vectors.ts"
-import { CoWatchCounter, deviceItems } from "./CoWatch.ts"
-import { catalogMatrix } from "./Trends.ts"
+import type { ContentId } from "@omega/protocol"
+import { CoWatchCounter } from "./CoWatch.ts"
 
 const ids = (...names: Array<string>) => names as Array<ContentId>
 const config = { minDevices: 3, neighbours: 20, maxItemsPerDevice: 64, maxDevices: 1_000, maxPairs: 1_000 }
@@ -94,30 +92,24 @@ describe("CoWatchCounter", () => {
     assert.deepStrictEqual(table(counter), { a: { b: 707, d: 707 }, b: { a: 707 }, d: { a: 707 } })
   })
 
+  it("adds up a device's evidence over its uploads and counts its strongest items", () => {
+    const counter = new CoWatchCounter({ ...config, minDevices: 1, maxItemsPerDevice: 2 })
+    const e = (contentId: string, weight: number) => ({ contentId: contentId as ContentId, weight })
+    counter.observeEvidence("tv-1", [e("a", 3), e("b", 2), e("c", 1)])
+    assert.deepStrictEqual(table(counter), { a: { b: 1000 }, b: { a: 1000 } })
+    // c grows over two more uploads and takes b's place (b's row is withdrawn); junk weights are ignored.
+    counter.observeEvidence("tv-1", [e("c", 0.5), e("b", Number.NaN), e("d", -4)])
+    assert.deepStrictEqual(table(counter), { a: { b: 1000 }, b: { a: 1000 } })
+    counter.observeEvidence("tv-1", [e("c", 1)])
+    assert.deepStrictEqual(table(counter), { a: { c: 1000 }, b: {}, c: { a: 1000 } })
+    counter.forget("tv-1")
+    counter.observeEvidence("tv-1", [e("b", 1), e("d", 1)])
+    // Forgotten evidence does not come back: a and c are withdrawn, only b-d is counted.
+    assert.deepStrictEqual(table(counter), { a: {}, b: { d: 1000 }, c: {}, d: { b: 1000 } })
+  })
+
   it("refuses a configuration that would publish single-device pairs, or rows the wire cannot carry", () => {
     assert.throws(() => new CoWatchCounter({ ...config, minDevices: 0 }), RangeError)
     assert.throws(() => new CoWatchCounter({ ...config, neighbours: 65 }), RangeError)
-  })
-})
-
-describe("deviceItems", () => {
-  it("decodes a device's patterns to the catalog items they average, the most watched first", () => {
-    const random = seededRandom(3)
-    const items: Array<ContentEmbedding> = Array.from({ length: 40 }, (_, i) => ({
-      contentId: `m${i}` as ContentId,
-      title: `m${i}`,
-      genres: [],
-      embedding: unit(Array.from({ length: EMBEDDING_DIMENSIONS }, () => gaussian(random)))!
-    }))
-    const mix = (...rows: Array<number>) =>
-      unit(items[0]!.embedding.map((_, d) => rows.reduce((s, r) => s + items[r]!.embedding[d]!, 0)))!
-    const patterns = [
-      { embedding: mix(5, 9), sampleCount: 6 },
-      { embedding: mix(20), sampleCount: 1 }
-    ]
-    const decoded = deviceItems(patterns, catalogMatrix(items), 10)
-    assert.sameMembers(decoded.slice(0, 2), ids("m5", "m9"))
-    assert.strictEqual(decoded[2], "m20")
-    assert.deepStrictEqual(deviceItems(patterns, catalogMatrix(items), 1).length, 1)
   })
 })

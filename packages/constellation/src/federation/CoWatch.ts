@@ -1,16 +1,16 @@
 /**
  * Co-watch learning: which catalog items the same devices watch, learned from nothing but the
- * patterns they share. A device's shared patterns are decoded against the catalog the
- * constellation distributes (catalogEvidence, as for trends); its decoded items replace the
- * ones it had before, and pair counts over devices give, for each item, the items its viewers
- * also watch: item-to-item collaborative filtering whose only input is k-anonymous aggregates.
+ * patterns they share. Each upload's patterns are decoded against the catalog the constellation
+ * distributes (the evidence trends are made of: new viewing per item); a device's evidence adds
+ * up, its strongest items replace the ones it had before, and pair counts over devices give, for
+ * each item, the items its viewers also watch: item-to-item collaborative filtering whose only
+ * input is k-anonymous aggregates.
  *
  * Each device counts once per pair however much it watched, and a pair is published only when
  * at least k distinct devices stand behind it. The TV does the rest on its own: it scores the
  * neighbours of everything it has watched, a history that never leaves it.
  */
 import { type ContentId, type CoWatchRow, MAX_COWATCH_NEIGHBOURS } from "@omega/protocol"
-import { catalogEvidence, type CatalogMatrix, defaultMatchOptions, type MatchOptions } from "./Trends.ts"
 
 export interface CoWatchConfig {
   /** k: a pair is published only when this many distinct devices watched both items. */
@@ -43,31 +43,6 @@ export const defaultCoWatchConfig: CoWatchConfig = {
   maxPairs: 1_000_000
 }
 
-/** What `deviceItems` reads of a shared pattern. */
-export interface DecodablePattern {
-  readonly embedding: Float32Array
-  readonly sampleCount: number
-}
-
-/**
- * The catalog items a device's patterns decode to, strongest first (at most `limit`): each
- * pattern is decoded as a sparse mix of catalog items and credits them its sample count.
- */
-export const deviceItems = (
-  patterns: Iterable<DecodablePattern>,
-  catalog: CatalogMatrix,
-  limit: number,
-  match: MatchOptions = defaultMatchOptions
-): Array<ContentId> => {
-  const weights = new Map<ContentId, number>()
-  for (const p of patterns) {
-    for (const { contentId, share } of catalogEvidence(p.embedding, catalog, match, p.sampleCount)) {
-      weights.set(contentId, (weights.get(contentId) ?? 0) + share * Math.max(p.sampleCount, 1e-6))
-    }
-  }
-  return [...weights.entries()].sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1)).slice(0, limit).map(([id]) => id)
-}
-
 /** Pair keys: the smaller item index times this plus the larger (so at most 2^24 items). */
 const PAIR = 2 ** 24
 
@@ -80,8 +55,10 @@ export class CoWatchCounter {
   private readonly viewers: Array<number> = []
   /** Devices per pair of items, keyed by pairKey. */
   private readonly pairs = new Map<number, number>()
-  /** Each device's current items, as sorted item indexes. */
+  /** Each device's current items, as sorted item indexes, least recently observed first. */
   private readonly devices = new Map<string, ReadonlyArray<number>>()
+  /** Each device's decoded viewing per item, added up over its uploads (see observeEvidence). */
+  private readonly evidence = new Map<string, Map<ContentId, number>>()
   /** Items whose row was last published non-empty, so a row that empties can be withdrawn. */
   private published = new Set<ContentId>()
 
@@ -118,8 +95,31 @@ export class CoWatchCounter {
     if (this.devices.size > this.config.maxDevices) this.forget(this.devices.keys().next().value!)
   }
 
+  /**
+   * Adds one upload's decoded evidence (new viewing per item) to what the device watched, and
+   * recounts its pairs with its strongest items. Weaker items are kept up to twice the limit, so
+   * an item can rise into the strongest as viewing adds up.
+   */
+  observeEvidence(
+    deviceId: string,
+    evidence: Iterable<{ readonly contentId: ContentId; readonly weight: number }>
+  ): void {
+    const items = this.evidence.get(deviceId) ?? new Map<ContentId, number>()
+    for (const { contentId, weight } of evidence) {
+      if (weight > 0 && Number.isFinite(weight)) items.set(contentId, (items.get(contentId) ?? 0) + weight)
+    }
+    const limit = this.config.maxItemsPerDevice
+    const strongest = [...items].sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1))
+    for (const [id] of strongest.slice(2 * limit)) items.delete(id)
+    this.evidence.set(deviceId, items)
+    this.observe(deviceId, strongest.slice(0, limit).map(([id]) => id))
+    // A device the counter does not keep (see maxPairs) keeps no evidence either.
+    if (!this.devices.has(deviceId)) this.evidence.delete(deviceId)
+  }
+
   /** Forgets a device and everything it contributed. */
   forget(deviceId: string): void {
+    this.evidence.delete(deviceId)
     this.observe(deviceId, [])
   }
 
