@@ -125,10 +125,14 @@ describe("ShardTrends co-watch rows", () => {
     assert.deepStrictEqual(trends.coWatchSince(2), [])
     assert.strictEqual(trends.coWatchSince(0).length, 3)
 
-    // A third device watches m25: its rows appear at version 4, and a TV at version 2 gets only those.
+    // A third device watches m25. One device's change could single it out, so it waits for k.
     trends.observe("eu", "tv-3", [pattern("tv-3-c", [25], 2)], t0 + 2)
     trends.decode()
-    const changed = trends.publishCoWatch(4).map((r) => r.contentId).sort()
+    assert.deepStrictEqual(trends.publishCoWatch(4), [])
+    for (const tv of ["tv-4", "tv-5"]) trends.observe("eu", tv, [pattern(`${tv}-a`, [8], 2)], t0 + 3)
+    trends.decode()
+    // Then m25's rows appear at version 5, and a TV at version 2 gets only what changed.
+    const changed = trends.publishCoWatch(5).map((r) => r.contentId).sort()
     assert.includeMembers(changed, ["m25"])
     assert.deepStrictEqual(trends.coWatchSince(2).map((r) => r.contentId).sort(), changed)
   })
@@ -140,14 +144,14 @@ describe("ShardTrends co-watch rows", () => {
     for (let tv = 1; tv <= 20; tv++) watchBoth(`tv-${tv}`)
     trends.decode()
     assert.deepStrictEqual(trends.publishCoWatch(1).map((r) => r.neighbours[0]!.weight), [1000, 1000])
-    // One more viewer of m3 alone: 20 / sqrt(21 x 20) = 0.976, not worth resending.
-    watchM3("tv-21")
+    // Three more viewers of m3 alone (k of them, so a table is due): 20 / sqrt(23 x 20) = 0.933, not worth resending.
+    for (let tv = 21; tv <= 23; tv++) watchM3(`tv-${tv}`)
     trends.decode()
     assert.deepStrictEqual(trends.publishCoWatch(2), [])
-    // Five more: 20 / sqrt(26 x 20) = 0.877, resent.
-    for (let tv = 22; tv <= 26; tv++) watchM3(`tv-${tv}`)
+    // Five more: 20 / sqrt(28 x 20) = 0.845, resent.
+    for (let tv = 24; tv <= 28; tv++) watchM3(`tv-${tv}`)
     trends.decode()
-    assert.deepStrictEqual(trends.publishCoWatch(3).map((r) => r.neighbours[0]!.weight), [877, 877])
+    assert.deepStrictEqual(trends.publishCoWatch(3).map((r) => r.neighbours[0]!.weight), [845, 845])
   })
 
   it("forgets the least recently synced device beyond the co-watch device bound, and its pairs with it", () => {
@@ -156,8 +160,9 @@ describe("ShardTrends co-watch rows", () => {
     trends.decode()
     assert.strictEqual(trends.publishCoWatch(1).length, 2)
     trends.observe("eu", "tv-4", [pattern("tv-4-a", [30], 4)], t0 + 1)
+    trends.observe("eu", "tv-5", [pattern("tv-5-a", [31], 4)], t0 + 1)
     trends.decode()
-    // tv-1 went: m3-m17 has two devices left, under k, and both rows are withdrawn.
+    // tv-1 and tv-2 went: m3-m17 has one device left, under k, and both rows are withdrawn.
     assert.deepStrictEqual(trends.publishCoWatch(2).map((r) => [r.contentId, r.neighbours.length]), [["m17", 0], [
       "m3",
       0

@@ -202,12 +202,15 @@ export class ShardTrends {
 
   /**
    * Stamps the co-watch rows that changed since the last call with `version` and returns them
-   * (an empty row withdraws one). `version` must grow from call to call. A row counts as changed
+   * (an empty row withdraws one), once at least k devices changed since the last table (fewer
+   * could single one out). `version` must grow from call to call. A row counts as changed
    * when its neighbours differ or a weight moved by more than a tenth (at least 0.02): every upload
    * nudges the weights of its items, and resending rows for that would resend the table each time.
    */
   publishCoWatch(version: number): Array<CoWatchRow> {
     const changed: Array<CoWatchRow> = []
+    // Until k devices changed, the change could be one device's viewing: it waits for more.
+    if (this.coWatch.changedDevices < this.config.coWatch.minDevices) return changed
     for (const row of this.coWatch.publish()) {
       const before = this.rows.get(row.contentId)?.row
       if (before !== undefined && !materiallyChanged(before, row)) continue

@@ -108,6 +108,18 @@ describe("CoWatchCounter", () => {
     assert.deepStrictEqual(table(counter), { a: {}, b: { d: 1000 }, c: {}, d: { b: 1000 } })
   })
 
+  it("counts the devices whose items changed since the last publish", () => {
+    const counter = new CoWatchCounter(config)
+    counter.observe("tv-1", ids("a", "b"))
+    counter.observe("tv-1", ids("a", "c"))
+    counter.observe("tv-2", ids("a"))
+    assert.strictEqual(counter.changedDevices, 2)
+    counter.publish()
+    assert.strictEqual(counter.changedDevices, 0)
+    counter.forget("tv-2")
+    assert.strictEqual(counter.changedDevices, 1)
+  })
+
   it("refuses a configuration that would publish single-device pairs, or rows the wire cannot carry", () => {
     assert.throws(() => new CoWatchCounter({ ...config, minDevices: 0 }), RangeError)
     assert.throws(() => new CoWatchCounter({ ...config, neighbours: 65 }), RangeError)

@@ -59,6 +59,8 @@ export class CoWatchCounter {
   private readonly devices = new Map<string, ReadonlyArray<number>>()
   /** Each device's decoded viewing per item, added up over its uploads (see observeEvidence). */
   private readonly evidence = new Map<string, Map<ContentId, number>>()
+  /** Devices observed (or forgotten) since the last publish. */
+  private readonly changed = new Set<string>()
   /** Items whose row was last published non-empty, so a row that empties can be withdrawn. */
   private published = new Set<ContentId>()
 
@@ -78,6 +80,14 @@ export class CoWatchCounter {
     return this.devices.size
   }
 
+  /**
+   * Distinct devices whose items changed since the last publish. Publishing only once at least k
+   * did keeps the difference between two consecutive tables from being one device's viewing.
+   */
+  get changedDevices(): number {
+    return this.changed.size
+  }
+
   /** Replaces what `deviceId` watched with `items` (its strongest first; beyond maxItemsPerDevice is ignored). */
   observe(deviceId: string, items: Iterable<ContentId>): void {
     const next = new Set<number>()
@@ -85,6 +95,7 @@ export class CoWatchCounter {
       if (next.size >= this.config.maxItemsPerDevice) break
       next.add(this.indexOf(id))
     }
+    this.changed.add(deviceId)
     this.count(this.devices.get(deviceId) ?? [], -1)
     // Re-inserted, so the Map's order is least recently observed first.
     this.devices.delete(deviceId)
@@ -129,6 +140,7 @@ export class CoWatchCounter {
    */
   publish(): Array<CoWatchRow> {
     const { minDevices, neighbours } = this.config
+    this.changed.clear()
     const lists = new Map<number, Array<{ item: number; strength: number }>>()
     const add = (from: number, item: number, strength: number) => {
       let list = lists.get(from)
