@@ -67,6 +67,8 @@ export class MemoryTiers extends Context.Service<MemoryTiers, {
     readonly watched: () => IterableIterator<ContentId>
     readonly markWatched: (ids: Iterable<ContentId>) => void
     readonly watchedCount: () => number
+    /** Counts changes to the watched set or its order: anything derived from them is stale once it moves. */
+    readonly watchedVersion: () => number
   }
   readonly skills: {
     readonly get: (id: PatternId) => LocalPattern | undefined
@@ -111,8 +113,10 @@ function make(limits: TierLimits) {
     const ring: Array<ViewingEvent> = []
     let ringStart = 0
     const watched = new Set<ContentId>()
+    let watchedVersion = 0
     const episodes = {
       remember: (event: ViewingEvent) => {
+        watchedVersion += 1
         // Re-inserted, so the set's order stays by last watch (a re-watched item is the newest again).
         watched.delete(event.contentId)
         watched.add(event.contentId)
@@ -129,9 +133,11 @@ function make(limits: TierLimits) {
       hasWatched: (id: ContentId) => watched.has(id),
       watched: () => watched.values(),
       markWatched: (ids: Iterable<ContentId>) => {
+        watchedVersion += 1
         for (const id of ids) watched.add(id)
       },
-      watchedCount: () => watched.size
+      watchedCount: () => watched.size,
+      watchedVersion: () => watchedVersion
     }
 
     // Skills: patterns by id, with index keys assigned on first sight.

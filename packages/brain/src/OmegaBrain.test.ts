@@ -320,6 +320,10 @@ describe("OmegaBrain.applyCoWatch", () => {
         assert.deepStrictEqual(recs.map((r): string => r.contentId), ["documentary-4", "horror-3"])
         // One watch later the newer row's votes are worth 2^(1/8) of the older one's.
         assert.closeTo(recs[0]!.score / recs[1]!.score, Math.pow(2, 1 / 8), 0.05)
+        // Watching comedy-1 again makes it the newest: its row now leads, nothing stale is reused.
+        yield* brain.observe(watch("comedy-1", 0.9, evening, 1_700_000_200_000))
+        const after = yield* brain.recommend(evening, 2)
+        assert.deepStrictEqual(after.map((r): string => r.contentId), ["horror-3", "documentary-4"])
       }), coWatchConfig))
 
   it.effect("ignores rows of items it has never watched", () =>

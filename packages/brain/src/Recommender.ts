@@ -152,7 +152,8 @@ function make(config: RecommenderConfig) {
      */
     let coWatchCache: { key: string; scores: ReadonlyArray<CoWatchScore> } | undefined
     const coWatchScores = (): ReadonlyArray<CoWatchScore> => {
-      const key = `${tiers.episodes.watchedCount()}:${catalog.coWatchVersion()}`
+      // The history's version, not its size: a re-watch reorders it without growing it.
+      const key = `${tiers.episodes.watchedVersion()}:${catalog.coWatchVersion()}`
       if (coWatchCache?.key === key) return coWatchCache.scores
       const sums = new Map<ContentId, number>()
       const because = new Map<ContentId, { watched: ContentId; weight: number }>()
