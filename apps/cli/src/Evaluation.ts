@@ -100,16 +100,18 @@ export const popularityRanker = (splits: ReadonlyArray<Split>): Ranker => {
   const counts = new Map<ContentId, number>()
   for (const split of splits) for (const r of split.train) counts.set(r.contentId, (counts.get(r.contentId) ?? 0) + 1)
   const ranked = [...counts.entries()].sort((a, b) => b[1] - a[1]).map(([id]) => id)
-  return (split) =>
-    Effect.sync(() => {
-      const seen = new Set(split.train.map((r) => r.contentId))
-      const top: Array<ContentId> = []
-      for (const id of ranked) {
-        if (!seen.has(id)) top.push(id)
-        if (top.length === 10) break
-      }
-      return top
-    })
+  return (split) => Effect.sync(() => firstUnseen(ranked, split))
+}
+
+/** The first ten items of `ranked` that `split` did not rate in training. */
+export const firstUnseen = (ranked: Iterable<ContentId>, split: Split): Array<ContentId> => {
+  const seen = new Set(split.train.map((r) => r.contentId))
+  const top: Array<ContentId> = []
+  for (const id of ranked) {
+    if (top.length === 10) break
+    if (!seen.has(id)) top.push(id)
+  }
+  return top
 }
 
 /** Embeds every movie once with the given embedder. */

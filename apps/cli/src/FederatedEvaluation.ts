@@ -36,6 +36,7 @@ import {
   type Contribution,
   type CoWatchConfig,
   CoWatchCounter,
+  coWatchUpdateFrames,
   defaultAveragingConfig,
   defaultCoWatchConfig,
   defaultMatchOptions,
@@ -60,7 +61,6 @@ import {
   type FrameQuantization,
   type GlobalPattern,
   makeWireCodec,
-  MAX_COWATCH_ROWS,
   MAX_GLOBAL_PATTERNS,
   type PatternDelta,
   type PatternId,
@@ -72,7 +72,7 @@ import {
   type WireCodec
 } from "@omega/protocol"
 import { Context, Effect, Layer } from "effect"
-import { evalBrainConfig, type Metrics, type Ranker, replayEvents, type Split } from "./Evaluation.ts"
+import { evalBrainConfig, firstUnseen, type Metrics, type Ranker, replayEvents, type Split } from "./Evaluation.ts"
 import { contextAt } from "./MovieLens.ts"
 import { progress } from "./Report.ts"
 
@@ -400,12 +400,11 @@ export const runFederated = (
       let coWatchRows = 0
       let coWatchBytes = 0
       if (coWatch !== undefined) {
-        const table = coWatch.publish()
-        for (let at = 0; at < table.length; at += MAX_COWATCH_ROWS) {
-          const rows = table.slice(at, at + MAX_COWATCH_ROWS)
-          const update = yield* transfer(shardCodec, tvCodec, { _tag: "CoWatchUpdate", version: round + 1, rows })
+        // The frames a shard sends a TV that holds the previous round's rows.
+        for (const frame of coWatchUpdateFrames(round, { version: round + 1, rows: coWatch.publish() })) {
+          const update = yield* transfer(shardCodec, tvCodec, frame)
           if (update.frame._tag === "CoWatchUpdate") shared.setCoWatch(update.frame.rows)
-          coWatchRows += rows.length
+          coWatchRows += frame.rows.length
           coWatchBytes += update.bytes
         }
       }
@@ -555,14 +554,7 @@ export const recentPopularityRanker = (
   return (split) =>
     Effect.sync(() => {
       const end = ends.filter((e) => e < split.heldOut.at).at(-1)
-      if (end === undefined) return []
-      const seen = new Set(split.train.map((r) => r.contentId))
-      const top: Array<ContentId> = []
-      for (const id of rankingAt(end)) {
-        if (!seen.has(id)) top.push(id)
-        if (top.length === 10) break
-      }
-      return top
+      return end === undefined ? [] : firstUnseen(rankingAt(end), split)
     })
 }
 

@@ -80,16 +80,15 @@ function make(config: SyncServerConfig) {
           }
           encodedGlobal.set(region, cached)
         }
-        yield* connection.send(cached.bytes)
-        yield* Metric.update(syncMetrics.bytesOut, cached.bytes.length)
+        yield* sendBytes(connection, cached.bytes)
       })
 
+    /** Every frame leaves through here, counted on /metrics. */
+    const sendBytes = (connection: Connection, bytes: Uint8Array) =>
+      Effect.andThen(connection.send(bytes), Metric.update(syncMetrics.bytesOut, bytes.length))
+
     const send = (connection: Connection, frame: SyncFrame) =>
-      Effect.gen(function*() {
-        const bytes = yield* codec.encodeEffect(frame).pipe(Effect.orDie)
-        yield* connection.send(bytes)
-        yield* Metric.update(syncMetrics.bytesOut, bytes.length)
-      })
+      Effect.flatMap(codec.encodeEffect(frame).pipe(Effect.orDie), (bytes) => sendBytes(connection, bytes))
 
     const refuse = (connection: Connection, code: ErrorFrame["code"], message: string, retryAfterMs?: number) =>
       Effect.gen(function*() {
@@ -141,6 +140,7 @@ function make(config: SyncServerConfig) {
           )
         }
       })
+    const everySession = () => [...sessionsByRegion.values()].flatMap((targets) => [...targets])
     const pushSnapshot = (target: PushTarget, region: string) =>
       Effect.gen(function*() {
         const global = yield* ingestion.snapshot(region)
@@ -164,7 +164,7 @@ function make(config: SyncServerConfig) {
     yield* Stream.fromSubscription(content).pipe(
       Stream.runForEach((items) =>
         Effect.forkScoped(pushSlices(
-          [...sessionsByRegion.values()].flatMap((targets) => [...targets]),
+          everySession(),
           0,
           (target) =>
             Effect.forEach(
@@ -199,26 +199,21 @@ function make(config: SyncServerConfig) {
         const held = target.coWatch
         const update = yield* ingestion.coWatchSince(held)
         if (update.rows.length === 0) return
-        yield* sendEncoded(target.connection, yield* coWatchFrames(held, update))
+        const frames = yield* coWatchFrames(held, update)
+        yield* Effect.forEach(frames, (bytes) => sendBytes(target.connection, bytes), { discard: true })
         target.coWatch = Math.max(target.coWatch, update.version)
       })
     const coWatch = yield* PubSub.subscribe(ingestion.coWatchUpdates)
     yield* Stream.fromSubscription(coWatch).pipe(
       Stream.runForEach(() =>
         Effect.forkScoped(pushSlices(
-          [...sessionsByRegion.values()].flatMap((targets) => [...targets]),
+          everySession(),
           COWATCH_PUSH_SPREAD_MS,
           pushCoWatch
         ))
       ),
       Effect.forkScoped
     )
-    const sendEncoded = (connection: Connection, frames: ReadonlyArray<Uint8Array>) =>
-      Effect.forEach(frames, (bytes) =>
-        Effect.gen(function*() {
-          yield* connection.send(bytes)
-          yield* Metric.update(syncMetrics.bytesOut, bytes.length)
-        }), { discard: true })
 
     /** After Hello: deltas in, acks and pushes out, until the TV goes away. */
     const serve = (
