@@ -357,19 +357,23 @@ describe("OmegaBrain.applyCoWatch", () => {
       }), coWatchConfig))
 })
 
+/** A brain database in a temporary directory removed after the test, and the brain on it. */
+const onDisk = Effect.gen(function*() {
+  const dir = mkdtempSync(join(tmpdir(), "omega-brain-"))
+  yield* Effect.addFinalizer(() => Effect.sync(() => rmSync(dir, { recursive: true, force: true })))
+  const path = join(dir, "brain.db")
+  const layer = (c: BrainConfig) =>
+    OmegaBrain.layer(c).pipe(
+      Layer.provide(Layer.mergeAll(Embedder.layerHashing, VectorIndex.layerTest, BrainStore.layer({ path })))
+    )
+  return { path, layer }
+})
+
 describe("persistence", () => {
   it.effect("a restarted brain resumes its patterns, versions, watched items, outbox and co-watch rows", () =>
     Effect.gen(function*() {
-      const dir = mkdtempSync(join(tmpdir(), "omega-brain-"))
-      yield* Effect.addFinalizer(() => Effect.sync(() => rmSync(dir, { recursive: true, force: true })))
-      const layer = () =>
-        OmegaBrain.layer(coWatchConfig).pipe(
-          Layer.provide(Layer.mergeAll(
-            Embedder.layerHashing,
-            VectorIndex.layerTest,
-            BrainStore.layer({ path: join(dir, "brain.db") })
-          ))
-        )
+      const disk = yield* onDisk
+      const layer = () => disk.layer(coWatchConfig)
       const first = yield* Effect.gen(function*() {
         const brain = yield* OmegaBrain
         yield* brain.addContent(catalog)
@@ -398,17 +402,9 @@ describe("persistence", () => {
 
   it.effect("a restarted brain still knows which watch was the newest (co-watch recency)", () =>
     Effect.gen(function*() {
-      const dir = mkdtempSync(join(tmpdir(), "omega-brain-"))
-      yield* Effect.addFinalizer(() => Effect.sync(() => rmSync(dir, { recursive: true, force: true })))
+      const disk = yield* onDisk
       // One recent episode: the rest of the order comes back from the store, not from replayed events.
-      const layer = () =>
-        OmegaBrain.layer({ ...coWatchConfig, tiers: { ...coWatchConfig.tiers, episodes: 1 } }).pipe(
-          Layer.provide(Layer.mergeAll(
-            Embedder.layerHashing,
-            VectorIndex.layerTest,
-            BrainStore.layer({ path: join(dir, "brain.db") })
-          ))
-        )
+      const layer = () => disk.layer({ ...coWatchConfig, tiers: { ...coWatchConfig.tiers, episodes: 1 } })
       // Watched in the opposite order to their ids, and the oldest watched again last.
       const history = ["romance-1", "horror-1", "comedy-1", "horror-1"]
       const first = yield* Effect.gen(function*() {
@@ -437,13 +433,9 @@ describe("persistence", () => {
 
   it.effect("restarts from index snapshots, and rebuilds them when the store moved on after they were saved", () =>
     Effect.gen(function*() {
-      const dir = mkdtempSync(join(tmpdir(), "omega-brain-"))
-      yield* Effect.addFinalizer(() => Effect.sync(() => rmSync(dir, { recursive: true, force: true })))
-      const path = join(dir, "brain.db")
-      const layer = () =>
-        OmegaBrain.layer(config()).pipe(
-          Layer.provide(Layer.mergeAll(Embedder.layerHashing, VectorIndex.layerTest, BrainStore.layer({ path })))
-        )
+      const disk = yield* onDisk
+      const path = disk.path
+      const layer = () => disk.layer(config())
       const patternsOf = Effect.gen(function*() {
         const brain = yield* OmegaBrain
         return (yield* brain.stats).patterns
