@@ -138,7 +138,17 @@ const concat = (parts: ReadonlyArray<Uint8Array>): Uint8Array => {
 const seq = (...parts: ReadonlyArray<Uint8Array>) => tlv(0x30, concat(parts))
 const set = (...parts: ReadonlyArray<Uint8Array>) => tlv(0x31, concat(parts))
 const explicit = (tag: number, content: Uint8Array) => tlv(0xa0 | tag, content)
-const integer = (bytes: Uint8Array) => tlv(0x02, bytes)
+/**
+ * A non-negative INTEGER from its big-endian bytes, in DER's minimal form: no leading zero byte
+ * unless the next byte's high bit needs it (a random serial starting 0x00 0x3f was "illegal
+ * padding" to OpenSSL, about one certificate in 512).
+ */
+const integer = (bytes: Uint8Array) => {
+  let start = 0
+  while (start < bytes.length - 1 && bytes[start] === 0) start++
+  const magnitude = bytes.subarray(start)
+  return tlv(0x02, magnitude[0]! & 0x80 ? concat([Uint8Array.of(0), magnitude]) : magnitude)
+}
 const utf8 = (text: string) => tlv(0x0c, new TextEncoder().encode(text))
 const bitString = (bytes: Uint8Array, unusedBits: number) => tlv(0x03, concat([Uint8Array.of(unusedBits), bytes]))
 const octetString = (bytes: Uint8Array) => tlv(0x04, bytes)
