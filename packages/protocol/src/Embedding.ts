@@ -10,10 +10,13 @@ const hasDimensions = (dimensions: number) =>
   )
 
 const finiteAndNonZero = Schema.makeFilter<Float32Array>((v) => {
+  // A NaN or infinite component makes the norm NaN or infinite (float32 squares cannot overflow a
+  // double), so one check of the norm covers every component; the culprit is looked up only then.
   let norm = 0
-  for (let i = 0; i < v.length; i++) {
-    if (!Number.isFinite(v[i])) return `component ${i} is ${v[i]}; every component must be finite`
-    norm += v[i]! * v[i]!
+  for (let i = 0; i < v.length; i++) norm += v[i]! * v[i]!
+  if (!Number.isFinite(norm)) {
+    const i = v.findIndex((x) => !Number.isFinite(x))
+    return `component ${i} is ${v[i]}; every component must be finite`
   }
   // A zero vector has no direction, so cosine similarity to it is undefined.
   return norm > 0 || "the zero vector is not an embedding"

@@ -38,15 +38,19 @@ const MAX_DEPTH = 32
 export const makeBinaryLayout = (schema: Schema.Top): BinaryLayout => {
   const root = SchemaAST.toEncoded(schema.ast)
   assertSupported(root, new Set())
+  // The schema is walked once, here: reading and writing run functions compiled for each node,
+  // with the path to a node kept as a stack of segments that becomes a string only in an error.
+  const writeRoot = compileWriter(root, new Map())
+  const readRoot = compileReader(root, new Map())
   return {
     write: (encoded) => {
       const out = new Writer()
-      write(root, encoded, out, "")
+      writeRoot(encoded, out)
       return out.finish()
     },
     read: (bytes) => {
       const input = new Reader(bytes)
-      const value = read(root, input, 0, "")
+      const value = readRoot(input, 0)
       if (input.offset !== bytes.length) {
         throw new BinaryReadError({
           message: `${bytes.length - input.offset} trailing bytes after the value`,
@@ -116,237 +120,364 @@ const hasCheck = (checks: ReadonlyArray<SchemaAST.Check<unknown>>, id: string): 
     (check._tag === "FilterGroup" && hasCheck(check.checks, id))
   )
 
-const optionalFields = new WeakMap<SchemaAST.Objects, ReadonlyArray<SchemaAST.PropertySignature>>()
-const optionalOf = (ast: SchemaAST.Objects): ReadonlyArray<SchemaAST.PropertySignature> => {
-  let known = optionalFields.get(ast)
-  if (known === undefined) {
-    known = ast.propertySignatures.filter((p) => SchemaAST.isOptional(p.type))
-    optionalFields.set(ast, known)
-  }
-  return known
-}
-
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
+const HEX = Array.from({ length: 256 }, (_, b) => b.toString(16).padStart(2, "0"))
 const utf8 = new TextEncoder()
 const strictUtf8 = new TextDecoder("utf-8", { fatal: true })
+const describe = (u: unknown) => (u === null ? "null" : Array.isArray(u) ? "an array" : typeof u)
 const isObject = (u: unknown): u is Record<string, unknown> =>
   typeof u === "object" && u !== null && !Array.isArray(u) && !(u instanceof Uint8Array)
 
-/** Whether `value` can be written as `ast`; picks the union member to write. */
-const fits = (ast: SchemaAST.AST, value: unknown): boolean => {
+/** The path segments to a node (field names and array indexes) as `a.b[2].c`, or `<root>`. */
+const renderPath = (segments: ReadonlyArray<string | number>): string => {
+  let path = ""
+  for (const segment of segments) {
+    path += typeof segment === "number" ? `[${segment}]` : path === "" ? segment : `.${segment}`
+  }
+  return path || "<root>"
+}
+
+type Fits = (value: unknown) => boolean
+
+/** Whether a value can be written as `ast`: what picks the union member to write. */
+const compileFits = (ast: SchemaAST.AST, cache: Map<SchemaAST.AST, Fits>): Fits => {
+  const known = cache.get(ast)
+  if (known !== undefined) return known
+  let fits: Fits
   switch (ast._tag) {
-    case "Literal":
-      return value === ast.literal
+    case "Literal": {
+      const literal = ast.literal
+      fits = (value) => value === literal
+      break
+    }
     case "String":
-      return typeof value === "string"
+      fits = (value) => typeof value === "string"
+      break
     case "Number":
-      return typeof value === "number"
+      fits = (value) => typeof value === "number"
+      break
     case "Boolean":
-      return typeof value === "boolean"
+      fits = (value) => typeof value === "boolean"
+      break
     case "Null":
-      return value === null
+      fits = (value) => value === null
+      break
     case "Undefined":
     case "Void":
-      return value === undefined
+      fits = (value) => value === undefined
+      break
     case "Declaration":
-      return value instanceof Uint8Array
+      fits = (value) => value instanceof Uint8Array
+      break
     case "Arrays":
-      return Array.isArray(value)
-    case "Objects":
-      return isObject(value) && ast.propertySignatures.every((p) => {
-        const present = Object.hasOwn(value, p.name as string)
-        if (!present) return SchemaAST.isOptional(p.type)
-        return p.type._tag !== "Literal" || value[p.name as string] === p.type.literal
-      })
-    case "Union":
-      return ast.types.some((t) => fits(t, value))
-    case "Suspend":
-      return fits(ast.thunk(), value)
+      fits = Array.isArray
+      break
+    case "Objects": {
+      // Present required fields, and literal fields (a frame's _tag) equal to their literal.
+      const fields = ast.propertySignatures.map((p) => ({
+        key: p.name as string,
+        optional: SchemaAST.isOptional(p.type),
+        literal: p.type._tag === "Literal" ? { value: p.type.literal } : undefined
+      }))
+      fits = (value) =>
+        isObject(value) &&
+        fields.every((f) =>
+          Object.hasOwn(value, f.key) ? f.literal === undefined || value[f.key] === f.literal.value : f.optional
+        )
+      break
+    }
+    case "Union": {
+      const members = ast.types.map((t) => compileFits(t, cache))
+      fits = (value) => members.some((m) => m(value))
+      break
+    }
+    case "Suspend": {
+      let inner: Fits | undefined
+      fits = (value) => (inner ??= compileFits(ast.thunk(), cache))(value)
+      break
+    }
     default:
-      return false
+      fits = () => false
   }
+  cache.set(ast, fits)
+  return fits
 }
 
-const mismatch = (path: string, expected: string, value: unknown) =>
-  new BinaryWriteError({ message: `at ${path || "<root>"}: expected ${expected}, got ${describe(value)}` })
-const describe = (u: unknown) => (u === null ? "null" : Array.isArray(u) ? "an array" : typeof u)
+type WriteFn = (value: unknown, out: Writer) => void
 
-const write = (ast: SchemaAST.AST, value: unknown, out: Writer, path: string): void => {
+const compileWriter = (ast: SchemaAST.AST, cache: Map<SchemaAST.AST, WriteFn>): WriteFn => {
+  const known = cache.get(ast)
+  if (known !== undefined) return known
+  const compiled = writerOf(ast, cache)
+  cache.set(ast, compiled)
+  return compiled
+}
+
+const writerOf = (ast: SchemaAST.AST, cache: Map<SchemaAST.AST, WriteFn>): WriteFn => {
   switch (ast._tag) {
-    case "Literal":
-      if (value !== ast.literal) throw mismatch(path, JSON.stringify(ast.literal), value)
-      return
+    case "Literal": {
+      const literal = ast.literal
+      return (value, out) => {
+        if (value !== literal) throw out.mismatch(JSON.stringify(literal), value)
+      }
+    }
     case "Null":
+      return (value, out) => {
+        if (value !== null) throw out.mismatch("null", value)
+      }
     case "Undefined":
-    case "Void":
-      if (!fits(ast, value)) throw mismatch(path, ast._tag.toLowerCase(), value)
-      return
+    case "Void": {
+      const expected = ast._tag.toLowerCase()
+      return (value, out) => {
+        if (value !== undefined) throw out.mismatch(expected, value)
+      }
+    }
     case "Boolean":
-      if (typeof value !== "boolean") throw mismatch(path, "a boolean", value)
-      out.byte(value ? 1 : 0)
-      return
+      return (value, out) => {
+        if (typeof value !== "boolean") throw out.mismatch("a boolean", value)
+        out.byte(value ? 1 : 0)
+      }
     case "Number":
-      if (typeof value !== "number") throw mismatch(path, "a number", value)
-      if (isIntNode(ast)) {
-        if (!Number.isSafeInteger(value)) throw mismatch(path, "a safe integer", value)
-        out.signedVarint(value)
-      } else {
-        if (Number.isFinite(value) && !Number.isFinite(Math.fround(value))) {
-          throw new BinaryWriteError({ message: `at ${path}: ${value} is outside the float32 range` })
+      return isIntNode(ast)
+        ? (value, out) => {
+          if (typeof value !== "number") throw out.mismatch("a number", value)
+          if (!Number.isSafeInteger(value)) throw out.mismatch("a safe integer", value)
+          out.signedVarint(value)
         }
-        out.float32(value)
-      }
-      return
+        : (value, out) => {
+          if (typeof value !== "number") throw out.mismatch("a number", value)
+          if (Number.isFinite(value) && !Number.isFinite(Math.fround(value))) {
+            throw out.error(`${value} is outside the float32 range`)
+          }
+          out.float32(value)
+        }
     case "String":
-      if (typeof value !== "string") throw mismatch(path, "a string", value)
-      if (!value.isWellFormed()) throw new BinaryWriteError({ message: `at ${path}: string has lone surrogates` })
-      if (UUID.test(value)) {
-        out.varint(1)
-        for (let i = 0; i < 36; i++) {
-          if (i === 8 || i === 13 || i === 18 || i === 23) continue
-          out.byte(parseInt(value.slice(i, i + 2), 16))
-          i++
+      return (value, out) => {
+        if (typeof value !== "string") throw out.mismatch("a string", value)
+        if (!value.isWellFormed()) throw out.error("string has lone surrogates")
+        if (value.length === 36 && UUID.test(value)) {
+          out.varint(1)
+          for (let i = 0; i < 36; i++) {
+            if (i === 8 || i === 13 || i === 18 || i === 23) continue
+            out.byte(parseInt(value.slice(i, i + 2), 16))
+            i++
+          }
+        } else {
+          const bytes = utf8.encode(value)
+          out.varint(bytes.length * 2)
+          out.bytes(bytes)
         }
-      } else {
-        const bytes = utf8.encode(value)
-        out.varint(bytes.length * 2)
-        out.bytes(bytes)
       }
-      return
     case "Declaration":
-      if (!(value instanceof Uint8Array)) throw mismatch(path, "a Uint8Array", value)
-      out.varint(value.length)
-      out.bytes(value)
-      return
+      return (value, out) => {
+        if (!(value instanceof Uint8Array)) throw out.mismatch("a Uint8Array", value)
+        out.varint(value.length)
+        out.bytes(value)
+      }
     case "Arrays": {
-      if (!Array.isArray(value)) throw mismatch(path, "an array", value)
-      const fixed = ast.elements.length
-      if (ast.rest.length === 0 ? value.length !== fixed : value.length < fixed) {
-        throw mismatch(path, `${fixed} elements`, value)
+      const elements = ast.elements.map((e) => compileWriter(e, cache))
+      const rest = ast.rest[0] === undefined ? undefined : compileWriter(ast.rest[0], cache)
+      const fixed = elements.length
+      return (value, out) => {
+        if (!Array.isArray(value)) throw out.mismatch("an array", value)
+        if (rest === undefined ? value.length !== fixed : value.length < fixed) {
+          throw out.mismatch(`${fixed} elements`, value)
+        }
+        for (let i = 0; i < fixed; i++) {
+          out.path.push(i)
+          elements[i]!(value[i], out)
+          out.path.pop()
+        }
+        if (rest !== undefined) {
+          out.varint(value.length - fixed)
+          for (let i = fixed; i < value.length; i++) {
+            out.path.push(i)
+            rest(value[i], out)
+            out.path.pop()
+          }
+        }
       }
-      ast.elements.forEach((e, i) => write(e, value[i], out, `${path}[${i}]`))
-      const rest = ast.rest[0]
-      if (rest !== undefined) {
-        out.varint(value.length - fixed)
-        for (let i = fixed; i < value.length; i++) write(rest, value[i], out, `${path}[${i}]`)
-      }
-      return
     }
     case "Objects": {
-      if (!isObject(value)) throw mismatch(path, "an object", value)
-      const optional = optionalOf(ast)
-      for (let i = 0; i < optional.length; i += 8) {
-        let mask = 0
-        for (let j = 0; j < 8 && i + j < optional.length; j++) {
-          if (Object.hasOwn(value, optional[i + j]!.name as string)) mask |= 1 << j
+      const fields = ast.propertySignatures.map((p) => ({
+        key: p.name as string,
+        optional: SchemaAST.isOptional(p.type),
+        write: compileWriter(p.type, cache)
+      }))
+      const optional = fields.filter((f) => f.optional)
+      return (value, out) => {
+        if (!isObject(value)) throw out.mismatch("an object", value)
+        // Optional fields behind a presence bitmap, eight per byte.
+        for (let i = 0; i < optional.length; i += 8) {
+          let mask = 0
+          for (let j = 0; j < 8 && i + j < optional.length; j++) {
+            if (Object.hasOwn(value, optional[i + j]!.key)) mask |= 1 << j
+          }
+          out.byte(mask)
         }
-        out.byte(mask)
-      }
-      for (const p of ast.propertySignatures) {
-        const key = p.name as string
-        if (!Object.hasOwn(value, key)) {
-          if (SchemaAST.isOptional(p.type)) continue
-          throw new BinaryWriteError({ message: `at ${path}: missing required field "${key}"` })
+        for (const field of fields) {
+          if (!Object.hasOwn(value, field.key)) {
+            if (field.optional) continue
+            throw out.error(`missing required field "${field.key}"`)
+          }
+          out.path.push(field.key)
+          field.write(value[field.key], out)
+          out.path.pop()
         }
-        write(p.type, value[key], out, path === "" ? key : `${path}.${key}`)
       }
-      return
     }
     case "Union": {
-      const index = ast.types.findIndex((t) => fits(t, value))
-      if (index < 0) throw mismatch(path, "a member of the union", value)
-      if (ast.types.length > 1) out.varint(index)
-      write(ast.types[index]!, value, out, path)
-      return
+      const fitsCache = new Map<SchemaAST.AST, Fits>()
+      const members = ast.types.map((t) => ({ fits: compileFits(t, fitsCache), write: compileWriter(t, cache) }))
+      return (value, out) => {
+        const index = members.findIndex((m) => m.fits(value))
+        if (index < 0) throw out.mismatch("a member of the union", value)
+        if (members.length > 1) out.varint(index)
+        members[index]!.write(value, out)
+      }
     }
-    case "Suspend":
-      return write(ast.thunk(), value, out, path)
-    default:
-      throw new BinaryWriteError({ message: `at ${path}: no binary layout for ${ast._tag}` })
+    case "Suspend": {
+      let inner: WriteFn | undefined
+      return (value, out) => (inner ??= compileWriter(ast.thunk(), cache))(value, out)
+    }
+    default: {
+      const tag = ast._tag
+      return (_value, out) => {
+        throw out.error(`no binary layout for ${tag}`)
+      }
+    }
   }
 }
 
-const read = (ast: SchemaAST.AST, input: Reader, depth: number, path: string): unknown => {
-  if (depth > MAX_DEPTH) input.fail(path, `nesting deeper than ${MAX_DEPTH}`)
+type ReadFn = (input: Reader, depth: number) => unknown
+
+const compileReader = (ast: SchemaAST.AST, cache: Map<SchemaAST.AST, ReadFn>): ReadFn => {
+  const known = cache.get(ast)
+  if (known !== undefined) return known
+  const compiled = readerOf(ast, cache)
+  cache.set(ast, compiled)
+  return compiled
+}
+
+const readerOf = (ast: SchemaAST.AST, cache: Map<SchemaAST.AST, ReadFn>): ReadFn => {
   switch (ast._tag) {
-    case "Literal":
-      return ast.literal
+    case "Literal": {
+      const literal = ast.literal
+      return () => literal
+    }
     case "Null":
-      return null
+      return () => null
     case "Undefined":
     case "Void":
-      return undefined
-    case "Boolean": {
-      const b = input.byte(path)
-      if (b > 1) input.fail(path, `boolean byte ${b}`)
-      return b === 1
-    }
+      return () => undefined
+    case "Boolean":
+      return (input) => {
+        const b = input.byte()
+        if (b > 1) input.fail(`boolean byte ${b}`)
+        return b === 1
+      }
     case "Number":
-      return isIntNode(ast) ? input.signedVarint(path) : input.float32(path)
-    case "String": {
-      const header = input.varint(path)
-      if (header === 1) {
-        const b = input.bytes(16, path)
-        const hex = Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("")
-        return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`
+      return isIntNode(ast) ? (input) => input.signedVarint() : (input) => input.float32()
+    case "String":
+      return (input) => {
+        const header = input.varint()
+        if (header === 1) {
+          const b = input.bytes(16)
+          return HEX[b[0]!]! + HEX[b[1]!]! + HEX[b[2]!]! + HEX[b[3]!]! + "-" + HEX[b[4]!]! + HEX[b[5]!]! + "-" +
+            HEX[b[6]!]! + HEX[b[7]!]! + "-" + HEX[b[8]!]! + HEX[b[9]!]! + "-" + HEX[b[10]!]! + HEX[b[11]!]! +
+            HEX[b[12]!]! + HEX[b[13]!]! + HEX[b[14]!]! + HEX[b[15]!]!
+        }
+        if (header % 2 === 1) input.fail(`unknown string kind ${header}`)
+        const bytes = input.bytes(header / 2)
+        try {
+          return strictUtf8.decode(bytes)
+        } catch {
+          return input.fail("invalid UTF-8")
+        }
       }
-      if (header % 2 === 1) input.fail(path, `unknown string kind ${header}`)
-      const bytes = input.bytes(header / 2, path)
-      try {
-        return strictUtf8.decode(bytes)
-      } catch {
-        return input.fail(path, "invalid UTF-8")
-      }
-    }
     case "Declaration":
-      return input.bytes(input.varint(path), path).slice()
+      return (input) => input.bytes(input.varint()).slice()
     case "Arrays": {
-      const out: Array<unknown> = ast.elements.map((e, i) => read(e, input, depth + 1, `${path}[${i}]`))
-      const rest = ast.rest[0]
-      if (rest !== undefined) {
-        const count = input.varint(path)
-        // Every element takes at least one byte in the protocol schemas; a larger count is a lie.
-        if (count > input.remaining) input.fail(path, `array of ${count} elements in ${input.remaining} bytes`)
-        for (let i = 0; i < count; i++) out.push(read(rest, input, depth + 1, `${path}[${out.length}]`))
+      const elements = ast.elements.map((e) => compileReader(e, cache))
+      const rest = ast.rest[0] === undefined ? undefined : compileReader(ast.rest[0], cache)
+      return (input, depth) => {
+        if (depth >= MAX_DEPTH) input.fail(`nesting deeper than ${MAX_DEPTH}`)
+        const out: Array<unknown> = []
+        for (let i = 0; i < elements.length; i++) {
+          input.path.push(i)
+          out.push(elements[i]!(input, depth + 1))
+          input.path.pop()
+        }
+        if (rest !== undefined) {
+          const count = input.varint()
+          // Every element takes at least one byte in the protocol schemas; a larger count is a lie.
+          if (count > input.remaining) input.fail(`array of ${count} elements in ${input.remaining} bytes`)
+          for (let i = 0; i < count; i++) {
+            input.path.push(out.length)
+            out.push(rest(input, depth + 1))
+            input.path.pop()
+          }
+        }
+        return out
       }
-      return out
     }
     case "Objects": {
-      const optional = optionalOf(ast)
-      const present = new Set<SchemaAST.PropertySignature>()
-      for (let i = 0; i < optional.length; i += 8) {
-        const mask = input.byte(path)
-        const width = Math.min(8, optional.length - i)
-        if (mask >> width !== 0) input.fail(path, "presence bits for fields that do not exist")
-        for (let j = 0; j < width; j++) if (mask & (1 << j)) present.add(optional[i + j]!)
+      let optionals = 0
+      const fields = ast.propertySignatures.map((p) => ({
+        key: p.name as string,
+        // The field's bit in the presence bitmap, or -1 for a required field.
+        bit: SchemaAST.isOptional(p.type) ? optionals++ : -1,
+        read: compileReader(p.type, cache)
+      }))
+      return (input, depth) => {
+        if (depth >= MAX_DEPTH) input.fail(`nesting deeper than ${MAX_DEPTH}`)
+        // Presence bits, eight per byte; up to 32 optional fields fit one number.
+        let present = 0
+        for (let i = 0; i < optionals; i += 8) {
+          const mask = input.byte()
+          const width = Math.min(8, optionals - i)
+          if (mask >> width !== 0) input.fail("presence bits for fields that do not exist")
+          present |= mask << i
+        }
+        const out: Record<string, unknown> = {}
+        for (const field of fields) {
+          if (field.bit >= 0 && (present & (1 << field.bit)) === 0) continue
+          input.path.push(field.key)
+          out[field.key] = field.read(input, depth + 1)
+          input.path.pop()
+        }
+        return out
       }
-      const out: Record<string, unknown> = {}
-      for (const p of ast.propertySignatures) {
-        if (SchemaAST.isOptional(p.type) && !present.has(p)) continue
-        const key = p.name as string
-        out[key] = read(p.type, input, depth + 1, path === "" ? key : `${path}.${key}`)
-      }
-      return out
     }
     case "Union": {
-      const index = ast.types.length > 1 ? input.varint(path) : 0
-      const member = ast.types[index]
-      if (member === undefined) {
-        throw new BinaryReadError({
-          message: `at ${path || "<root>"}: variant ${index} of ${ast.types.length}`,
-          unknownVariant: depth === 0
-        })
+      const members = ast.types.map((t) => compileReader(t, cache))
+      const count = members.length
+      return (input, depth) => {
+        const index = count > 1 ? input.varint() : 0
+        const member = members[index]
+        if (member === undefined) {
+          throw new BinaryReadError({
+            message: `at ${renderPath(input.path)}: variant ${index} of ${count}`,
+            unknownVariant: depth === 0
+          })
+        }
+        return member(input, depth)
       }
-      return read(member, input, depth, path)
     }
-    case "Suspend":
-      return read(ast.thunk(), input, depth + 1, path)
-    default:
-      return input.fail(path, `no binary layout for ${ast._tag}`)
+    case "Suspend": {
+      let inner: ReadFn | undefined
+      return (input, depth) => (inner ??= compileReader(ast.thunk(), cache))(input, depth + 1)
+    }
+    default: {
+      const tag = ast._tag
+      return (input) => input.fail(`no binary layout for ${tag}`)
+    }
   }
 }
 
 class Writer {
+  /** Segments of the path to the value being written, for error messages. */
+  readonly path: Array<string | number> = []
   private buffer = new Uint8Array(256)
   private view = new DataView(this.buffer.buffer)
   private length = 0
@@ -389,6 +520,12 @@ class Writer {
     this.view.setFloat32(this.length, x, true)
     this.length += 4
   }
+  error(message: string): BinaryWriteError {
+    return new BinaryWriteError({ message: `at ${renderPath(this.path)}: ${message}` })
+  }
+  mismatch(expected: string, value: unknown): BinaryWriteError {
+    return this.error(`expected ${expected}, got ${describe(value)}`)
+  }
   finish(): Uint8Array {
     return this.buffer.slice(0, this.length)
   }
@@ -396,6 +533,8 @@ class Writer {
 
 class Reader {
   offset = 0
+  /** Segments of the path to the value being read, for error messages. */
+  readonly path: Array<string | number> = []
   private readonly input: Uint8Array
   private readonly view: DataView
   constructor(input: Uint8Array) {
@@ -405,46 +544,46 @@ class Reader {
   get remaining() {
     return this.input.length - this.offset
   }
-  fail(path: string, message: string): never {
-    throw new BinaryReadError({ message: `at ${path || "<root>"}: ${message}`, unknownVariant: false })
+  fail(message: string): never {
+    throw new BinaryReadError({ message: `at ${renderPath(this.path)}: ${message}`, unknownVariant: false })
   }
-  byte(path: string): number {
-    if (this.offset >= this.input.length) this.fail(path, "unexpected end of input")
+  byte(): number {
+    if (this.offset >= this.input.length) this.fail("unexpected end of input")
     return this.input[this.offset++]!
   }
-  bytes(n: number, path: string): Uint8Array {
-    if (n > this.remaining) this.fail(path, `${n} bytes announced, ${this.remaining} left`)
+  bytes(n: number): Uint8Array {
+    if (n > this.remaining) this.fail(`${n} bytes announced, ${this.remaining} left`)
     const out = this.input.subarray(this.offset, this.offset + n)
     this.offset += n
     return out
   }
-  varint(path: string): number {
+  varint(): number {
     let result = 0
     let scale = 1
     for (let i = 0; i < 8; i++) {
-      const b = this.byte(path)
+      const b = this.byte()
       result += (b & 0x7f) * scale
       if ((b & 0x80) === 0) {
-        if (!Number.isSafeInteger(result)) this.fail(path, "varint beyond 2^53")
+        if (!Number.isSafeInteger(result)) this.fail("varint beyond 2^53")
         return result
       }
       scale *= 0x80
     }
-    return this.fail(path, "varint longer than 8 bytes")
+    return this.fail("varint longer than 8 bytes")
   }
-  signedVarint(path: string): number {
-    const first = this.byte(path)
+  signedVarint(): number {
+    const first = this.byte()
     const low = (first >> 1) & 0x3f
-    const magnitude = first & 0x80 ? low + this.varint(path) * 0x40 : low
-    if (!Number.isSafeInteger(magnitude)) this.fail(path, "integer beyond 2^53")
+    const magnitude = first & 0x80 ? low + this.varint() * 0x40 : low
+    if (!Number.isSafeInteger(magnitude)) this.fail("integer beyond 2^53")
     if (first & 1) {
-      if (magnitude === 0) this.fail(path, "negative zero")
+      if (magnitude === 0) this.fail("negative zero")
       return -magnitude
     }
     return magnitude
   }
-  float32(path: string): number {
-    if (this.remaining < 4) this.fail(path, "unexpected end of input")
+  float32(): number {
+    if (this.remaining < 4) this.fail("unexpected end of input")
     const x = this.view.getFloat32(this.offset, true)
     this.offset += 4
     return x

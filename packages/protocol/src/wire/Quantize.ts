@@ -132,9 +132,20 @@ export const dequantizeRotated = (code: Uint8Array): Float32Array => {
   // level has the same size, so the unit vector is +-1/sqrt(dimensions), the sign the bit.
   if (code[0] === SCHEME << 4 && codeProblem(code) === undefined) {
     const out = new Float32Array(EMBEDDING_DIMENSIONS)
-    const dimensions = (code.length - 1) * 8
-    const c = 1 / Math.sqrt(dimensions)
-    for (let i = 0; i < dimensions; i++) out[i] = (code[1 + (i >> 3)]! >> (i & 7)) & 1 ? c : -c
+    const bytes = code.length - 1
+    const c = 1 / Math.sqrt(bytes * 8)
+    // A byte at a time (bit 0 first): this runs for every pattern a shard receives.
+    for (let b = 0, o = 0; b < bytes; b++, o += 8) {
+      const byte = code[1 + b]!
+      out[o] = byte & 1 ? c : -c
+      out[o + 1] = byte & 2 ? c : -c
+      out[o + 2] = byte & 4 ? c : -c
+      out[o + 3] = byte & 8 ? c : -c
+      out[o + 4] = byte & 16 ? c : -c
+      out[o + 5] = byte & 32 ? c : -c
+      out[o + 6] = byte & 64 ? c : -c
+      out[o + 7] = byte & 128 ? c : -c
+    }
     return out
   }
   placeLevels(code, levelScratch)
