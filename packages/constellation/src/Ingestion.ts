@@ -100,6 +100,9 @@ export const defaultIngestionConfig: IngestionConfig = {
  * How a shard decodes what TVs send: embeddings stay in the quantizer's rotated basis (cosines
  * and sums there are those of the decoded vectors); only published patterns are rotated back.
  */
+/** Deltas of a written batch folded into the aggregates between two yields to the event loop. */
+const FOLD_SLICE = 32
+
 export const ingestCodec = makeWireCodec({ basis: "rotated" })
 
 /** A delta was not taken; `retryAfterMs` with rate-limited. Nothing of it was stored. */
@@ -309,7 +312,11 @@ function make(config: IngestionConfig) {
       counters.batches += 1
       const now = yield* Clock.currentTimeMillis
       const fresh = new Set(result._tag === "Success" ? writes.filter((_, i) => result.value[i]) : [])
+      let handled = 0
       for (const p of batch) {
+        // A big batch (hundreds of deltas under load) is folded in slices: between them, the
+        // acknowledgements already settled go out instead of waiting for the whole batch.
+        if (++handled % FOLD_SLICE === 0) yield* Effect.yieldNow
         if (result._tag === "Failure") {
           yield* Deferred.fail(
             p.done,
