@@ -2,7 +2,8 @@
  * `omega bench-brain`: observe and recommend latency of one TV brain as deployed (usearch HNSW,
  * SQLite WAL on disk, hashing embedder) at 1K and 10K learned patterns, with a full co-watch
  * table (20 neighbours for every catalog item) so every watched item votes, then the cold start
- * and RSS of a fresh process that reopens the 10K-pattern brain.
+ * and RSS of a fresh process that reopens the 10K-pattern brain (BrainColdStart.ts: the brain
+ * and Effect only), once with a TV's Node flags and once with Node's defaults.
  */
 import { defaultBrainConfig, Embedder, OmegaBrain } from "@omega/brain"
 import {
@@ -12,11 +13,12 @@ import {
   seededRandom,
   type ViewContext
 } from "@omega/protocol"
-import { Effect, Layer } from "effect"
+import { Effect } from "effect"
 import { execFileSync } from "node:child_process"
 import { mkdtempSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
+import type { ColdStart } from "./BrainColdStart.ts"
 import { percentile, printJson, printTable, progress, round } from "./Report.ts"
 import { makeWorld, nextViewing, type SyntheticWorld } from "./Synthetic.ts"
 
@@ -124,18 +126,17 @@ export const runBrainBench = Effect.fn("omega.benchBrain")(function*(options: Br
   }).pipe(Effect.provide(OmegaBrain.layerLive({ path, config })))
 
   yield* progress("  cold start: reopening the brain in a fresh process")
-  const cold = coldStartInChild(path)
+  const cold = coldStartInChild(path, TV_NODE_FLAGS)
+  const coldDefault = coldStartInChild(path, [])
   const largest = results[results.length - 1]!
   yield* printTable("Brain latency (ms) by learned patterns", results.map((r) => ({ ...r })))
-  yield* printTable("Cold start of the largest brain in a fresh process", [{
-    patterns: cold.patterns,
-    cold_start_ms: cold.cold_start_ms,
-    first_recommend_ms: cold.first_recommend_ms,
-    process_ready_ms: cold.process_ready_ms,
-    rss_mb: cold.rss_mb,
-    runtime_rss_mb: cold.runtime_rss_mb,
-    brain_rss_mb: cold.brain_rss_mb
-  }])
+  yield* printTable(
+    "Cold start of the largest brain in a fresh process (brain and Effect only, as on a TV)",
+    [
+      { node_flags: TV_NODE_FLAGS.join(" "), ...cold },
+      { node_flags: "(Node defaults)", ...coldDefault }
+    ]
+  )
   const summary = {
     patterns: largest.patterns,
     recommend_p50_ms: largest.recommend_p50_ms,
@@ -148,6 +149,8 @@ export const runBrainBench = Effect.fn("omega.benchBrain")(function*(options: Br
     rss_mb: cold.rss_mb,
     runtime_rss_mb: cold.runtime_rss_mb,
     brain_rss_mb: cold.brain_rss_mb,
+    tv_node_flags: TV_NODE_FLAGS.join(" "),
+    brain_rss_mb_node_defaults: coldDefault.brain_rss_mb,
     by_size: results,
     catalog_items: catalog.length
   }
@@ -169,51 +172,18 @@ const embedWorld = (world: SyntheticWorld) =>
       ))
   }).pipe(Effect.provide(Embedder.layerHashing))
 
-interface ColdStart {
-  readonly patterns: number
-  readonly cold_start_ms: number
-  readonly first_recommend_ms: number
-  /** From process start (Node boot and module loading included) to a served recommendation. */
-  readonly process_ready_ms: number
-  readonly rss_mb: number
-  /** RSS of the process before the brain was opened. */
-  readonly runtime_rss_mb: number
-  /** RSS the opened brain added on top of the runtime. */
-  readonly brain_rss_mb: number
-}
+/**
+ * Node flags of a TV's process. V8 otherwise grows its young generation to 64 MB while the brain
+ * opens (thousands of rows parsed at once) and keeps it; capped at 2 MB per semi-space it stays
+ * small, which is how an embedded Node with a memory budget runs.
+ */
+export const TV_NODE_FLAGS: ReadonlyArray<string> = ["--max-semi-space-size=2"]
 
-const coldStartInChild = (path: string): ColdStart => {
-  const output = execFileSync(process.execPath, [process.argv[1]!, "bench-brain-cold", "--db", path], {
+const coldStartInChild = (path: string, flags: ReadonlyArray<string>): ColdStart => {
+  const script = join(import.meta.dirname, "BrainColdStart.ts")
+  const output = execFileSync(process.execPath, [...flags, script, path], {
     encoding: "utf8",
     stdio: ["ignore", "pipe", "inherit"]
   })
   return JSON.parse(output.trim().split("\n").at(-1)!) as ColdStart
 }
-
-/** The child side: open a persisted brain, answer one recommendation, report time and RSS. */
-export const runColdStart = Effect.fn("omega.benchBrainCold")(function*(path: string) {
-  // The runtime alone (Node, Effect, native modules, type stripping) before any brain data is loaded.
-  const baselineRss = process.memoryUsage().rss
-  const start = process.hrtime.bigint()
-  const result = yield* Effect.gen(function*() {
-    const brain = yield* OmegaBrain
-    const opened = Number(process.hrtime.bigint() - start) / 1e6
-    const context: ViewContext = { timeOfDay: "evening", dayType: "weekday", recentWatches: [] }
-    const firstStart = process.hrtime.bigint()
-    yield* brain.recommend(context, 10)
-    const first = Number(process.hrtime.bigint() - firstStart) / 1e6
-    // A few more requests so RSS reflects a brain in use, not just loaded.
-    for (let i = 0; i < 50; i++) yield* brain.recommend(context, 10)
-    const stats = yield* brain.stats
-    return { patterns: stats.patterns, opened, first, sinceProcessStart: performance.now() }
-  }).pipe(Effect.provide(Layer.fresh(OmegaBrain.layerLive({ path, config }))))
-  yield* printJson({
-    patterns: result.patterns,
-    cold_start_ms: round(result.opened, 1),
-    first_recommend_ms: round(result.first, 3),
-    process_ready_ms: round(result.sinceProcessStart, 1),
-    rss_mb: round(process.memoryUsage().rss / 1024 / 1024, 1),
-    runtime_rss_mb: round(baselineRss / 1024 / 1024, 1),
-    brain_rss_mb: round((process.memoryUsage().rss - baselineRss) / 1024 / 1024, 1)
-  })
-})

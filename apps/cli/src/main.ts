@@ -3,7 +3,7 @@ import { NodeRuntime, NodeServices } from "@effect/platform-node"
 import { SyncTransport } from "@omega/sync"
 import { Effect, Option } from "effect"
 import { Command, Flag } from "effect/cli"
-import { runBrainBench, runColdStart } from "./BrainBench.ts"
+import { runBrainBench } from "./BrainBench.ts"
 import { runDemo } from "./DemoCommand.ts"
 import { runEval } from "./EvalCommand.ts"
 import { runLoadTest } from "./LoadTest.ts"
@@ -65,12 +65,6 @@ const benchBrain = Command.make(
     )
 ).pipe(Command.withDescription("Observe/recommend latency at 1K and 10K patterns, cold start and RSS"))
 
-const benchBrainCold = Command.make(
-  "bench-brain-cold",
-  { db: Flag.String("db").pipe(Flag.withDescription("Brain database to reopen")) },
-  (flags) => runColdStart(flags.db)
-).pipe(Command.withDescription("(used by bench-brain) reopen a persisted brain and report cold start and RSS"))
-
 const demo = Command.make(
   "demo",
   {
@@ -121,7 +115,7 @@ const loadtest = Command.make(
 
 const omega = Command.make("omega").pipe(
   Command.withDescription("Omega: edge-first TV recommendations"),
-  Command.withSubcommands([demo, evalCommand, benchBrain, benchBrainCold, loadtest])
+  Command.withSubcommands([demo, evalCommand, benchBrain, loadtest])
 )
 
 omega.pipe(
