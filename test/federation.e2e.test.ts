@@ -262,6 +262,68 @@ describe("federation across shards", () => {
       }).pipe(Effect.scoped),
     60_000
   )
+  it.live(
+    "a co-watch pair that reaches k only across shards reaches the TVs of every shard",
+    () =>
+      Effect.gen(function*() {
+        const { memory, ports, shards } = yield* startShards
+        for (const s of shards) {
+          yield* Context.get(s, ShardStorage).addContent(catalog)
+          yield* Context.get(s, Federation).announceContent(catalog)
+        }
+        // Two TVs of shard-a and one of shard-b watch the same three westerns; a fourth TV, on
+        // shard-b, watches musicals. Each pair of westerns has two devices on shard-a, one on b.
+        const plan = [
+          { shard: 0, watches: ["western-0", "western-1", "western-2"] },
+          { shard: 0, watches: ["western-0", "western-1", "western-2"] },
+          { shard: 1, watches: ["western-0", "western-1", "western-2"] },
+          { shard: 1, watches: ["musical-1", "musical-2"] }
+        ]
+        const brains: Array<OmegaBrain["Service"]> = []
+        for (const [n, { shard: home, watches }] of plan.entries()) {
+          const context = yield* Layer.build(
+            tv(`cowatch-tv-${n}`, ports[home]!).pipe(Layer.provide(Layer.succeed(SyncTransport, memory)))
+          )
+          const brain = Context.get(context, OmegaBrain)
+          yield* brain.addContent(catalog)
+          for (const [i, id] of watches.entries()) {
+            for (let r = 0; r < 2; r++) {
+              yield* brain.observe(viewing(catalog.find((c) => c.contentId === id)!, 10 * n + 2 * i + r))
+            }
+          }
+          const client = Context.get(context, SyncClient)
+          yield* client.awaitConnected
+          assert.strictEqual((yield* client.syncNow)._tag, "Acknowledged")
+          brains.push(brain)
+        }
+        const westernRow = (s: Context.Context<Ingestion>) =>
+          Effect.map(
+            Context.get(s, Ingestion).coWatchSince(0),
+            ({ rows }) =>
+              rows.find((r) => r.contentId === "western-0")?.neighbours.map((n): string => n.contentId) ?? []
+          )
+
+        // Alone, no shard has k = 3 devices behind a pair of westerns.
+        for (const s of shards) {
+          yield* Context.get(s, Ingestion).publishCoWatch
+          assert.deepStrictEqual(yield* westernRow(s), [])
+        }
+
+        const federationWorker = yield* startWorker("w3", ports, memory)
+        const report = yield* federationWorker.runRound
+        assert.isAbove(report.coWatchRows, 0)
+        for (const s of shards) {
+          yield* eventually(
+            Effect.map(westernRow(s), (neighbours) => neighbours.includes("western-1")),
+            "each shard serves the row federated across shards"
+          )
+        }
+        for (const [n, brain] of brains.entries()) {
+          yield* eventually(Effect.map(brain.stats, (s) => s.versions.coWatch > 0), `TV ${n} got the co-watch rows`)
+        }
+      }).pipe(Effect.scoped),
+    60_000
+  )
 })
 
 /** A federation worker with sessions to both shards (on the memory transport), once it holds both. */

@@ -277,12 +277,11 @@ export const runDemo = Effect.fn("omega.demo")(function*(options: DemoOptions) {
       }
     }
     const report = yield* worker.runRound
-    // What each shard's scheduled co-watch pass does (once a minute), at the end of every round.
-    let coWatchRows = 0
+    // The round sent the shards a co-watch table summed over both (when k devices changed since
+    // the last one); each shard publishes it to its TVs. What each shard's scheduled co-watch
+    // pass does (once a minute) runs here too, and tells the version its TVs should reach.
     for (const [shardId, ingestion] of ingestions) {
-      const update = yield* ingestion.publishCoWatch
-      coWatchVersions.set(shardId, update.version)
-      coWatchRows += update.rows.length
+      coWatchVersions.set(shardId, (yield* ingestion.publishCoWatch).version)
     }
     yield* Effect.sleep(Duration.millis(300))
     rounds.push({
@@ -293,7 +292,7 @@ export const runDemo = Effect.fn("omega.demo")(function*(options: DemoOptions) {
       patterns_in: report.patternsIn,
       federated_out: report.patternsOut,
       trends_on_tv: (yield* fleet[0]!.brain.stats).trends,
-      cowatch_rows: coWatchRows,
+      cowatch_rows: report.coWatchRows,
       round_ms: report.durationMs,
       convergence: round3(report.convergence)
     })

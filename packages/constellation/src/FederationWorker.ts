@@ -6,10 +6,13 @@
  * whenever a shard asks (POST /api/v1/federation/trigger on any shard).
  */
 import {
+  type CoWatchCount,
+  type CoWatchRow,
   type DeviceId,
   type GlobalPattern,
   type GlobalPatterns,
   makeWireCodec,
+  MAX_COWATCH_ROWS,
   MAX_GLOBAL_PATTERNS,
   PROTOCOL_VERSION,
   type ShardPatterns,
@@ -18,6 +21,8 @@ import {
 } from "@omega/protocol"
 import { type Connection, type ConnectOptions, SyncTransport } from "@omega/sync"
 import { Clock, Context, Deferred, Duration, Effect, Layer, Metric, Ref, Schedule, Stream } from "effect"
+import { type CoWatchConfig, defaultCoWatchConfig, mergeCoWatchCounts } from "./federation/CoWatch.ts"
+import { chunks, coWatchRowBytes, FRAME_BODY_BUDGET } from "./internal/chunks.ts"
 import { dot } from "./internal/vectors.ts"
 import { deviceToken, FEDERATION_PEER_PREFIX } from "./ShardManager.ts"
 
@@ -50,6 +55,8 @@ export interface FederationWorkerConfig {
   readonly roundTimeout: Duration.Input
   readonly maxPatternsPerShard: number
   readonly federate: Federate
+  /** k and neighbours per row of the co-watch table federated across shards (the shards' defaults). */
+  readonly coWatch?: Pick<CoWatchConfig, "minDevices" | "neighbours">
 }
 
 export interface WorkerRoundReport {
@@ -61,6 +68,11 @@ export interface WorkerRoundReport {
   readonly regions: number
   /** Mean cosine of each output pattern to its nearest output of the previous round (1 = settled). */
   readonly convergence: number
+  /**
+   * Rows of the co-watch table sent to the shards this round; 0 when it was held back because
+   * fewer than k devices changed across shards since the last table.
+   */
+  readonly coWatchRows: number
 }
 
 export const federationMetrics = {
@@ -100,8 +112,12 @@ function make(config: FederationWorkerConfig) {
     let collecting: {
       round: number
       answers: Map<string, Array<ShardPatterns>>
+      coWatch: Map<string, Array<CoWatchCount>>
       done: Deferred.Deferred<void>
     } | undefined
+    const coWatchConfig = config.coWatch ?? defaultCoWatchConfig
+    // Devices whose co-watch counts changed, across shards, since the last table went out.
+    let coWatchChanged = 0
     let round = 0
     let previous: ReadonlyArray<GlobalPattern> = []
     const last = yield* Ref.make<WorkerRoundReport | undefined>(undefined)
@@ -112,7 +128,13 @@ function make(config: FederationWorkerConfig) {
 
     const onFrame = Effect.fnUntraced(function*(shardId: string, bytes: Uint8Array) {
       const frame = yield* codec.decode(bytes)
-      if (frame._tag === "ShardPatterns") {
+      if (frame._tag === "ShardCoWatch") {
+        if (collecting === undefined || frame.round !== collecting.round) return
+        const rows = collecting.coWatch.get(shardId) ?? []
+        rows.push(...frame.rows)
+        collecting.coWatch.set(shardId, rows)
+        coWatchChanged += frame.changedDevices
+      } else if (frame._tag === "ShardPatterns") {
         if (collecting === undefined || frame.round !== collecting.round) return
         const list = collecting.answers.get(shardId) ?? []
         list.push(frame)
@@ -159,7 +181,7 @@ function make(config: FederationWorkerConfig) {
       const started = yield* Clock.currentTimeMillis
       round += 1
       const done = yield* Deferred.make<void>()
-      collecting = { round, answers: new Map(), done }
+      collecting = { round, answers: new Map(), coWatch: new Map(), done }
       const open = [...sessions.values()]
       for (const session of open) {
         yield* send(session.connection, { _tag: "FederationPull", round, maxPatterns: config.maxPatternsPerShard })
@@ -169,6 +191,7 @@ function make(config: FederationWorkerConfig) {
       }
       if (open.length > 0) yield* Deferred.await(done).pipe(Effect.timeoutOption(config.roundTimeout))
       const answers = collecting.answers
+      const coWatchCounts = collecting.coWatch
       collecting = undefined
       const inputs: Array<ShardRegionPatterns> = [...answers.entries()].flatMap(([shardId, frames]) =>
         frames.map((f) => ({ shardId, region: f.region, patterns: f.patterns, trends: f.trends }))
@@ -190,6 +213,26 @@ function make(config: FederationWorkerConfig) {
           yield* send(session.connection, { _tag: "RegionUpdate", region, global }).pipe(Effect.ignore)
         }
       }
+      // One co-watch table for every shard (a TV's co-watch rows are not per region), once k
+      // devices changed across shards: until then the change could be one device's viewing.
+      let coWatchRows: ReadonlyArray<CoWatchRow> = []
+      if (coWatchCounts.size > 0 && coWatchChanged >= coWatchConfig.minDevices) {
+        coWatchRows = mergeCoWatchCounts([...coWatchCounts.values()], coWatchConfig)
+        coWatchChanged = 0
+        const frames = chunks(coWatchRows, MAX_COWATCH_ROWS, FRAME_BODY_BUDGET, coWatchRowBytes)
+        for (const shardId of coWatchCounts.keys()) {
+          const session = sessions.get(shardId)
+          if (session === undefined) continue
+          for (const [i, rows] of (frames.length > 0 ? frames : [[]]).entries()) {
+            yield* send(session.connection, {
+              _tag: "FederatedCoWatch",
+              round,
+              rows,
+              last: i === Math.max(frames.length, 1) - 1
+            }).pipe(Effect.ignore)
+          }
+        }
+      }
       const out = [...federated.values()].flatMap((r) => r.patterns)
       const report: WorkerRoundReport = {
         round,
@@ -198,7 +241,8 @@ function make(config: FederationWorkerConfig) {
         patternsIn: inputs.reduce((n, i) => n + i.patterns.length, 0),
         patternsOut: out.length,
         regions: federated.size,
-        convergence: convergence(previous, out)
+        convergence: convergence(previous, out),
+        coWatchRows: coWatchRows.length
       }
       previous = out
       yield* Ref.set(last, report)

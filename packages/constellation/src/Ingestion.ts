@@ -10,6 +10,7 @@
  */
 import {
   type ContentEmbedding,
+  type CoWatchCount,
   type CoWatchRow,
   type DeltaAck,
   fromRotatedBasis,
@@ -193,6 +194,13 @@ export class Ingestion extends Context.Service<Ingestion, {
    * are what the region's TVs get from now on, pushed on their open sessions.
    */
   readonly applyFederated: (region: string, global: GlobalPatterns) => Effect.Effect<void, StorageError>
+  /**
+   * This shard's co-watch counts for a federation worker, sub-k pairs included (across shards
+   * they may reach k), and how many devices changed them since the last call.
+   */
+  readonly localCoWatch: Effect.Effect<{ readonly rows: ReadonlyArray<CoWatchCount>; readonly changedDevices: number }>
+  /** Takes the co-watch table a worker federated across shards and publishes what changed to the TVs. */
+  readonly applyFederatedCoWatch: (rows: ReadonlyArray<CoWatchRow>) => Effect.Effect<CoWatchRows>
 }>()("omega/constellation/Ingestion") {
   static readonly layer = (config: IngestionConfig = defaultIngestionConfig) => Layer.effect(Ingestion, make(config))
 }
@@ -499,7 +507,10 @@ function make(config: IngestionConfig) {
       applyFederated: Effect.fnUntraced(function*(region: string, global: GlobalPatterns) {
         federated.set(region, global)
         yield* refreshRegion(region, true)
-      })
+      }),
+      localCoWatch: Effect.map(decodeTrends, () => trends.exportCoWatch()),
+      applyFederatedCoWatch: (rows) =>
+        Effect.andThen(Effect.sync(() => trends.applyFederatedCoWatch(rows)), publishCoWatch)
     })
   })
 }

@@ -169,4 +169,34 @@ describe("ShardTrends co-watch rows", () => {
     ]])
     assert.strictEqual(trends.stats().coWatchDevices, 3)
   })
+
+  it("once a federation worker sends a table, publishes the worker's tables instead of its own", () => {
+    const trends = make()
+    for (const tv of ["tv-1", "tv-2", "tv-3"]) trends.observe("eu", tv, [pattern(`${tv}-a`, [3, 17], 4)], t0)
+    trends.decode()
+    assert.deepStrictEqual(trends.publishCoWatch(1).map((r) => r.contentId), ["m17", "m3"])
+    // What the worker is told: this shard's counts, and the three devices that changed them.
+    const exported = trends.exportCoWatch()
+    assert.strictEqual(exported.changedDevices, 3)
+    assert.deepStrictEqual(
+      exported.rows.map((r) => [r.contentId, r.devices, r.neighbours.map((n) => [n.contentId, n.devices])]),
+      [["m3", 3, [["m17", 3]]], ["m17", 3, [["m3", 3]]]]
+    )
+    const id = (n: number) => `m${n}` as ContentId
+    trends.applyFederatedCoWatch([
+      { contentId: id(3), neighbours: [{ contentId: id(17), weight: 1000 }, { contentId: id(40), weight: 500 }] },
+      { contentId: id(40), neighbours: [{ contentId: id(3), weight: 500 }] }
+    ])
+    // m3 changed, m40 is new, and m17, which the worker's table no longer has, is withdrawn.
+    const published = trends.publishCoWatch(2)
+    assert.deepStrictEqual(published.map((r) => [r.contentId, r.neighbours.length]), [["m3", 2], ["m40", 1], [
+      "m17",
+      0
+    ]])
+    // The shard's own counts no longer publish, however many devices change them.
+    for (const tv of ["tv-4", "tv-5", "tv-6"]) trends.observe("eu", tv, [pattern(`${tv}-a`, [8, 9], 4)], t0 + 1)
+    trends.decode()
+    assert.deepStrictEqual(trends.publishCoWatch(3), [])
+    assert.deepStrictEqual(trends.coWatchSince(0).map((r) => r.contentId).sort(), ["m3", "m40"])
+  })
 })

@@ -14,6 +14,7 @@
 import {
   type ContentEmbedding,
   type ContentId,
+  type CoWatchCount,
   type CoWatchRow,
   type EmbeddingBasis,
   type PatternId,
@@ -118,6 +119,13 @@ export class ShardTrends {
   private readonly coWatch: CoWatchCounter
   /** Every row as last published, with the version it last changed at (empty rows: withdrawn). */
   private readonly rows = new Map<ContentId, { readonly row: CoWatchRow; readonly version: number }>()
+  /**
+   * Once a federation worker sends a co-watch table (this shard's counts summed with the other
+   * shards'), the shard publishes those instead of its own; `federatedTable` is the newest one
+   * not yet published.
+   */
+  private federated = false
+  private federatedTable: ReadonlyArray<CoWatchRow> | undefined
 
   constructor(config: ShardTrendsConfig = defaultShardTrendsConfig, basis: EmbeddingBasis = "original") {
     this.config = config
@@ -209,6 +217,23 @@ export class ShardTrends {
    */
   publishCoWatch(version: number): Array<CoWatchRow> {
     const changed: Array<CoWatchRow> = []
+    if (this.federated) {
+      // The worker holds a table back until k devices changed across shards.
+      const table = this.federatedTable
+      this.federatedTable = undefined
+      if (table === undefined) return changed
+      const named = new Set(table.map((row) => row.contentId))
+      const withdrawn = [...this.rows.values()]
+        .filter((entry) => entry.row.neighbours.length > 0 && !named.has(entry.row.contentId))
+        .map((entry): CoWatchRow => ({ contentId: entry.row.contentId, neighbours: [] }))
+      for (const row of [...table, ...withdrawn]) {
+        const before = this.rows.get(row.contentId)?.row
+        if (before !== undefined && !materiallyChanged(before, row)) continue
+        this.rows.set(row.contentId, { row, version })
+        changed.push(row)
+      }
+      return changed
+    }
     // Until k devices changed, the change could be one device's viewing: it waits for more.
     if (this.coWatch.changedDevices < this.config.coWatch.minDevices) return changed
     for (const row of this.coWatch.publish()) {
@@ -218,6 +243,20 @@ export class ShardTrends {
       changed.push(row)
     }
     return changed
+  }
+
+  /** This shard's co-watch counts for the federation worker (see CoWatchCounter.exportCounts). */
+  exportCoWatch(): { rows: Array<CoWatchCount>; changedDevices: number } {
+    return this.coWatch.exportCounts()
+  }
+
+  /**
+   * Takes a co-watch table federated across shards: from now on the shard publishes the worker's
+   * tables (at its next publishCoWatch) and no longer its own, which the worker's already include.
+   */
+  applyFederatedCoWatch(rows: ReadonlyArray<CoWatchRow>): void {
+    this.federated = true
+    this.federatedTable = rows.filter((row) => row.neighbours.length > 0)
   }
 
   /** The rows a TV holding co-watch `version` lacks (all non-empty rows for 0). */

@@ -4,6 +4,7 @@ import {
   type DeviceId,
   EMBEDDING_DIMENSIONS,
   encodeFrame,
+  MAX_FRAME_BYTES,
   normalizeEmbedding,
   type PatternId,
   PROTOCOL_VERSION,
@@ -131,5 +132,18 @@ describe("coWatchUpdateFrames", () => {
 
   it("sends one frame with the new version when the rows fit", () => {
     assert.deepStrictEqual(coWatchUpdateFrames(0, { version: 3, rows: [row(1)] }).map((f) => f.version), [3])
+  })
+
+  it("splits rows by size too, so every frame encodes under the wire's cap whatever the ids", () => {
+    // 512 rows of 64 neighbours, every id of the longest kind the schema takes: ~4 MB of rows.
+    const id = (n: number) => `${"x".repeat(120)}-${String(n).padStart(7, "0")}` as never
+    const rows = Array.from({ length: 512 }, (_, n) => ({
+      contentId: id(n),
+      neighbours: Array.from({ length: 64 }, (_item, m) => ({ contentId: id(1_000 + m), weight: 1000 - m }))
+    }))
+    const frames = coWatchUpdateFrames(0, { version: 9, rows })
+    assert.isAbove(frames.length, 1)
+    assert.strictEqual(frames.reduce((n, f) => n + f.rows.length, 0), 512)
+    for (const frame of frames) assert.isAtMost(encodeFrame(frame).length, MAX_FRAME_BYTES)
   })
 })

@@ -6,11 +6,13 @@
  * session; nothing already stored is touched by it.
  */
 import {
+  type CoWatchRow,
   type CoWatchUpdate,
   type ErrorFrame,
   type GlobalPatterns,
   makeWireCodec,
   MAX_CONTENT_ITEMS,
+  MAX_COWATCH_COUNT_ROWS,
   MAX_COWATCH_ROWS,
   MAX_TRENDS,
   PROTOCOL_VERSION,
@@ -22,6 +24,7 @@ import { type Connection, type ListenOptions, SyncTransport } from "@omega/sync"
 import { Clock, Context, Duration, Effect, Layer, Metric, PubSub, Sink, Stream } from "effect"
 import { Federation } from "./Federation.ts"
 import { type CoWatchRows, ingestCodec, Ingestion } from "./Ingestion.ts"
+import { chunks, coWatchRowBytes, FRAME_BODY_BUDGET } from "./internal/chunks.ts"
 import { type DeviceState, FEDERATION_PEER_PREFIX, ShardManager } from "./ShardManager.ts"
 
 export interface SyncServerConfig {
@@ -268,6 +271,8 @@ function make(config: SyncServerConfig) {
     /** A federation worker's session: our aggregated patterns out on request, federated ones in. */
     const serveFederation = (connection: Connection, frames: Stream.Stream<Uint8Array, unknown>) =>
       Effect.gen(function*() {
+        // A federated co-watch table arriving in slices.
+        let coWatchTable: { readonly round: number; readonly rows: Array<CoWatchRow> } | undefined
         const requests = yield* PubSub.subscribe(federation.roundRequests)
         yield* Stream.fromSubscription(requests).pipe(
           Stream.runForEach((reason) => send(connection, { _tag: "RoundRequest", reason })),
@@ -279,6 +284,18 @@ function make(config: SyncServerConfig) {
             const frame = yield* decodeOrRefuse(connection, bytes)
             switch (frame._tag) {
               case "FederationPull": {
+                // Co-watch counts first: the worker takes the last ShardPatterns as the end of the answer.
+                const counts = yield* ingestion.localCoWatch
+                const countFrames = chunks(counts.rows, MAX_COWATCH_COUNT_ROWS, FRAME_BODY_BUDGET, coWatchRowBytes)
+                for (const [i, rows] of (countFrames.length > 0 ? countFrames : [[]]).entries()) {
+                  yield* send(connection, {
+                    _tag: "ShardCoWatch",
+                    round: frame.round,
+                    // Counted once per answer, with its first slice.
+                    changedDevices: i === 0 ? counts.changedDevices : 0,
+                    rows
+                  })
+                }
                 const regions = yield* ingestion.regions
                 const all = regions.length > 0 ? regions : [manager.config.defaultRegion]
                 for (const [i, region] of all.entries()) {
@@ -298,6 +315,26 @@ function make(config: SyncServerConfig) {
                 return yield* ingestion.applyFederated(frame.region, frame.global).pipe(
                   Effect.catch(() => refuse(connection, "internal", "could not store the federated patterns"))
                 )
+              case "FederatedCoWatch": {
+                // The slices of one round add up to the table; a slice of a newer round starts over.
+                if (coWatchTable === undefined || coWatchTable.round !== frame.round) {
+                  coWatchTable = { round: frame.round, rows: [] }
+                }
+                coWatchTable.rows.push(...frame.rows)
+                if (coWatchTable.rows.length > MAX_FEDERATED_COWATCH_ROWS) {
+                  coWatchTable = undefined
+                  return yield* refuse(
+                    connection,
+                    "bad-frame",
+                    `a federated co-watch table holds at most ${MAX_FEDERATED_COWATCH_ROWS} rows`
+                  )
+                }
+                if (!frame.last) return
+                const table = coWatchTable.rows
+                coWatchTable = undefined
+                yield* ingestion.applyFederatedCoWatch(table)
+                return
+              }
               case "Ping":
                 return yield* send(connection, { _tag: "Pong", nonce: frame.nonce })
               case "Pong":
@@ -391,7 +428,7 @@ export const coWatchUpdateFrames = (
   update: CoWatchRows,
   maxRows: number = MAX_COWATCH_ROWS
 ): Array<CoWatchUpdate> => {
-  const parts = chunks(update.rows, maxRows)
+  const parts = chunks(update.rows, maxRows, FRAME_BODY_BUDGET, coWatchRowBytes)
   return parts.map((rows, i) => ({
     _tag: "CoWatchUpdate",
     version: i === parts.length - 1 ? update.version : held,
@@ -412,11 +449,7 @@ const PUSH_SLICE_MIN = 25
 const PUSH_SLICE_MAX = 200
 /** A TV that does not take a push within this long (its stream is blocked) is skipped for it. */
 const PUSH_SEND_TIMEOUT = Duration.seconds(10)
+/** Rows of one federated co-watch table a shard takes (a catalog item each). */
+const MAX_FEDERATED_COWATCH_ROWS = 200_000
 /** Changed co-watch rows reach every session within this long (they change about once a minute). */
 const COWATCH_PUSH_SPREAD_MS = 10_000
-
-const chunks = <A>(items: ReadonlyArray<A>, size: number): Array<ReadonlyArray<A>> => {
-  const out: Array<ReadonlyArray<A>> = []
-  for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size))
-  return out
-}

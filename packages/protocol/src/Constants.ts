@@ -29,3 +29,9 @@ export const MAX_COWATCH_NEIGHBOURS = 64
 
 /** Upper bound on catalog items whose co-watch neighbours one CoWatchUpdate carries. */
 export const MAX_COWATCH_ROWS = 512
+
+/** Upper bound on neighbours (by shared devices) of one item in a shard's co-watch counts. */
+export const MAX_COWATCH_COUNT_NEIGHBOURS = 64
+
+/** Upper bound on items whose co-watch counts one ShardCoWatch frame carries. */
+export const MAX_COWATCH_COUNT_ROWS = 128

@@ -4,7 +4,13 @@
  * carries no content id, title or timestamp of anything watched.
  */
 import { Schema } from "effect"
-import { MAX_COWATCH_NEIGHBOURS, MAX_DELTA_PATTERNS, MAX_GLOBAL_PATTERNS, MAX_TRENDS } from "./Constants.ts"
+import {
+  MAX_COWATCH_COUNT_NEIGHBOURS,
+  MAX_COWATCH_NEIGHBOURS,
+  MAX_DELTA_PATTERNS,
+  MAX_GLOBAL_PATTERNS,
+  MAX_TRENDS
+} from "./Constants.ts"
 import { Embedding } from "./Embedding.ts"
 import { ContentId, DayType, Mood, TimeOfDay, Timestamp, UnitInterval } from "./Viewing.ts"
 
@@ -107,6 +113,22 @@ export const CoWatchRow = Schema.Struct({
   neighbours: Schema.Array(CoWatchNeighbour).check(Schema.isMaxLength(MAX_COWATCH_NEIGHBOURS))
 })
 export type CoWatchRow = typeof CoWatchRow.Type
+
+const DeviceCount = Schema.Int.check(Schema.isGreaterThanOrEqualTo(1))
+
+/**
+ * One item's co-watch counts on a shard, for the federation worker (never for a TV): how many of
+ * the shard's devices watched it, and for its most shared neighbours how many watched both. The
+ * worker sums them over shards, so a pair can reach k across shards that no shard has alone.
+ */
+export const CoWatchCount = Schema.Struct({
+  contentId: ContentId,
+  devices: DeviceCount,
+  neighbours: Schema.Array(Schema.Struct({ contentId: ContentId, devices: DeviceCount })).check(
+    Schema.isMaxLength(MAX_COWATCH_COUNT_NEIGHBOURS)
+  )
+})
+export type CoWatchCount = typeof CoWatchCount.Type
 
 /** An item of the catalog with its embedding; new content is announced this way. */
 export const ContentEmbedding = Schema.Struct({

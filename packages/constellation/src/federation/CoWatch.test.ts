@@ -1,6 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
-import type { ContentId } from "@omega/protocol"
-import { CoWatchCounter } from "./CoWatch.ts"
+import type { ContentId, CoWatchCount } from "@omega/protocol"
+import { CoWatchCounter, mergeCoWatchCounts } from "./CoWatch.ts"
 
 const ids = (...names: Array<string>) => names as Array<ContentId>
 const config = { minDevices: 3, neighbours: 20, maxItemsPerDevice: 64, maxDevices: 1_000, maxPairs: 1_000 }
@@ -123,5 +123,75 @@ describe("CoWatchCounter", () => {
   it("refuses a configuration that would publish single-device pairs, or rows the wire cannot carry", () => {
     assert.throws(() => new CoWatchCounter({ ...config, minDevices: 0 }), RangeError)
     assert.throws(() => new CoWatchCounter({ ...config, neighbours: 65 }), RangeError)
+  })
+})
+
+describe("co-watch across shards", () => {
+  /** Rows as { item: { neighbour: weight } }. */
+  const asTable = (rows: ReturnType<typeof mergeCoWatchCounts>) =>
+    Object.fromEntries(
+      rows.map((row) => [row.contentId, Object.fromEntries(row.neighbours.map((n) => [n.contentId, n.weight]))])
+    )
+
+  it("exports every watched item's viewers and neighbours, sub-k pairs included, and the devices changed since", () => {
+    const counter = new CoWatchCounter(config)
+    counter.observe("tv-1", ids("a", "b", "c"))
+    counter.observe("tv-2", ids("a", "b"))
+    counter.observe("tv-3", ids("d"))
+    const exported = counter.exportCounts(1)
+    assert.strictEqual(exported.changedDevices, 3)
+    assert.deepStrictEqual(
+      exported.rows.map((r) => [r.contentId, r.devices, r.neighbours.map((n) => [n.contentId, n.devices])]),
+      [
+        ["a", 2, [["b", 2]]],
+        ["b", 2, [["a", 2]]],
+        // c's neighbours tie at one device each: the item seen first wins.
+        ["c", 1, [["a", 1]]],
+        ["d", 1, []]
+      ]
+    )
+    // Publishing (to this shard's TVs) does not reset what the worker is told, and the reverse.
+    counter.publish()
+    counter.observe("tv-4", ids("a"))
+    assert.strictEqual(counter.exportCounts().changedDevices, 1)
+    assert.strictEqual(counter.changedDevices, 1)
+  })
+
+  it("sums the shards' counts, so a pair reaches k across shards that no shard has alone", () => {
+    const shardA = new CoWatchCounter(config)
+    const shardB = new CoWatchCounter(config)
+    shardA.observe("tv-1", ids("a", "b"))
+    shardA.observe("tv-2", ids("a", "b", "c"))
+    shardB.observe("tv-3", ids("a", "b"))
+    shardB.observe("tv-4", ids("c"))
+    assert.deepStrictEqual(shardA.publish(), [], "2 devices: below k on shard A")
+    const counts = [shardA.exportCounts().rows, shardB.exportCounts().rows]
+    // a-b: 3 devices of 3 viewers each; a-c and b-c: one device, never published.
+    assert.deepStrictEqual(asTable(mergeCoWatchCounts(counts, config)), { a: { b: 1000 }, b: { a: 1000 } })
+    // c's viewers on shard B count in the cosine even though c has no pair there.
+    shardA.observe("tv-5", ids("a", "c"))
+    shardB.observe("tv-6", ids("a", "c"))
+    const merged = asTable(mergeCoWatchCounts([shardA.exportCounts().rows, shardB.exportCounts().rows], config))
+    // a-c: 3 devices; a: 5 viewers, c: 4 -> 3 / sqrt(20) = 0.671.
+    assert.strictEqual(merged["c"]!["a"], 671)
+  })
+
+  it("knows a shard's count of a pair from either item's list, and counts it once", () => {
+    const count = (contentId: string, devices: number, neighbours: ReadonlyArray<string>): CoWatchCount => ({
+      contentId: contentId as ContentId,
+      devices,
+      neighbours: neighbours.map((n) => ({ contentId: n as ContentId, devices }))
+    })
+    const rows = [
+      // The shard listed a-b only under a (b's list was truncated before it)...
+      count("a", 3, ["b"]),
+      count("b", 3, []),
+      // ...and c-d under both: counted once, not twice.
+      count("c", 3, ["d"]),
+      count("d", 3, ["c"])
+    ]
+    const merged = asTable(mergeCoWatchCounts([rows], config))
+    assert.deepStrictEqual(merged, { a: { b: 1000 }, b: { a: 1000 }, c: { d: 1000 }, d: { c: 1000 } })
+    assert.deepStrictEqual(mergeCoWatchCounts([rows], { ...config, minDevices: 4 }), [])
   })
 })

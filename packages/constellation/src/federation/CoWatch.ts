@@ -10,7 +10,13 @@
  * at least k distinct devices stand behind it. The TV does the rest on its own: it scores the
  * neighbours of everything it has watched, a history that never leaves it.
  */
-import { type ContentId, type CoWatchRow, MAX_COWATCH_NEIGHBOURS } from "@omega/protocol"
+import {
+  type ContentId,
+  type CoWatchCount,
+  type CoWatchRow,
+  MAX_COWATCH_COUNT_NEIGHBOURS,
+  MAX_COWATCH_NEIGHBOURS
+} from "@omega/protocol"
 
 export interface CoWatchConfig {
   /** k: a pair is published only when this many distinct devices watched both items. */
@@ -61,6 +67,8 @@ export class CoWatchCounter {
   private readonly evidence = new Map<string, Map<ContentId, number>>()
   /** Devices observed (or forgotten) since the last publish. */
   private readonly changed = new Set<string>()
+  /** Devices observed (or forgotten) since the last export to the federation worker. */
+  private readonly changedSinceExport = new Set<string>()
   /** Items whose row was last published non-empty, so a row that empties can be withdrawn. */
   private published = new Set<ContentId>()
 
@@ -96,6 +104,7 @@ export class CoWatchCounter {
       next.add(this.indexOf(id))
     }
     this.changed.add(deviceId)
+    this.changedSinceExport.add(deviceId)
     this.count(this.devices.get(deviceId) ?? [], -1)
     // Re-inserted, so the Map's order is least recently observed first.
     this.devices.delete(deviceId)
@@ -139,39 +148,55 @@ export class CoWatchCounter {
    * an empty row for each item published last time that has none now (the TV drops it).
    */
   publish(): Array<CoWatchRow> {
-    const { minDevices, neighbours } = this.config
     this.changed.clear()
-    const lists = new Map<number, Array<{ item: number; strength: number }>>()
-    const add = (from: number, item: number, strength: number) => {
-      let list = lists.get(from)
-      if (list === undefined) lists.set(from, list = [])
-      list.push({ item, strength })
-    }
-    for (const [key, devices] of this.pairs) {
-      if (devices < minDevices) continue
-      const a = Math.floor(key / PAIR)
-      const b = key - a * PAIR
-      const strength = devices / Math.sqrt(this.viewers[a]! * this.viewers[b]!)
-      add(a, b, strength)
-      add(b, a, strength)
-    }
-    const rows: Array<CoWatchRow> = []
-    const now = new Set<ContentId>()
-    for (const [from, list] of lists) {
-      list.sort((x, y) => y.strength - x.strength || x.item - y.item)
-      const contentId = this.ids[from]!
-      now.add(contentId)
-      rows.push({
-        contentId,
-        neighbours: list.slice(0, neighbours).map(({ item, strength }) => ({
-          contentId: this.ids[item]!,
-          weight: Math.min(1000, Math.max(1, Math.round(strength * 1000)))
-        }))
-      })
-    }
+    const rows = rowsFromPairs<number>(
+      (visit) => {
+        for (const [key, devices] of this.pairs) {
+          const a = Math.floor(key / PAIR)
+          visit(a, key - a * PAIR, devices)
+        }
+      },
+      (item) => this.viewers[item]!,
+      (item) => this.ids[item]!,
+      (x, y) => x - y,
+      this.config
+    )
+    const now = new Set(rows.map((row) => row.contentId))
     for (const contentId of this.published) if (!now.has(contentId)) rows.push({ contentId, neighbours: [] })
     this.published = now
-    return rows.sort((a, b) => (a.contentId < b.contentId ? -1 : a.contentId > b.contentId ? 1 : 0))
+    return rows.sort((a, b) => compareIds(a.contentId, b.contentId))
+  }
+
+  /**
+   * The raw counts for the federation worker: every item some device watched, with its viewers
+   * and its `neighbours` most shared neighbours (any number of devices: across shards a pair may
+   * reach k), and how many devices changed since the last export.
+   */
+  exportCounts(neighbours = MAX_COWATCH_COUNT_NEIGHBOURS): { rows: Array<CoWatchCount>; changedDevices: number } {
+    const changedDevices = this.changedSinceExport.size
+    this.changedSinceExport.clear()
+    const lists = new Map<number, Array<{ item: number; devices: number }>>()
+    const add = (from: number, item: number, devices: number) => {
+      let list = lists.get(from)
+      if (list === undefined) lists.set(from, list = [])
+      list.push({ item, devices })
+    }
+    for (const [key, devices] of this.pairs) {
+      const a = Math.floor(key / PAIR)
+      add(a, key - a * PAIR, devices)
+      add(key - a * PAIR, a, devices)
+    }
+    const rows: Array<CoWatchCount> = []
+    for (let from = 0; from < this.ids.length; from++) {
+      if (this.viewers[from]! <= 0) continue
+      const list = (lists.get(from) ?? []).sort((x, y) => y.devices - x.devices || x.item - y.item)
+      rows.push({
+        contentId: this.ids[from]!,
+        devices: this.viewers[from]!,
+        neighbours: list.slice(0, neighbours).map(({ devices, item }) => ({ contentId: this.ids[item]!, devices }))
+      })
+    }
+    return { rows, changedDevices }
   }
 
   private indexOf(id: ContentId): number {
@@ -208,4 +233,90 @@ export class CoWatchCounter {
       }
     }
   }
+}
+
+const compareIds = (a: ContentId, b: ContentId) => (a < b ? -1 : a > b ? 1 : 0)
+
+/**
+ * The co-watch rows of a set of pair counts, whatever names the items: for every item, its
+ * neighbours backed by at least k devices, strongest first by cosine over devices (devices of
+ * the pair over the geometric mean of each item's viewers), at most `neighbours` of them, with
+ * weights in thousandths. Rows with no such neighbour are left out.
+ */
+const rowsFromPairs = <Item>(
+  forEachPair: (visit: (a: Item, b: Item, devices: number) => void) => void,
+  viewers: (item: Item) => number,
+  contentIdOf: (item: Item) => ContentId,
+  order: (x: Item, y: Item) => number,
+  config: Pick<CoWatchConfig, "minDevices" | "neighbours">
+): Array<CoWatchRow> => {
+  const lists = new Map<Item, Array<{ item: Item; strength: number }>>()
+  const add = (from: Item, item: Item, strength: number) => {
+    let list = lists.get(from)
+    if (list === undefined) lists.set(from, list = [])
+    list.push({ item, strength })
+  }
+  forEachPair((a, b, devices) => {
+    if (devices < config.minDevices) return
+    const strength = devices / Math.sqrt(viewers(a) * viewers(b))
+    add(a, b, strength)
+    add(b, a, strength)
+  })
+  const rows: Array<CoWatchRow> = []
+  for (const [from, list] of lists) {
+    list.sort((x, y) => y.strength - x.strength || order(x.item, y.item))
+    rows.push({
+      contentId: contentIdOf(from),
+      neighbours: list.slice(0, config.neighbours).map(({ item, strength }) => ({
+        contentId: contentIdOf(item),
+        weight: Math.min(1000, Math.max(1, Math.round(strength * 1000)))
+      }))
+    })
+  }
+  return rows
+}
+
+/**
+ * The federation worker's co-watch table: every shard's counts (see `exportCounts`) summed, then
+ * published as one shard would publish its own. A pair's devices on a shard are known when it is
+ * among the exported neighbours of either item; a pair listed by neither item on a shard (beyond
+ * both items' strongest neighbours there) is missing from that shard's sum. A device that moved
+ * between shards counts on each until the old shard forgets it.
+ */
+export const mergeCoWatchCounts = (
+  shards: ReadonlyArray<ReadonlyArray<CoWatchCount>>,
+  config: Pick<CoWatchConfig, "minDevices" | "neighbours"> = defaultCoWatchConfig
+): Array<CoWatchRow> => {
+  const viewers = new Map<ContentId, number>()
+  const pairs = new Map<string, { readonly a: ContentId; readonly b: ContentId; devices: number }>()
+  for (const rows of shards) {
+    // One shard's count of a pair, seen from either item's list.
+    const counted = new Map<string, { readonly a: ContentId; readonly b: ContentId; readonly devices: number }>()
+    for (const row of rows) {
+      viewers.set(row.contentId, (viewers.get(row.contentId) ?? 0) + row.devices)
+      for (const n of row.neighbours) {
+        const [a, b] = row.contentId < n.contentId ? [row.contentId, n.contentId] : [n.contentId, row.contentId]
+        if (a === b) continue
+        const key = `${a}\u0000${b}`
+        if ((counted.get(key)?.devices ?? 0) < n.devices) counted.set(key, { a, b, devices: n.devices })
+      }
+    }
+    for (const [key, pair] of counted) {
+      const sum = pairs.get(key)
+      if (sum === undefined) pairs.set(key, { ...pair })
+      else sum.devices += pair.devices
+    }
+  }
+  return rowsFromPairs<ContentId>(
+    (visit) => {
+      for (const { a, b, devices } of pairs.values()) {
+        // A pair needs both items' viewers: counts of an item no shard listed are incomplete.
+        if (viewers.has(a) && viewers.has(b)) visit(a, b, devices)
+      }
+    },
+    (item) => viewers.get(item)!,
+    (item) => item,
+    compareIds,
+    config
+  ).sort((x, y) => compareIds(x.contentId, y.contentId))
 }

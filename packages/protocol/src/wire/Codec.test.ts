@@ -61,6 +61,21 @@ const frames: ReadonlyArray<readonly [SyncFrame, QuantizerConfig]> = [
       { contentId: "ml-7" as ContentId, neighbours: [] }
     ]
   }, defaultQuantization.patterns],
+  [{
+    _tag: "ShardCoWatch",
+    round: 4,
+    changedDevices: 12,
+    rows: [
+      { contentId: "ml-50" as ContentId, devices: 9, neighbours: [{ contentId: "ml-181" as ContentId, devices: 2 }] },
+      { contentId: "ml-181" as ContentId, devices: 3, neighbours: [] }
+    ]
+  }, defaultQuantization.patterns],
+  [{
+    _tag: "FederatedCoWatch",
+    round: 4,
+    rows: [{ contentId: "ml-50" as ContentId, neighbours: [{ contentId: "ml-181" as ContentId, weight: 385 }] }],
+    last: true
+  }, defaultQuantization.patterns],
   [{ _tag: "Ping", nonce: 0xffff_ffff }, defaultQuantization.patterns],
   [{ _tag: "Pong", nonce: 0 }, defaultQuantization.patterns],
   [
@@ -161,14 +176,14 @@ describe("refusing bad frames", () => {
 
   it.effect("unknown frame types, and known tags on the wrong body", () =>
     Effect.gen(function*() {
-      // 14 frame types today (tags 0-13): anything beyond is unknown.
-      for (const tag of [14, 15, 127, 200]) {
+      // 16 frame types today (tags 0-15): anything beyond is unknown.
+      for (const tag of [16, 17, 127, 200]) {
         const bytes = upload.slice()
         bytes[1] = tag
         const error = yield* expectReason(bytes, "unknown-frame")
         assert.include(error.message, "variant")
       }
-      for (let tag = 0; tag < 14; tag++) {
+      for (let tag = 0; tag < 16; tag++) {
         if (tag === 2) continue
         const bytes = upload.slice()
         bytes[1] = tag

@@ -6,9 +6,10 @@
  * Member order is part of the binary format: add new frames at the end.
  */
 import { Schema } from "effect"
-import { MAX_COWATCH_ROWS, MAX_GLOBAL_PATTERNS, MAX_TRENDS } from "../Constants.ts"
+import { MAX_COWATCH_COUNT_ROWS, MAX_COWATCH_ROWS, MAX_GLOBAL_PATTERNS, MAX_TRENDS } from "../Constants.ts"
 import {
   ContentEmbedding,
+  CoWatchCount,
   CoWatchRow,
   GlobalPattern,
   GlobalPatterns,
@@ -168,6 +169,25 @@ export const makeSyncFrame = (
   })
   /** Worker to shard: the federated global patterns of a region. */
   const RegionUpdate = Schema.TaggedStruct("RegionUpdate", { region: Region, global: WireGlobalPatterns })
+  /**
+   * Shard to worker, before its ShardPatterns of the round: a slice of its co-watch counts, and how
+   * many devices changed them since its last answer (the worker publishes a new table only once k
+   * did across shards, so consecutive tables never differ by one device's viewing).
+   */
+  const ShardCoWatch = Schema.TaggedStruct("ShardCoWatch", {
+    round: Nonce,
+    changedDevices: Schema.Int.check(Schema.isGreaterThanOrEqualTo(0)),
+    rows: Schema.Array(CoWatchCount).check(Schema.isMaxLength(MAX_COWATCH_COUNT_ROWS))
+  })
+  /**
+   * Worker to shard: a slice of the co-watch table federated across shards; the shard takes the
+   * whole table (every slice of the round up to `last`) in place of what it learned alone.
+   */
+  const FederatedCoWatch = Schema.TaggedStruct("FederatedCoWatch", {
+    round: Nonce,
+    rows: Schema.Array(CoWatchRow).check(Schema.isMaxLength(MAX_COWATCH_ROWS)),
+    last: Schema.Boolean
+  })
   /** Shard to worker: start a round now (POST /api/v1/federation/trigger). */
   const RoundRequest = Schema.TaggedStruct("RoundRequest", { reason: Schema.String.check(Schema.isMaxLength(256)) })
 
@@ -185,7 +205,9 @@ export const makeSyncFrame = (
     ShardPatterns,
     RegionUpdate,
     RoundRequest,
-    CoWatchUpdate
+    CoWatchUpdate,
+    ShardCoWatch,
+    FederatedCoWatch
   ])
 }
 
@@ -207,3 +229,5 @@ export type ShardPatterns = Extract<SyncFrame, { readonly _tag: "ShardPatterns" 
 export type RegionUpdate = Extract<SyncFrame, { readonly _tag: "RegionUpdate" }>
 export type RoundRequest = Extract<SyncFrame, { readonly _tag: "RoundRequest" }>
 export type CoWatchUpdate = Extract<SyncFrame, { readonly _tag: "CoWatchUpdate" }>
+export type ShardCoWatch = Extract<SyncFrame, { readonly _tag: "ShardCoWatch" }>
+export type FederatedCoWatch = Extract<SyncFrame, { readonly _tag: "FederatedCoWatch" }>
