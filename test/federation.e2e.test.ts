@@ -280,6 +280,7 @@ describe("federation across shards", () => {
           { shard: 1, watches: ["musical-1", "musical-2"] }
         ]
         const brains: Array<OmegaBrain["Service"]> = []
+        const clients: Array<SyncClient["Service"]> = []
         for (const [n, { shard: home, watches }] of plan.entries()) {
           const context = yield* Layer.build(
             tv(`cowatch-tv-${n}`, ports[home]!).pipe(Layer.provide(Layer.succeed(SyncTransport, memory)))
@@ -295,6 +296,7 @@ describe("federation across shards", () => {
           yield* client.awaitConnected
           assert.strictEqual((yield* client.syncNow)._tag, "Acknowledged")
           brains.push(brain)
+          clients.push(client)
         }
         const westernRow = (s: Context.Context<Ingestion>) =>
           Effect.map(
@@ -319,8 +321,30 @@ describe("federation across shards", () => {
           )
         }
         for (const [n, brain] of brains.entries()) {
-          yield* eventually(Effect.map(brain.stats, (s) => s.versions.coWatch > 0), `TV ${n} got the co-watch rows`)
+          const version = (yield* Context.get(shards[plan[n]!.shard]!, Ingestion).coWatchSince(Number.MAX_SAFE_INTEGER))
+            .version
+          yield* eventually(
+            Effect.map(brain.stats, (s) => s.versions.coWatch === version),
+            `TV ${n} holds its shard's federated co-watch rows`
+          )
         }
+
+        // One TV keeps watching and syncing: round after round a single device changed, and no new
+        // table goes out (it would differ from the last by that device's viewing alone).
+        for (let r = 0; r < 4; r++) {
+          yield* brains[0]!.observe(viewing(catalog.find((c) => c.contentId === "western-3")!, 100 + r))
+          assert.strictEqual((yield* clients[0]!.syncNow)._tag, "Acknowledged")
+          assert.strictEqual((yield* federationWorker.runRound).coWatchRows, 0, `round ${r + 2}`)
+        }
+        // Two more devices change (a pattern is shared from its second viewing on): k of them
+        // since the last table, and the next one goes out.
+        for (const n of [1, 2]) {
+          for (let r = 0; r < 2; r++) {
+            yield* brains[n]!.observe(viewing(catalog.find((c) => c.contentId === "western-3")!, 200 + 10 * n + r))
+          }
+          assert.strictEqual((yield* clients[n]!.syncNow)._tag, "Acknowledged")
+        }
+        assert.isAbove((yield* federationWorker.runRound).coWatchRows, 0)
       }).pipe(Effect.scoped),
     60_000
   )

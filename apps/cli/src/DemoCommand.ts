@@ -276,13 +276,9 @@ export const runDemo = Effect.fn("omega.demo")(function*(options: DemoOptions) {
         syncs += 1
       }
     }
+    // The round also sends the shards a co-watch table summed over both (once k devices changed
+    // since the last one), which each shard publishes to its TVs as it takes it.
     const report = yield* worker.runRound
-    // The round sent the shards a co-watch table summed over both (when k devices changed since
-    // the last one); each shard publishes it to its TVs. What each shard's scheduled co-watch
-    // pass does (once a minute) runs here too, and tells the version its TVs should reach.
-    for (const [shardId, ingestion] of ingestions) {
-      coWatchVersions.set(shardId, (yield* ingestion.publishCoWatch).version)
-    }
     yield* Effect.sleep(Duration.millis(300))
     rounds.push({
       round: index + 1,
@@ -302,6 +298,9 @@ export const runDemo = Effect.fn("omega.demo")(function*(options: DemoOptions) {
   }
   // Changed co-watch rows reach a shard's sessions spread over 10 s: wait until every TV holds its shard's last ones.
   yield* progress("  waiting for every TV to hold its shard's latest co-watch rows")
+  for (const [shardId, ingestion] of ingestions) {
+    coWatchVersions.set(shardId, (yield* ingestion.coWatchSince(Number.MAX_SAFE_INTEGER)).version)
+  }
   const behind = Effect.filter(
     fleet,
     (tv) => Effect.map(tv.brain.stats, (s) => s.versions.coWatch < (coWatchVersions.get(tv.shard) ?? 0))

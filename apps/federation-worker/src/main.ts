@@ -1,6 +1,11 @@
 /** `omega-federation`: the cross-shard federation worker (configuration: WorkerConfig.ts). */
 import { NodeHttpServer, NodeRuntime } from "@effect/platform-node"
-import { defaultCrossShardConfig, federateAcrossShards, FederationWorker } from "@omega/constellation"
+import {
+  defaultCoWatchConfig,
+  defaultCrossShardConfig,
+  federateAcrossShards,
+  FederationWorker
+} from "@omega/constellation"
 import { SyncTransport } from "@omega/sync"
 import { Duration, Effect, Layer, Redacted } from "effect"
 import { HttpRouter } from "effect/http"
@@ -21,7 +26,9 @@ const program = Effect.gen(function*() {
     federate: federateAcrossShards({
       ...defaultCrossShardConfig,
       averaging: { ...defaultCrossShardConfig.averaging, minDevices: config.minDevices }
-    })
+    }),
+    // The same k for co-watch pairs as for pattern groups.
+    coWatch: { ...defaultCoWatchConfig, minDevices: config.minDevices }
   }).pipe(
     Layer.provide(config.transport === "quic" ? SyncTransport.layerQuic() : SyncTransport.layerWebTransport())
   )

@@ -12,6 +12,7 @@ import {
   type GlobalPattern,
   type GlobalPatterns,
   makeWireCodec,
+  MAX_COWATCH_NEIGHBOURS,
   MAX_COWATCH_ROWS,
   MAX_GLOBAL_PATTERNS,
   PROTOCOL_VERSION,
@@ -20,7 +21,7 @@ import {
   type TrendSignal
 } from "@omega/protocol"
 import { type Connection, type ConnectOptions, SyncTransport } from "@omega/sync"
-import { Clock, Context, Deferred, Duration, Effect, Layer, Metric, Ref, Schedule, Stream } from "effect"
+import { Clock, Context, Deferred, Duration, Effect, Layer, Metric, Ref, Schedule, Semaphore, Stream } from "effect"
 import { type CoWatchConfig, defaultCoWatchConfig, mergeCoWatchCounts } from "./federation/CoWatch.ts"
 import { chunks, coWatchRowBytes, FRAME_BODY_BUDGET } from "./internal/chunks.ts"
 import { dot } from "./internal/vectors.ts"
@@ -112,12 +113,17 @@ function make(config: FederationWorkerConfig) {
     let collecting: {
       round: number
       answers: Map<string, Array<ShardPatterns>>
-      coWatch: Map<string, Array<CoWatchCount>>
+      /** Co-watch counts by shard as they arrive, and the shards whose counts are complete. */
+      coWatch: Map<string, { rows: Array<CoWatchCount>; changedDevices: number; complete: boolean }>
       done: Deferred.Deferred<void>
     } | undefined
     const coWatchConfig = config.coWatch ?? defaultCoWatchConfig
-    // Devices whose co-watch counts changed, across shards, since the last table went out.
-    let coWatchChanged = 0
+    const problem = coWatchConfigProblem(coWatchConfig)
+    if (problem !== undefined) return yield* Effect.die(new RangeError(problem))
+    // Each shard's latest complete co-watch counts and the round they came in: a shard that misses
+    // a round is merged with its last counts for a while, so the table does not shrink and grow back.
+    const coWatchCounts = new Map<string, { readonly rows: ReadonlyArray<CoWatchCount>; readonly round: number }>()
+    let coWatchTableSent = false
     let round = 0
     let previous: ReadonlyArray<GlobalPattern> = []
     const last = yield* Ref.make<WorkerRoundReport | undefined>(undefined)
@@ -127,13 +133,25 @@ function make(config: FederationWorkerConfig) {
       Effect.flatMap(codec.encodeEffect(frame).pipe(Effect.orDie), (bytes) => connection.send(bytes))
 
     const onFrame = Effect.fnUntraced(function*(shardId: string, bytes: Uint8Array) {
-      const frame = yield* codec.decode(bytes)
+      const decoded = yield* Effect.result(codec.decode(bytes))
+      if (decoded._tag === "Failure") {
+        // A frame type from a newer shard is skipped, not fatal: shards may be upgraded first.
+        if (decoded.failure.reason === "unknown-frame") return yield* Effect.logDebug(decoded.failure.message)
+        return yield* decoded.failure
+      }
+      const frame = decoded.success
       if (frame._tag === "ShardCoWatch") {
         if (collecting === undefined || frame.round !== collecting.round) return
-        const rows = collecting.coWatch.get(shardId) ?? []
-        rows.push(...frame.rows)
-        collecting.coWatch.set(shardId, rows)
-        coWatchChanged += frame.changedDevices
+        const answer = collecting.coWatch.get(shardId) ?? { rows: [], changedDevices: 0, complete: false }
+        if (answer.complete || answer.rows.length + frame.rows.length > MAX_COWATCH_COUNTS_PER_SHARD) {
+          // Past its last slice, or beyond the bound: this shard's counts are left out of the round.
+          collecting.coWatch.set(shardId, { rows: [], changedDevices: 0, complete: false })
+          return
+        }
+        answer.rows.push(...frame.rows)
+        answer.changedDevices = frame.changedDevices
+        answer.complete = frame.last
+        collecting.coWatch.set(shardId, answer)
       } else if (frame._tag === "ShardPatterns") {
         if (collecting === undefined || frame.round !== collecting.round) return
         const list = collecting.answers.get(shardId) ?? []
@@ -177,6 +195,50 @@ function make(config: FederationWorkerConfig) {
 
     for (const shard of config.shards) yield* Effect.forkScoped(keepSession(shard))
 
+    /**
+     * One co-watch table for every shard (a TV's co-watch rows are not per region), summed over the
+     * shards' latest complete counts, and sent only once k devices changed across the shards since
+     * each took its last table: until then the change could be one device's viewing. Returns the
+     * rows sent (none when held back).
+     */
+    const federateCoWatch = Effect.fnUntraced(function*(
+      round: number,
+      answered: ReadonlyMap<
+        string,
+        { readonly rows: ReadonlyArray<CoWatchCount>; readonly changedDevices: number; readonly complete: boolean }
+      >
+    ) {
+      let changed = 0
+      for (const [shardId, answer] of answered) {
+        if (!answer.complete) continue
+        coWatchCounts.set(shardId, { rows: answer.rows, round })
+        changed += answer.changedDevices
+      }
+      for (const [shardId, counts] of coWatchCounts) {
+        if (round - counts.round > COWATCH_STALE_ROUNDS) coWatchCounts.delete(shardId)
+      }
+      // Held back: too few changes, or a shard answered only in part (its table would shrink).
+      const partial = [...answered.values()].some((answer) => !answer.complete)
+      if (changed < coWatchConfig.minDevices || partial || coWatchCounts.size === 0) return []
+      const table = mergeCoWatchCounts([...coWatchCounts.values()].map((c) => c.rows), coWatchConfig)
+      // An empty table would only switch shards from their own rows to none; it goes out only to
+      // withdraw rows an earlier table published.
+      if (table.length === 0 && !coWatchTableSent) return []
+      coWatchTableSent = true
+      const frames = chunks(table, MAX_COWATCH_ROWS, FRAME_BODY_BUDGET, coWatchRowBytes)
+      const slices = frames.length > 0 ? frames : [[]]
+      for (const shardId of coWatchCounts.keys()) {
+        const session = sessions.get(shardId)
+        if (session === undefined) continue
+        for (const [i, rows] of slices.entries()) {
+          yield* send(session.connection, { _tag: "FederatedCoWatch", round, rows, last: i === slices.length - 1 })
+            .pipe(Effect.ignore)
+        }
+      }
+      return table
+    })
+
+    const rounds = yield* Semaphore.make(1)
     const runRound = Effect.gen(function*() {
       const started = yield* Clock.currentTimeMillis
       round += 1
@@ -191,7 +253,7 @@ function make(config: FederationWorkerConfig) {
       }
       if (open.length > 0) yield* Deferred.await(done).pipe(Effect.timeoutOption(config.roundTimeout))
       const answers = collecting.answers
-      const coWatchCounts = collecting.coWatch
+      const roundCoWatch = collecting.coWatch
       collecting = undefined
       const inputs: Array<ShardRegionPatterns> = [...answers.entries()].flatMap(([shardId, frames]) =>
         frames.map((f) => ({ shardId, region: f.region, patterns: f.patterns, trends: f.trends }))
@@ -213,26 +275,7 @@ function make(config: FederationWorkerConfig) {
           yield* send(session.connection, { _tag: "RegionUpdate", region, global }).pipe(Effect.ignore)
         }
       }
-      // One co-watch table for every shard (a TV's co-watch rows are not per region), once k
-      // devices changed across shards: until then the change could be one device's viewing.
-      let coWatchRows: ReadonlyArray<CoWatchRow> = []
-      if (coWatchCounts.size > 0 && coWatchChanged >= coWatchConfig.minDevices) {
-        coWatchRows = mergeCoWatchCounts([...coWatchCounts.values()], coWatchConfig)
-        coWatchChanged = 0
-        const frames = chunks(coWatchRows, MAX_COWATCH_ROWS, FRAME_BODY_BUDGET, coWatchRowBytes)
-        for (const shardId of coWatchCounts.keys()) {
-          const session = sessions.get(shardId)
-          if (session === undefined) continue
-          for (const [i, rows] of (frames.length > 0 ? frames : [[]]).entries()) {
-            yield* send(session.connection, {
-              _tag: "FederatedCoWatch",
-              round,
-              rows,
-              last: i === Math.max(frames.length, 1) - 1
-            }).pipe(Effect.ignore)
-          }
-        }
-      }
+      const coWatchRows = yield* federateCoWatch(round, roundCoWatch)
       const out = [...federated.values()].flatMap((r) => r.patterns)
       const report: WorkerRoundReport = {
         round,
@@ -253,7 +296,11 @@ function make(config: FederationWorkerConfig) {
       yield* Metric.update(federationMetrics.groups, report.regions)
       yield* Metric.update(federationMetrics.convergence, report.convergence)
       return report
-    }).pipe(Effect.withSpan("FederationWorker.runRound"))
+    }).pipe(
+      // One round at a time: a scheduled round and a requested one share the collecting state.
+      rounds.withPermit,
+      Effect.withSpan("FederationWorker.runRound")
+    )
 
     // Scheduled rounds, and a prompt round when a shard asks for one.
     yield* runRound.pipe(Effect.schedule(Schedule.spaced(config.every)), Effect.forkScoped)
@@ -268,6 +315,19 @@ function make(config: FederationWorkerConfig) {
     })
   })
 }
+
+/** Co-watch counts one shard may send in a round (catalog items); beyond it they are left out. */
+const MAX_COWATCH_COUNTS_PER_SHARD = 200_000
+/** Rounds a shard's last co-watch counts stand in for it while it does not answer. */
+const COWATCH_STALE_ROUNDS = 3
+
+/** Why a co-watch setting cannot be federated, or undefined. */
+const coWatchConfigProblem = (config: Pick<CoWatchConfig, "minDevices" | "neighbours">): string | undefined =>
+  !Number.isInteger(config.minDevices) || config.minDevices < 1
+    ? `co-watch k (minDevices) must be a whole number of at least 1, got ${config.minDevices}`
+    : !Number.isInteger(config.neighbours) || config.neighbours < 1 || config.neighbours > MAX_COWATCH_NEIGHBOURS
+    ? `co-watch neighbours must be a whole number in 1..${MAX_COWATCH_NEIGHBOURS}, got ${config.neighbours}`
+    : undefined
 
 /** Mean best cosine of `current` patterns to `previous` ones; 0 without a previous round. */
 const convergence = (previous: ReadonlyArray<GlobalPattern>, current: ReadonlyArray<GlobalPattern>): number => {

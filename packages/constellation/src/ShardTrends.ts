@@ -256,6 +256,7 @@ export class ShardTrends {
    */
   applyFederatedCoWatch(rows: ReadonlyArray<CoWatchRow>): void {
     this.federated = true
+    this.coWatch.tableTaken()
     this.federatedTable = rows.filter((row) => row.neighbours.length > 0)
   }
 

@@ -272,7 +272,9 @@ function make(config: SyncServerConfig) {
     const serveFederation = (connection: Connection, frames: Stream.Stream<Uint8Array, unknown>) =>
       Effect.gen(function*() {
         // A federated co-watch table arriving in slices.
-        let coWatchTable: { readonly round: number; readonly rows: Array<CoWatchRow> } | undefined
+        let coWatchTable:
+          | { readonly round: number; readonly rows: Array<CoWatchRow>; neighbours: number; readonly refused: boolean }
+          | undefined
         const requests = yield* PubSub.subscribe(federation.roundRequests)
         yield* Stream.fromSubscription(requests).pipe(
           Stream.runForEach((reason) => send(connection, { _tag: "RoundRequest", reason })),
@@ -287,13 +289,14 @@ function make(config: SyncServerConfig) {
                 // Co-watch counts first: the worker takes the last ShardPatterns as the end of the answer.
                 const counts = yield* ingestion.localCoWatch
                 const countFrames = chunks(counts.rows, MAX_COWATCH_COUNT_ROWS, FRAME_BODY_BUDGET, coWatchRowBytes)
-                for (const [i, rows] of (countFrames.length > 0 ? countFrames : [[]]).entries()) {
+                const slices = countFrames.length > 0 ? countFrames : [[]]
+                for (const [i, rows] of slices.entries()) {
                   yield* send(connection, {
                     _tag: "ShardCoWatch",
                     round: frame.round,
-                    // Counted once per answer, with its first slice.
-                    changedDevices: i === 0 ? counts.changedDevices : 0,
-                    rows
+                    changedDevices: counts.changedDevices,
+                    rows,
+                    last: i === slices.length - 1
                   })
                 }
                 const regions = yield* ingestion.regions
@@ -316,17 +319,23 @@ function make(config: SyncServerConfig) {
                   Effect.catch(() => refuse(connection, "internal", "could not store the federated patterns"))
                 )
               case "FederatedCoWatch": {
-                // The slices of one round add up to the table; a slice of a newer round starts over.
-                if (coWatchTable === undefined || coWatchTable.round !== frame.round) {
-                  coWatchTable = { round: frame.round, rows: [] }
+                // A table comes in slices of one round up to `last`; a slice of another round starts over.
+                if (coWatchTable?.round !== frame.round) {
+                  coWatchTable = { round: frame.round, rows: [], neighbours: 0, refused: false }
                 }
+                // A table over the bounds is refused whole: none of its later slices is taken.
+                if (coWatchTable.refused) return
                 coWatchTable.rows.push(...frame.rows)
-                if (coWatchTable.rows.length > MAX_FEDERATED_COWATCH_ROWS) {
-                  coWatchTable = undefined
+                for (const row of frame.rows) coWatchTable.neighbours += row.neighbours.length
+                if (
+                  coWatchTable.rows.length > MAX_FEDERATED_COWATCH_ROWS ||
+                  coWatchTable.neighbours > MAX_FEDERATED_COWATCH_NEIGHBOURS
+                ) {
+                  coWatchTable = { round: frame.round, rows: [], neighbours: 0, refused: true }
                   return yield* refuse(
                     connection,
                     "bad-frame",
-                    `a federated co-watch table holds at most ${MAX_FEDERATED_COWATCH_ROWS} rows`
+                    `a federated co-watch table holds at most ${MAX_FEDERATED_COWATCH_ROWS} rows and ${MAX_FEDERATED_COWATCH_NEIGHBOURS} neighbours`
                   )
                 }
                 if (!frame.last) return
@@ -449,7 +458,11 @@ const PUSH_SLICE_MIN = 25
 const PUSH_SLICE_MAX = 200
 /** A TV that does not take a push within this long (its stream is blocked) is skipped for it. */
 const PUSH_SEND_TIMEOUT = Duration.seconds(10)
-/** Rows of one federated co-watch table a shard takes (a catalog item each). */
+/**
+ * Bounds of one federated co-watch table a shard takes: rows (a catalog item each) and neighbours
+ * over all rows (50,000 items of 20 neighbours; ~100 MB at the longest ids).
+ */
 const MAX_FEDERATED_COWATCH_ROWS = 200_000
+const MAX_FEDERATED_COWATCH_NEIGHBOURS = 1_000_000
 /** Changed co-watch rows reach every session within this long (they change about once a minute). */
 const COWATCH_PUSH_SPREAD_MS = 10_000

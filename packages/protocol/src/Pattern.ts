@@ -114,7 +114,8 @@ export const CoWatchRow = Schema.Struct({
 })
 export type CoWatchRow = typeof CoWatchRow.Type
 
-const DeviceCount = Schema.Int.check(Schema.isGreaterThanOrEqualTo(1))
+/** Devices behind a count: at least one, at most 2^31 (more TVs than a shard will ever see). */
+const DeviceCount = Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 2 ** 31 }))
 
 /**
  * One item's co-watch counts on a shard, for the federation worker (never for a TV): how many of

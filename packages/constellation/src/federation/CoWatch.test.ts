@@ -150,11 +150,18 @@ describe("co-watch across shards", () => {
         ["d", 1, []]
       ]
     )
-    // Publishing (to this shard's TVs) does not reset what the worker is told, and the reverse.
+    // Until a federated table is taken, every export reports every device changed since the last
+    // one: a device changing round after round counts once, never k times.
+    counter.observe("tv-1", ids("a", "b"))
+    counter.observe("tv-1", ids("a"))
+    assert.strictEqual(counter.exportCounts().changedDevices, 3)
+    // Publishing to this shard's own TVs does not reset it; taking a table does.
     counter.publish()
+    assert.strictEqual(counter.exportCounts().changedDevices, 3)
+    counter.tableTaken()
+    assert.strictEqual(counter.exportCounts().changedDevices, 0)
     counter.observe("tv-4", ids("a"))
     assert.strictEqual(counter.exportCounts().changedDevices, 1)
-    assert.strictEqual(counter.changedDevices, 1)
   })
 
   it("sums the shards' counts, so a pair reaches k across shards that no shard has alone", () => {

@@ -67,8 +67,11 @@ export class CoWatchCounter {
   private readonly evidence = new Map<string, Map<ContentId, number>>()
   /** Devices observed (or forgotten) since the last publish. */
   private readonly changed = new Set<string>()
-  /** Devices observed (or forgotten) since the last export to the federation worker. */
-  private readonly changedSinceExport = new Set<string>()
+  /**
+   * Devices observed (or forgotten) since the last table federated across shards was taken
+   * (see `tableTaken`): what a federation worker is told, round after round, until it sends one.
+   */
+  private readonly changedSinceTable = new Set<string>()
   /** Items whose row was last published non-empty, so a row that empties can be withdrawn. */
   private published = new Set<ContentId>()
 
@@ -104,7 +107,7 @@ export class CoWatchCounter {
       next.add(this.indexOf(id))
     }
     this.changed.add(deviceId)
-    this.changedSinceExport.add(deviceId)
+    this.changedSinceTable.add(deviceId)
     this.count(this.devices.get(deviceId) ?? [], -1)
     // Re-inserted, so the Map's order is least recently observed first.
     this.devices.delete(deviceId)
@@ -135,6 +138,16 @@ export class CoWatchCounter {
     this.observe(deviceId, strongest.slice(0, limit).map(([id]) => id))
     // A device the counter does not keep (see maxPairs) keeps no evidence either.
     if (!this.devices.has(deviceId)) this.evidence.delete(deviceId)
+  }
+
+  /**
+   * A table federated across shards was taken: it reflects every change made so far (or, for
+   * changes after the export it was made from, leaves them uncounted: never counted twice).
+   * The local publish gate is reset too, since a shard with federated tables does not publish.
+   */
+  tableTaken(): void {
+    this.changedSinceTable.clear()
+    this.changed.clear()
   }
 
   /** Forgets a device and everything it contributed. */
@@ -170,11 +183,11 @@ export class CoWatchCounter {
   /**
    * The raw counts for the federation worker: every item some device watched, with its viewers
    * and its `neighbours` most shared neighbours (any number of devices: across shards a pair may
-   * reach k), and how many devices changed since the last export.
+   * reach k), and how many devices changed since the last federated table was taken. Reported
+   * again in every round until a table comes: one device changing round after round counts once.
    */
   exportCounts(neighbours = MAX_COWATCH_COUNT_NEIGHBOURS): { rows: Array<CoWatchCount>; changedDevices: number } {
-    const changedDevices = this.changedSinceExport.size
-    this.changedSinceExport.clear()
+    const changedDevices = this.changedSinceTable.size
     const lists = new Map<number, Array<{ item: number; devices: number }>>()
     const add = (from: number, item: number, devices: number) => {
       let list = lists.get(from)

@@ -36,13 +36,13 @@ export const chunks = <A>(
 
 /**
  * An upper bound on the layout bytes of a co-watch row or count: each id with its length prefix,
- * each number as a varint of at most 3 bytes (weights to 1000, device counts to 2^21), and up to
+ * each number as a varint of at most 6 bytes (weights to 1000, device counts to 2^31), and up to
  * 3 UTF-8 bytes for every UTF-16 unit of an id.
  */
 export const coWatchRowBytes = (
   row: { readonly contentId: string; readonly neighbours: ReadonlyArray<{ readonly contentId: string }> }
 ): number => {
-  let bytes = 4 + 3 * row.contentId.length + 3
-  for (const n of row.neighbours) bytes += 4 + 3 * n.contentId.length + 3
+  let bytes = 4 + 3 * row.contentId.length + 6
+  for (const n of row.neighbours) bytes += 4 + 3 * n.contentId.length + 6
   return bytes
 }

@@ -68,7 +68,8 @@ const frames: ReadonlyArray<readonly [SyncFrame, QuantizerConfig]> = [
     rows: [
       { contentId: "ml-50" as ContentId, devices: 9, neighbours: [{ contentId: "ml-181" as ContentId, devices: 2 }] },
       { contentId: "ml-181" as ContentId, devices: 3, neighbours: [] }
-    ]
+    ],
+    last: false
   }, defaultQuantization.patterns],
   [{
     _tag: "FederatedCoWatch",

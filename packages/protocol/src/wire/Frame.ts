@@ -170,14 +170,16 @@ export const makeSyncFrame = (
   /** Worker to shard: the federated global patterns of a region. */
   const RegionUpdate = Schema.TaggedStruct("RegionUpdate", { region: Region, global: WireGlobalPatterns })
   /**
-   * Shard to worker, before its ShardPatterns of the round: a slice of its co-watch counts, and how
-   * many devices changed them since its last answer (the worker publishes a new table only once k
-   * did across shards, so consecutive tables never differ by one device's viewing).
+   * Shard to worker, before its ShardPatterns of the round: a slice of its co-watch counts (`last`
+   * ends them), and how many devices changed them since the shard took the last federated table
+   * (the worker publishes a new table only once k did across shards, so consecutive tables never
+   * differ by one device's viewing).
    */
   const ShardCoWatch = Schema.TaggedStruct("ShardCoWatch", {
     round: Nonce,
-    changedDevices: Schema.Int.check(Schema.isGreaterThanOrEqualTo(0)),
-    rows: Schema.Array(CoWatchCount).check(Schema.isMaxLength(MAX_COWATCH_COUNT_ROWS))
+    changedDevices: Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 2 ** 31 })),
+    rows: Schema.Array(CoWatchCount).check(Schema.isMaxLength(MAX_COWATCH_COUNT_ROWS)),
+    last: Schema.Boolean
   })
   /**
    * Worker to shard: a slice of the co-watch table federated across shards; the shard takes the
