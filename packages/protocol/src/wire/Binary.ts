@@ -40,8 +40,9 @@ export const makeBinaryLayout = (schema: Schema.Top): BinaryLayout => {
   assertSupported(root, new Set())
   // The schema is walked once, here: reading and writing run functions compiled for each node,
   // with the path to a node kept as a stack of segments that becomes a string only in an error.
-  const writeRoot = compileWriter(root, new Map())
-  const readRoot = compileReader(root, new Map())
+  const fits = memoized(fitsOf)
+  const writeRoot = memoized<WriteFn>((ast, compile) => writerOf(ast, compile, fits))(root)
+  const readRoot = memoized(readerOf)(root)
   return {
     write: (encoded) => {
       const out = new Writer()
@@ -139,10 +140,24 @@ const renderPath = (segments: ReadonlyArray<string | number>): string => {
 
 type Fits = (value: unknown) => boolean
 
+/**
+ * A function per schema node, built once however often the node appears: `build` gets the node
+ * and a way to compile its children (lazily for a Suspend, so recursive schemas terminate).
+ */
+const memoized = <F>(build: (ast: SchemaAST.AST, compile: (ast: SchemaAST.AST) => F) => F) => {
+  const cache = new Map<SchemaAST.AST, F>()
+  const compile = (ast: SchemaAST.AST): F => {
+    const known = cache.get(ast)
+    if (known !== undefined) return known
+    const compiled = build(ast, compile)
+    cache.set(ast, compiled)
+    return compiled
+  }
+  return compile
+}
+
 /** Whether a value can be written as `ast`: what picks the union member to write. */
-const compileFits = (ast: SchemaAST.AST, cache: Map<SchemaAST.AST, Fits>): Fits => {
-  const known = cache.get(ast)
-  if (known !== undefined) return known
+const fitsOf = (ast: SchemaAST.AST, compile: (ast: SchemaAST.AST) => Fits): Fits => {
   let fits: Fits
   switch (ast._tag) {
     case "Literal": {
@@ -187,33 +202,28 @@ const compileFits = (ast: SchemaAST.AST, cache: Map<SchemaAST.AST, Fits>): Fits 
       break
     }
     case "Union": {
-      const members = ast.types.map((t) => compileFits(t, cache))
+      const members = ast.types.map(compile)
       fits = (value) => members.some((m) => m(value))
       break
     }
     case "Suspend": {
       let inner: Fits | undefined
-      fits = (value) => (inner ??= compileFits(ast.thunk(), cache))(value)
+      fits = (value) => (inner ??= compile(ast.thunk()))(value)
       break
     }
     default:
       fits = () => false
   }
-  cache.set(ast, fits)
   return fits
 }
 
 type WriteFn = (value: unknown, out: Writer) => void
 
-const compileWriter = (ast: SchemaAST.AST, cache: Map<SchemaAST.AST, WriteFn>): WriteFn => {
-  const known = cache.get(ast)
-  if (known !== undefined) return known
-  const compiled = writerOf(ast, cache)
-  cache.set(ast, compiled)
-  return compiled
-}
-
-const writerOf = (ast: SchemaAST.AST, cache: Map<SchemaAST.AST, WriteFn>): WriteFn => {
+const writerOf = (
+  ast: SchemaAST.AST,
+  compile: (ast: SchemaAST.AST) => WriteFn,
+  fits: (ast: SchemaAST.AST) => Fits
+): WriteFn => {
   switch (ast._tag) {
     case "Literal": {
       const literal = ast.literal
@@ -275,8 +285,8 @@ const writerOf = (ast: SchemaAST.AST, cache: Map<SchemaAST.AST, WriteFn>): Write
         out.bytes(value)
       }
     case "Arrays": {
-      const elements = ast.elements.map((e) => compileWriter(e, cache))
-      const rest = ast.rest[0] === undefined ? undefined : compileWriter(ast.rest[0], cache)
+      const elements = ast.elements.map(compile)
+      const rest = ast.rest[0] === undefined ? undefined : compile(ast.rest[0])
       const fixed = elements.length
       return (value, out) => {
         if (!Array.isArray(value)) throw out.mismatch("an array", value)
@@ -302,7 +312,7 @@ const writerOf = (ast: SchemaAST.AST, cache: Map<SchemaAST.AST, WriteFn>): Write
       const fields = ast.propertySignatures.map((p) => ({
         key: p.name as string,
         optional: SchemaAST.isOptional(p.type),
-        write: compileWriter(p.type, cache)
+        write: compile(p.type)
       }))
       const optional = fields.filter((f) => f.optional)
       return (value, out) => {
@@ -327,8 +337,7 @@ const writerOf = (ast: SchemaAST.AST, cache: Map<SchemaAST.AST, WriteFn>): Write
       }
     }
     case "Union": {
-      const fitsCache = new Map<SchemaAST.AST, Fits>()
-      const members = ast.types.map((t) => ({ fits: compileFits(t, fitsCache), write: compileWriter(t, cache) }))
+      const members = ast.types.map((t) => ({ fits: fits(t), write: compile(t) }))
       return (value, out) => {
         const index = members.findIndex((m) => m.fits(value))
         if (index < 0) throw out.mismatch("a member of the union", value)
@@ -338,7 +347,7 @@ const writerOf = (ast: SchemaAST.AST, cache: Map<SchemaAST.AST, WriteFn>): Write
     }
     case "Suspend": {
       let inner: WriteFn | undefined
-      return (value, out) => (inner ??= compileWriter(ast.thunk(), cache))(value, out)
+      return (value, out) => (inner ??= compile(ast.thunk()))(value, out)
     }
     default: {
       const tag = ast._tag
@@ -351,15 +360,7 @@ const writerOf = (ast: SchemaAST.AST, cache: Map<SchemaAST.AST, WriteFn>): Write
 
 type ReadFn = (input: Reader, depth: number) => unknown
 
-const compileReader = (ast: SchemaAST.AST, cache: Map<SchemaAST.AST, ReadFn>): ReadFn => {
-  const known = cache.get(ast)
-  if (known !== undefined) return known
-  const compiled = readerOf(ast, cache)
-  cache.set(ast, compiled)
-  return compiled
-}
-
-const readerOf = (ast: SchemaAST.AST, cache: Map<SchemaAST.AST, ReadFn>): ReadFn => {
+const readerOf = (ast: SchemaAST.AST, compile: (ast: SchemaAST.AST) => ReadFn): ReadFn => {
   switch (ast._tag) {
     case "Literal": {
       const literal = ast.literal
@@ -398,8 +399,8 @@ const readerOf = (ast: SchemaAST.AST, cache: Map<SchemaAST.AST, ReadFn>): ReadFn
     case "Declaration":
       return (input) => input.bytes(input.varint()).slice()
     case "Arrays": {
-      const elements = ast.elements.map((e) => compileReader(e, cache))
-      const rest = ast.rest[0] === undefined ? undefined : compileReader(ast.rest[0], cache)
+      const elements = ast.elements.map(compile)
+      const rest = ast.rest[0] === undefined ? undefined : compile(ast.rest[0])
       return (input, depth) => {
         if (depth >= MAX_DEPTH) input.fail(`nesting deeper than ${MAX_DEPTH}`)
         const out: Array<unknown> = []
@@ -427,7 +428,7 @@ const readerOf = (ast: SchemaAST.AST, cache: Map<SchemaAST.AST, ReadFn>): ReadFn
         key: p.name as string,
         // The field's bit in the presence bitmap, or -1 for a required field.
         bit: SchemaAST.isOptional(p.type) ? optionals++ : -1,
-        read: compileReader(p.type, cache)
+        read: compile(p.type)
       }))
       return (input, depth) => {
         if (depth >= MAX_DEPTH) input.fail(`nesting deeper than ${MAX_DEPTH}`)
@@ -450,7 +451,7 @@ const readerOf = (ast: SchemaAST.AST, cache: Map<SchemaAST.AST, ReadFn>): ReadFn
       }
     }
     case "Union": {
-      const members = ast.types.map((t) => compileReader(t, cache))
+      const members = ast.types.map(compile)
       const count = members.length
       return (input, depth) => {
         const index = count > 1 ? input.varint() : 0
@@ -466,7 +467,7 @@ const readerOf = (ast: SchemaAST.AST, cache: Map<SchemaAST.AST, ReadFn>): ReadFn
     }
     case "Suspend": {
       let inner: ReadFn | undefined
-      return (input, depth) => (inner ??= compileReader(ast.thunk(), cache))(input, depth + 1)
+      return (input, depth) => (inner ??= compile(ast.thunk()))(input, depth + 1)
     }
     default: {
       const tag = ast._tag
