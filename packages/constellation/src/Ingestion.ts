@@ -467,7 +467,7 @@ function make(config: IngestionConfig) {
     const publishCoWatch = Effect.gen(function*() {
       const now = yield* decodeTrends
       const version = Math.max(coWatchVersion + 1, now)
-      const rows = trends.publishCoWatch(version)
+      const rows = trends.publishCoWatch(version, now)
       if (rows.length === 0) return { version: coWatchVersion, rows }
       coWatchVersion = version
       const update = { version, rows }
@@ -508,9 +508,12 @@ function make(config: IngestionConfig) {
         federated.set(region, global)
         yield* refreshRegion(region, true)
       }),
-      localCoWatch: Effect.map(decodeTrends, () => trends.exportCoWatch()),
+      localCoWatch: Effect.map(decodeTrends, (now) => trends.exportCoWatch(now)),
       applyFederatedCoWatch: (rows) =>
-        Effect.andThen(Effect.sync(() => trends.applyFederatedCoWatch(rows)), publishCoWatch)
+        Effect.andThen(
+          Effect.flatMap(Clock.currentTimeMillis, (now) => Effect.sync(() => trends.applyFederatedCoWatch(rows, now))),
+          publishCoWatch
+        )
     })
   })
 }

@@ -174,9 +174,9 @@ describe("ShardTrends co-watch rows", () => {
     const trends = make()
     for (const tv of ["tv-1", "tv-2", "tv-3"]) trends.observe("eu", tv, [pattern(`${tv}-a`, [3, 17], 4)], t0)
     trends.decode()
-    assert.deepStrictEqual(trends.publishCoWatch(1).map((r) => r.contentId), ["m17", "m3"])
+    assert.deepStrictEqual(trends.publishCoWatch(1, t0).map((r) => r.contentId), ["m17", "m3"])
     // What the worker is told: this shard's counts, and the three devices that changed them.
-    const exported = trends.exportCoWatch()
+    const exported = trends.exportCoWatch(t0)
     assert.strictEqual(exported.changedDevices, 3)
     assert.deepStrictEqual(
       exported.rows.map((r) => [r.contentId, r.devices, r.neighbours.map((n) => [n.contentId, n.devices])]),
@@ -186,9 +186,9 @@ describe("ShardTrends co-watch rows", () => {
     trends.applyFederatedCoWatch([
       { contentId: id(3), neighbours: [{ contentId: id(17), weight: 1000 }, { contentId: id(40), weight: 500 }] },
       { contentId: id(40), neighbours: [{ contentId: id(3), weight: 500 }] }
-    ])
+    ], t0)
     // m3 changed, m40 is new, and m17, which the worker's table no longer has, is withdrawn.
-    const published = trends.publishCoWatch(2)
+    const published = trends.publishCoWatch(2, t0)
     assert.deepStrictEqual(published.map((r) => [r.contentId, r.neighbours.length]), [["m3", 2], ["m40", 1], [
       "m17",
       0
@@ -196,7 +196,15 @@ describe("ShardTrends co-watch rows", () => {
     // The shard's own counts no longer publish, however many devices change them.
     for (const tv of ["tv-4", "tv-5", "tv-6"]) trends.observe("eu", tv, [pattern(`${tv}-a`, [8, 9], 4)], t0 + 1)
     trends.decode()
-    assert.deepStrictEqual(trends.publishCoWatch(3), [])
+    assert.deepStrictEqual(trends.publishCoWatch(3, t0 + 60_000), [])
     assert.deepStrictEqual(trends.coWatchSince(0).map((r) => r.contentId).sort(), ["m3", "m40"])
+
+    // No worker has asked for the counts for longer than the TTL: the shard's own table replaces
+    // the worker's whole (m40, which only the worker's table had, is withdrawn).
+    const later = t0 + defaultShardTrendsConfig.federatedCoWatchTtlMs + 1
+    const own = Object.fromEntries(
+      trends.publishCoWatch(4, later).map((r) => [r.contentId, r.neighbours.map((n): string => n.contentId)])
+    )
+    assert.deepStrictEqual(own, { m3: ["m17"], m40: [], m8: ["m9"], m9: ["m8"], m17: ["m3"] })
   })
 })

@@ -60,6 +60,11 @@ export interface ShardTrendsConfig {
   readonly patternsPerDevice: number
   /** k, neighbours per row, and the bounds (devices, items per device, pairs) of the co-watch rows. */
   readonly coWatch: CoWatchConfig
+  /**
+   * A shard publishing a federation worker's co-watch tables goes back to its own once no worker
+   * has asked for its counts for this long (the worker is gone; its last table would freeze).
+   */
+  readonly federatedCoWatchTtlMs: number
 }
 
 export const defaultShardTrendsConfig: ShardTrendsConfig = {
@@ -70,7 +75,8 @@ export const defaultShardTrendsConfig: ShardTrendsConfig = {
   decodeBudgetMs: 200,
   deviceMemory: 20_000,
   patternsPerDevice: 64,
-  coWatch: defaultCoWatchConfig
+  coWatch: defaultCoWatchConfig,
+  federatedCoWatchTtlMs: 30 * 60_000
 }
 
 export interface ShardTrendsStats {
@@ -126,6 +132,10 @@ export class ShardTrends {
    */
   private federated = false
   private federatedTable: ReadonlyArray<CoWatchRow> | undefined
+  /** When a worker last asked for this shard's counts. */
+  private lastExportAt = Number.NEGATIVE_INFINITY
+  /** Back from federated tables: the next own table replaces the last federated one whole. */
+  private replaceWhole = false
 
   constructor(config: ShardTrendsConfig = defaultShardTrendsConfig, basis: EmbeddingBasis = "original") {
     this.config = config
@@ -215,28 +225,39 @@ export class ShardTrends {
    * when its neighbours differ or a weight moved by more than a tenth (at least 0.02): every upload
    * nudges the weights of its items, and resending rows for that would resend the table each time.
    */
-  publishCoWatch(version: number): Array<CoWatchRow> {
-    const changed: Array<CoWatchRow> = []
+  publishCoWatch(version: number, now: number = version): Array<CoWatchRow> {
+    if (this.federated && now - this.lastExportAt > this.config.federatedCoWatchTtlMs) {
+      this.federated = false
+      this.federatedTable = undefined
+      this.replaceWhole = true
+    }
     if (this.federated) {
       // The worker holds a table back until k devices changed across shards.
       const table = this.federatedTable
       this.federatedTable = undefined
-      if (table === undefined) return changed
-      const named = new Set(table.map((row) => row.contentId))
-      const withdrawn = [...this.rows.values()]
-        .filter((entry) => entry.row.neighbours.length > 0 && !named.has(entry.row.contentId))
-        .map((entry): CoWatchRow => ({ contentId: entry.row.contentId, neighbours: [] }))
-      for (const row of [...table, ...withdrawn]) {
-        const before = this.rows.get(row.contentId)?.row
-        if (before !== undefined && !materiallyChanged(before, row)) continue
-        this.rows.set(row.contentId, { row, version })
-        changed.push(row)
-      }
-      return changed
+      return table === undefined ? [] : this.publishTable(table, version, true)
     }
     // Until k devices changed, the change could be one device's viewing: it waits for more.
-    if (this.coWatch.changedDevices < this.config.coWatch.minDevices) return changed
-    for (const row of this.coWatch.publish()) {
+    if (this.coWatch.changedDevices < this.config.coWatch.minDevices) return []
+    const rows = this.coWatch.publish()
+    if (!this.replaceWhole) return this.publishTable(rows, version, false)
+    this.replaceWhole = false
+    return this.publishTable(rows.filter((row) => row.neighbours.length > 0), version, true)
+  }
+
+  /**
+   * Stamps the rows of `table` that changed with `version`; a `whole` table also withdraws every
+   * published row it does not name.
+   */
+  private publishTable(table: ReadonlyArray<CoWatchRow>, version: number, whole: boolean): Array<CoWatchRow> {
+    const named = new Set(table.map((row) => row.contentId))
+    const withdrawn = whole ?
+      [...this.rows.values()]
+        .filter((entry) => entry.row.neighbours.length > 0 && !named.has(entry.row.contentId))
+        .map((entry): CoWatchRow => ({ contentId: entry.row.contentId, neighbours: [] })) :
+      []
+    const changed: Array<CoWatchRow> = []
+    for (const row of [...table, ...withdrawn]) {
       const before = this.rows.get(row.contentId)?.row
       if (before !== undefined && !materiallyChanged(before, row)) continue
       this.rows.set(row.contentId, { row, version })
@@ -246,7 +267,8 @@ export class ShardTrends {
   }
 
   /** This shard's co-watch counts for the federation worker (see CoWatchCounter.exportCounts). */
-  exportCoWatch(): { rows: Array<CoWatchCount>; changedDevices: number } {
+  exportCoWatch(now: number): { rows: Array<CoWatchCount>; changedDevices: number } {
+    this.lastExportAt = now
     return this.coWatch.exportCounts()
   }
 
@@ -254,7 +276,8 @@ export class ShardTrends {
    * Takes a co-watch table federated across shards: from now on the shard publishes the worker's
    * tables (at its next publishCoWatch) and no longer its own, which the worker's already include.
    */
-  applyFederatedCoWatch(rows: ReadonlyArray<CoWatchRow>): void {
+  applyFederatedCoWatch(rows: ReadonlyArray<CoWatchRow>, now: number): void {
+    this.lastExportAt = Math.max(this.lastExportAt, now)
     this.federated = true
     this.coWatch.tableTaken()
     this.federatedTable = rows.filter((row) => row.neighbours.length > 0)
