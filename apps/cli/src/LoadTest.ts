@@ -290,6 +290,10 @@ export const runLoadTest = Effect.fn("omega.loadtest")(function*(options: LoadTe
   yield* progress(`  ${connected}/${options.sessions} sessions open after ${connectSeconds.toFixed(1)} s; syncing`)
   const started = Date.now()
   deadline = started + options.seconds * 1000
+  // CPU time of both processes over the timed phase: what a sync costs the shard (all its threads:
+  // JavaScript, GC, QUIC, PGlite) and what it costs this load generator.
+  const shardCpuAtStart = cpuMs(shard.pid)
+  const clientCpuAtStart = process.cpuUsage()
   const udpDropsInRun = countUdpDrops()
   yield* Deferred.succeed(go, undefined)
   // Progress every 5 s, and the kill if asked for.
@@ -322,6 +326,9 @@ export const runLoadTest = Effect.fn("omega.loadtest")(function*(options: LoadTe
   const udpDrops = udpDropsInRun()
 
   const serverRss = rssMb(shard.pid)
+  const clientCpu = process.cpuUsage(clientCpuAtStart)
+  // A restarted shard's CPU counts from its start; the killed one's is lost, so none is reported.
+  const shardCpuMs = killed ? undefined : cpuMs(shard.pid) - shardCpuAtStart
   const serverMemory = yield* Effect.promise(() =>
     fetch(`http://127.0.0.1:${httpPort}/api/v1/stats`)
       .then((r) => r.json() as Promise<{ memory?: { heapUsedMb: number; externalMb: number } }>)
@@ -376,6 +383,8 @@ export const runLoadTest = Effect.fn("omega.loadtest")(function*(options: LoadTe
     acked_patterns: tally.ackedPatterns,
     stored_patterns: stored,
     server_rss_mb: serverRss,
+    server_cpu_ms_per_sync: shardCpuMs === undefined ? "n/a" : round(shardCpuMs / Math.max(1, tally.acked), 3),
+    client_cpu_ms_per_sync: round((clientCpu.user + clientCpu.system) / 1000 / Math.max(1, tally.acked), 3),
     server_heap_mb: serverMemory?.heapUsedMb ?? "n/a",
     server_external_mb: serverMemory?.externalMb ?? "n/a",
     bytes_up_per_sync: round(tally.bytesUp / Math.max(1, tally.syncs), 1),
@@ -460,6 +469,19 @@ const histogramQuantiles = (name: string, percentiles: ReadonlyArray<number>) =>
 
 const randomUnit = (random: () => number) =>
   normalizeEmbedding(Float32Array.from({ length: EMBEDDING_DIMENSIONS }, () => random() - 0.5))
+
+/** CPU time (user + system, every thread) a process used since it started, in ms; 0 if unknown. */
+const cpuMs = (pid: number | undefined): number => {
+  if (pid === undefined) return 0
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8")
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
+    // utime and stime, fields 14 and 15 of stat, in clock ticks of 10 ms (USER_HZ on Linux).
+    return (Number(fields[11]) + Number(fields[12])) * 10
+  } catch {
+    return 0
+  }
+}
 
 const rssMb = (pid: number | undefined): number => {
   if (pid === undefined) return 0
