@@ -7,7 +7,6 @@
  */
 import {
   type CoWatchCount,
-  type CoWatchRow,
   type DeviceId,
   type GlobalPattern,
   type GlobalPatterns,
@@ -202,7 +201,7 @@ function make(config: FederationWorkerConfig) {
      * rows sent (none when held back).
      */
     const federateCoWatch = Effect.fnUntraced(function*(
-      round: number,
+      roundNumber: number,
       answered: ReadonlyMap<
         string,
         { readonly rows: ReadonlyArray<CoWatchCount>; readonly changedDevices: number; readonly complete: boolean }
@@ -211,11 +210,11 @@ function make(config: FederationWorkerConfig) {
       let changed = 0
       for (const [shardId, answer] of answered) {
         if (!answer.complete) continue
-        coWatchCounts.set(shardId, { rows: answer.rows, round })
+        coWatchCounts.set(shardId, { rows: answer.rows, round: roundNumber })
         changed += answer.changedDevices
       }
       for (const [shardId, counts] of coWatchCounts) {
-        if (round - counts.round > COWATCH_STALE_ROUNDS) coWatchCounts.delete(shardId)
+        if (roundNumber - counts.round > COWATCH_STALE_ROUNDS) coWatchCounts.delete(shardId)
       }
       // Held back: too few changes, or a shard answered only in part (its table would shrink).
       const partial = [...answered.values()].some((answer) => !answer.complete)
@@ -231,7 +230,12 @@ function make(config: FederationWorkerConfig) {
         const session = sessions.get(shardId)
         if (session === undefined) continue
         for (const [i, rows] of slices.entries()) {
-          yield* send(session.connection, { _tag: "FederatedCoWatch", round, rows, last: i === slices.length - 1 })
+          yield* send(session.connection, {
+            _tag: "FederatedCoWatch",
+            round: roundNumber,
+            rows,
+            last: i === slices.length - 1
+          })
             .pipe(Effect.ignore)
         }
       }
