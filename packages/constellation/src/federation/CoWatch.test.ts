@@ -164,6 +164,46 @@ describe("co-watch across shards", () => {
     assert.strictEqual(counter.exportCounts().changedDevices, 1)
   })
 
+  it("exports each item's strongest neighbours exactly as sorting all its pairs would", () => {
+    const counter = new CoWatchCounter({ ...config, maxPairs: 100_000 })
+    let seed = 7
+    const random = () => (seed = (seed * 16807) % 2147483647) / 2147483647
+    const watched = new Map<string, Set<string>>()
+    for (let tv = 0; tv < 300; tv++) {
+      const items = new Set(
+        Array.from({ length: 1 + Math.floor(random() * 12) }, () => `m${Math.floor(60 * random() ** 2)}`)
+      )
+      watched.set(`tv-${tv}`, items)
+      counter.observe(`tv-${tv}`, ids(...items))
+    }
+    // The same counts by brute force: devices per pair, then each item's pairs sorted (most devices,
+    // then the item first seen), cut at 5.
+    const firstSeen = new Map<string, number>()
+    for (const items of watched.values()) {
+      for (const id of items) if (!firstSeen.has(id)) firstSeen.set(id, firstSeen.size)
+    }
+    const expected = new Map<string, Array<[string, number]>>()
+    for (const a of firstSeen.keys()) {
+      const pairs: Array<[string, number]> = []
+      for (const b of firstSeen.keys()) {
+        if (a === b) continue
+        const devices = [...watched.values()].filter((items) => items.has(a) && items.has(b)).length
+        if (devices > 0) pairs.push([b, devices])
+      }
+      pairs.sort((x, y) => y[1] - x[1] || firstSeen.get(x[0])! - firstSeen.get(y[0])!)
+      expected.set(a, pairs.slice(0, 5))
+    }
+    const exported = counter.exportCounts(5).rows
+    assert.strictEqual(exported.length, firstSeen.size)
+    for (const row of exported) {
+      assert.deepStrictEqual(
+        row.neighbours.map((n): [string, number] => [n.contentId, n.devices]),
+        expected.get(row.contentId),
+        row.contentId
+      )
+    }
+  })
+
   it("sums the shards' counts, so a pair reaches k across shards that no shard has alone", () => {
     const shardA = new CoWatchCounter(config)
     const shardB = new CoWatchCounter(config)
