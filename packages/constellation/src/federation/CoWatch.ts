@@ -385,36 +385,54 @@ export const mergeCoWatchCounts = (
   shards: ReadonlyArray<ReadonlyArray<CoWatchCount>>,
   config: Pick<CoWatchConfig, "minDevices" | "neighbours"> = defaultCoWatchConfig
 ): Array<CoWatchRow> => {
-  const viewers = new Map<ContentId, number>()
-  const pairs = new Map<string, { readonly a: ContentId; readonly b: ContentId; devices: number }>()
-  for (const rows of shards) {
-    // One shard's count of a pair, seen from either item's list.
-    const counted = new Map<string, { readonly a: ContentId; readonly b: ContentId; readonly devices: number }>()
-    for (const row of rows) {
-      viewers.set(row.contentId, (viewers.get(row.contentId) ?? 0) + row.devices)
-      for (const n of row.neighbours) {
-        const [a, b] = row.contentId < n.contentId ? [row.contentId, n.contentId] : [n.contentId, row.contentId]
-        if (a === b) continue
-        const key = `${a}\u0000${b}`
-        if ((counted.get(key)?.devices ?? 0) < n.devices) counted.set(key, { a, b, devices: n.devices })
-      }
-    }
-    for (const [key, pair] of counted) {
-      const sum = pairs.get(key)
-      if (sum === undefined) pairs.set(key, { ...pair })
-      else sum.devices += pair.devices
+  // Items as indexes and pairs as numbers (string keys for the ~600,000 pairs two shards of 5,000
+  // devices export took ~1.3 s; this, ~0.6 s).
+  const index = new Map<ContentId, number>()
+  const ids: Array<ContentId> = []
+  const indexOf = (id: ContentId): void => {
+    if (!index.has(id)) {
+      index.set(id, ids.length)
+      ids.push(id)
     }
   }
-  return rowsFromPairs<ContentId>(
+  // Every id first, so a pair's key can be a * items + b: below 2^30 for catalogs up to ~32,000
+  // items, a small integer V8 hashes fast (keys from a * 2^24 are doubles: ~25% slower here).
+  for (const rows of shards) {
+    for (const row of rows) {
+      indexOf(row.contentId)
+      for (const n of row.neighbours) indexOf(n.contentId)
+    }
+  }
+  const items = ids.length
+  const viewers: Array<number | undefined> = []
+  const pairs = new Map<number, number>()
+  for (const rows of shards) {
+    // One shard's count of a pair, seen from either item's list.
+    const counted = new Map<number, number>()
+    for (const row of rows) {
+      const a = index.get(row.contentId)!
+      viewers[a] = (viewers[a] ?? 0) + row.devices
+      for (const n of row.neighbours) {
+        const b = index.get(n.contentId)!
+        if (a === b) continue
+        const key = a < b ? a * items + b : b * items + a
+        if ((counted.get(key) ?? 0) < n.devices) counted.set(key, n.devices)
+      }
+    }
+    for (const [key, devices] of counted) pairs.set(key, (pairs.get(key) ?? 0) + devices)
+  }
+  return rowsFromPairs<number>(
     (visit) => {
-      for (const { a, b, devices } of pairs.values()) {
+      for (const [key, devices] of pairs) {
+        const a = Math.floor(key / items)
+        const b = key - a * items
         // A pair needs both items' viewers: counts of an item no shard listed are incomplete.
-        if (viewers.has(a) && viewers.has(b)) visit(a, b, devices)
+        if (viewers[a] !== undefined && viewers[b] !== undefined) visit(a, b, devices)
       }
     },
-    (item) => viewers.get(item)!,
-    (item) => item,
-    compareIds,
+    (item) => viewers[item]!,
+    (item) => ids[item]!,
+    (x, y) => compareIds(ids[x]!, ids[y]!),
     config
   ).sort((x, y) => compareIds(x.contentId, y.contentId))
 }
