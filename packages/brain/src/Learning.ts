@@ -52,14 +52,28 @@ export const patternContextOf = (context: ViewContext): PatternContext =>
 export const sameContext = (a: PatternContext, b: PatternContext): boolean =>
   a.timeOfDay === b.timeOfDay && a.dayType === b.dayType && a.mood === b.mood
 
+// What a pattern of another time of day, day type or mood keeps of its weight.
+const OTHER_TIME = 0.7
+const OTHER_DAY = 0.8
+const OTHER_MOOD = 0.8
+const LOG_OTHER_TIME = Math.log(OTHER_TIME)
+const LOG_OTHER_DAY = Math.log(OTHER_DAY)
+const LOG_OTHER_MOOD = Math.log(OTHER_MOOD)
+
 /** 1 for the same context, less the more it differs; a pattern without a field matches any. */
 export const contextMatch = (pattern: PatternContext, context: PatternContext): number => {
   let match = 1
-  if (pattern.timeOfDay !== undefined && pattern.timeOfDay !== context.timeOfDay) match *= 0.7
-  if (pattern.dayType !== undefined && pattern.dayType !== context.dayType) match *= 0.8
-  if (pattern.mood !== undefined && context.mood !== undefined && pattern.mood !== context.mood) match *= 0.8
+  if (pattern.timeOfDay !== undefined && pattern.timeOfDay !== context.timeOfDay) match *= OTHER_TIME
+  if (pattern.dayType !== undefined && pattern.dayType !== context.dayType) match *= OTHER_DAY
+  if (pattern.mood !== undefined && context.mood !== undefined && pattern.mood !== context.mood) match *= OTHER_MOOD
   return match
 }
+
+/** log(contextMatch(pattern, context)), a sum of constants: for ranking every pattern without a logarithm each. */
+export const logContextMatch = (pattern: PatternContext, context: PatternContext): number =>
+  (pattern.timeOfDay !== undefined && pattern.timeOfDay !== context.timeOfDay ? LOG_OTHER_TIME : 0) +
+  (pattern.dayType !== undefined && pattern.dayType !== context.dayType ? LOG_OTHER_DAY : 0) +
+  (pattern.mood !== undefined && context.mood !== undefined && pattern.mood !== context.mood ? LOG_OTHER_MOOD : 0)
 
 /** Evidence-weighted quality of a local pattern. */
 export const patternWeight = (p: { readonly successRate: number; readonly sampleCount: number }): number =>

@@ -15,7 +15,7 @@ import { Context, Effect, Layer } from "effect"
 import type { CatalogItem, LocalPattern, StoreError } from "./BrainStore.ts"
 import { Catalog } from "./Catalog.ts"
 import { normalize } from "./Embedder.ts"
-import { contextMatch, patternContextOf, patternWeight } from "./Learning.ts"
+import { contextMatch, logContextMatch, patternContextOf, patternWeight } from "./Learning.ts"
 import { MemoryTiers, type RecommendationSource } from "./MemoryTiers.ts"
 import type { IndexError } from "./VectorIndex.ts"
 
@@ -135,7 +135,9 @@ function make(config: RecommenderConfig) {
       let newest = 0
       for (const pattern of tiers.skills.all()) {
         if (pattern.updatedAt > newest) newest = pattern.updatedAt
-        const rank = Math.log(cachedWeight(pattern) * contextMatch(pattern.context, context)) +
+        // log(weight x match) + recency, with no logarithm per pattern (this runs over every
+        // pattern at every recommend): the weight's is cached, the match's is a sum of constants.
+        const rank = cachedEvidence(pattern).log + logContextMatch(pattern.context, context) +
           pattern.updatedAt * perMs
         if (top.length < config.patternsByQuality) top.push({ pattern, rank })
         else if (rank > top[top.length - 1]!.rank) top[top.length - 1] = { pattern, rank }
@@ -155,27 +157,30 @@ function make(config: RecommenderConfig) {
       // The history's version, not its size: a re-watch reorders it without growing it.
       const key = `${tiers.episodes.watchedVersion()}:${catalog.coWatchVersion()}`
       if (coWatchCache?.key === key) return coWatchCache.scores
-      const sums = new Map<ContentId, number>()
-      const because = new Map<ContentId, { watched: ContentId; weight: number }>()
+      // One entry per co-watched item: its summed votes, and the watched item with the strongest tie to it.
+      const votes = new Map<ContentId, { sum: number; because: ContentId; weight: number }>()
       const history = tiers.episodes.watchedCount()
+      // Items whose votes have halved ten times (to under 1/1000) change no ranking: left out.
+      const window = Math.min(config.coWatchHistory, Math.ceil(config.coWatchHalfLife * 10))
       let position = 0
       for (const watched of tiers.episodes.watched()) {
         const newer = history - 1 - position++
-        if (newer >= config.coWatchHistory) continue
+        if (newer >= window) continue
         const recency = Math.pow(0.5, newer / config.coWatchHalfLife)
         for (const { contentId, weight } of catalog.coWatched(watched) ?? []) {
-          sums.set(contentId, (sums.get(contentId) ?? 0) + weight * recency)
-          const best = because.get(contentId)
-          if (best === undefined) because.set(contentId, { watched, weight })
-          else if (weight > best.weight) {
-            best.watched = watched
-            best.weight = weight
+          const entry = votes.get(contentId)
+          if (entry === undefined) votes.set(contentId, { sum: weight * recency, because: watched, weight })
+          else {
+            entry.sum += weight * recency
+            if (weight > entry.weight) {
+              entry.because = watched
+              entry.weight = weight
+            }
           }
         }
       }
-      const scores = topByScore(sums, config.coWatchCandidates, (id) => !tiers.episodes.hasWatched(id)).map((
-        [contentId, score]
-      ) => ({ contentId, score, because: because.get(contentId)!.watched }))
+      const scores = topByScore(votes, config.coWatchCandidates, (v) => v.sum, (id) => !tiers.episodes.hasWatched(id))
+        .map(([contentId, v]) => ({ contentId, score: v.sum, because: v.because }))
       coWatchCache = { key, scores }
       return scores
     }
@@ -308,28 +313,36 @@ function make(config: RecommenderConfig) {
 
 const DAY_MS = 86_400_000
 
-/** The `k` entries of `scores` with the highest score that pass `keep`, highest first (a bounded min-heap). */
-const topByScore = <K>(
-  scores: ReadonlyMap<K, number>,
+/** The `k` entries of `entries` with the highest `score` that pass `keep`, highest first (a bounded min-heap). */
+const topByScore = <K, V>(
+  entries: ReadonlyMap<K, V>,
   k: number,
+  score: (value: V) => number,
   keep: (key: K) => boolean
-): Array<readonly [K, number]> => {
-  const heap: Array<readonly [K, number]> = []
-  const less = (i: number, j: number) => heap[i]![1] < heap[j]![1]
+): Array<readonly [K, V]> => {
+  const heap: Array<readonly [K, V]> = []
+  const scores: Array<number> = []
+  const less = (i: number, j: number) => scores[i]! < scores[j]!
   const swap = (i: number, j: number) => {
     const t = heap[i]!
     heap[i] = heap[j]!
     heap[j] = t
+    const u = scores[i]!
+    scores[i] = scores[j]!
+    scores[j] = u
   }
-  for (const entry of scores) {
-    if (heap.length === k && entry[1] <= heap[0]![1]) continue
+  for (const entry of entries) {
+    const value = score(entry[1])
+    if (heap.length === k && value <= scores[0]!) continue
     if (!keep(entry[0])) continue
     if (heap.length < k) {
       heap.push(entry)
+      scores.push(value)
       for (let i = heap.length - 1; i > 0 && less(i, (i - 1) >> 1); i = (i - 1) >> 1) swap(i, (i - 1) >> 1)
       continue
     }
     heap[0] = entry
+    scores[0] = value
     for (let i = 0;;) {
       const l = 2 * i + 1
       const r = l + 1
@@ -341,7 +354,7 @@ const topByScore = <K>(
       i = m
     }
   }
-  return heap.sort((a, b) => b[1] - a[1])
+  return heap.map((entry, i) => ({ entry, value: scores[i]! })).sort((a, b) => b.value - a.value).map((e) => e.entry)
 }
 
 const dot = (a: Float32Array, b: Float32Array) => {
@@ -350,13 +363,17 @@ const dot = (a: Float32Array, b: Float32Array) => {
   return s
 }
 
-/** Vote weight of a local pattern: evidence, fit to the context, and freshness. */
-const evidence = new WeakMap<LocalPattern, number>()
-const cachedWeight = (pattern: LocalPattern): number => {
-  let weight = evidence.get(pattern)
-  if (weight === undefined) evidence.set(pattern, weight = patternWeight(pattern))
-  return weight
+/** A local pattern's evidence weight and its logarithm, computed once per pattern object (patterns are immutable). */
+const evidence = new WeakMap<LocalPattern, { readonly weight: number; readonly log: number }>()
+const cachedEvidence = (pattern: LocalPattern): { readonly weight: number; readonly log: number } => {
+  let known = evidence.get(pattern)
+  if (known === undefined) {
+    const weight = patternWeight(pattern)
+    evidence.set(pattern, known = { weight, log: Math.log(weight) })
+  }
+  return known
 }
+const cachedWeight = (pattern: LocalPattern): number => cachedEvidence(pattern).weight
 
 const localWeight = (pattern: LocalPattern, context: PatternContext, newest: number, halfLifeDays: number) =>
   cachedWeight(pattern) * contextMatch(pattern.context, context) *
