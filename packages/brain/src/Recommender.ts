@@ -40,7 +40,10 @@ export interface RecommenderConfig {
    * is multiplied by 1 + trendAffinity x cosine, so 0 gives every viewer the same trends.
    */
   readonly trendAffinity: number
-  /** Co-watch votes come from at most this many watched items, the newest (the whole history if it is smaller). */
+  /**
+   * Co-watch votes come from at most this many watched items, the newest (the whole history if it
+   * is smaller), and never from items whose votes have halved ten times (see coWatchHalfLife).
+   */
   readonly coWatchHistory: number
   /**
    * A watched item's co-watch votes halve for every this many items watched after it (Infinity:
