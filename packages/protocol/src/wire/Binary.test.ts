@@ -101,6 +101,30 @@ describe("makeBinaryLayout", () => {
     assert.throws(() => Int.read(Uint8Array.of(1)), /negative zero/)
   })
 
+  it("keeps the presence of every optional field apart, beyond 32 of them too", () => {
+    const fields = Object.fromEntries(Array.from({ length: 40 }, (_, i) => [`f${i}`, Schema.optionalKey(Schema.Int)]))
+    const Wide = makeBinaryLayout(Schema.Struct(fields))
+    for (const present of [[0], [32], [0, 39], [7, 8, 31, 33], []]) {
+      const value = Object.fromEntries(present.map((i) => [`f${i}`, 100 + i]))
+      assert.deepStrictEqual(Wide.read(Wide.write(value)), value)
+    }
+  })
+
+  it("reads nesting down to 32 levels and refuses deeper, naming the place", () => {
+    // 33 arrays, one inside the other: the innermost is 32 levels down, its elements 33.
+    let schema: Schema.Top = Schema.Array(Schema.Int)
+    let empty: unknown = []
+    let full: unknown = [1]
+    for (let i = 0; i < 32; i++) {
+      schema = Schema.Array(schema)
+      empty = [empty]
+      full = [full]
+    }
+    const Deep = makeBinaryLayout(schema)
+    assert.deepStrictEqual(Deep.read(Deep.write(empty)), empty)
+    assert.throws(() => Deep.read(Deep.write(full)), /at (\[0\]){33}: nesting deeper than 32/)
+  })
+
   it("marks an unknown top-level union member so a newer peer can be told apart", () => {
     const Frames = makeBinaryLayout(Schema.Union([Schema.Struct({ a: Schema.Int }), Schema.String]))
     try {

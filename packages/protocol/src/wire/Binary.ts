@@ -402,10 +402,10 @@ const readerOf = (ast: SchemaAST.AST, compile: (ast: SchemaAST.AST) => ReadFn): 
       const elements = ast.elements.map(compile)
       const rest = ast.rest[0] === undefined ? undefined : compile(ast.rest[0])
       return (input, depth) => {
-        if (depth >= MAX_DEPTH) input.fail(`nesting deeper than ${MAX_DEPTH}`)
         const out: Array<unknown> = []
         for (let i = 0; i < elements.length; i++) {
           input.path.push(i)
+          input.enter(depth + 1)
           out.push(elements[i]!(input, depth + 1))
           input.path.pop()
         }
@@ -415,6 +415,7 @@ const readerOf = (ast: SchemaAST.AST, compile: (ast: SchemaAST.AST) => ReadFn): 
           if (count > input.remaining) input.fail(`array of ${count} elements in ${input.remaining} bytes`)
           for (let i = 0; i < count; i++) {
             input.path.push(out.length)
+            input.enter(depth + 1)
             out.push(rest(input, depth + 1))
             input.path.pop()
           }
@@ -424,26 +425,40 @@ const readerOf = (ast: SchemaAST.AST, compile: (ast: SchemaAST.AST) => ReadFn): 
     }
     case "Objects": {
       let optionals = 0
-      const fields = ast.propertySignatures.map((p) => ({
-        key: p.name as string,
-        // The field's bit in the presence bitmap, or -1 for a required field.
-        bit: SchemaAST.isOptional(p.type) ? optionals++ : -1,
-        read: compile(p.type)
-      }))
+      const fields = ast.propertySignatures.map((p) => {
+        // An optional field's place in the presence bitmap: the first 32 bits are kept in one
+        // number (bit n is 1 << n), any further bytes apart (byte and mask).
+        const bit = SchemaAST.isOptional(p.type) ? optionals++ : -1
+        return {
+          key: p.name as string,
+          optional: bit >= 0,
+          low: bit >= 0 && bit < 32 ? 1 << bit : 0,
+          byte: bit >> 3,
+          mask: 1 << (bit & 7),
+          read: compile(p.type)
+        }
+      })
+      const bitmapBytes = Math.ceil(optionals / 8)
       return (input, depth) => {
-        if (depth >= MAX_DEPTH) input.fail(`nesting deeper than ${MAX_DEPTH}`)
-        // Presence bits, eight per byte; up to 32 optional fields fit one number.
-        let present = 0
-        for (let i = 0; i < optionals; i += 8) {
+        // Presence bits, eight per byte.
+        let low = 0
+        let high: Array<number> | undefined
+        for (let i = 0; i < bitmapBytes; i++) {
           const mask = input.byte()
-          const width = Math.min(8, optionals - i)
+          const width = Math.min(8, optionals - 8 * i)
           if (mask >> width !== 0) input.fail("presence bits for fields that do not exist")
-          present |= mask << i
+          if (i < 4) low |= mask << (8 * i)
+          else (high ??= []).push(mask)
         }
         const out: Record<string, unknown> = {}
         for (const field of fields) {
-          if (field.bit >= 0 && (present & (1 << field.bit)) === 0) continue
+          if (
+            field.optional && (field.low !== 0 ? (low & field.low) === 0 : (high![field.byte - 4]! & field.mask) === 0)
+          ) {
+            continue
+          }
           input.path.push(field.key)
+          input.enter(depth + 1)
           out[field.key] = field.read(input, depth + 1)
           input.path.pop()
         }
@@ -467,7 +482,10 @@ const readerOf = (ast: SchemaAST.AST, compile: (ast: SchemaAST.AST) => ReadFn): 
     }
     case "Suspend": {
       let inner: ReadFn | undefined
-      return (input, depth) => (inner ??= compile(ast.thunk()))(input, depth + 1)
+      return (input, depth) => {
+        input.enter(depth + 1)
+        return (inner ??= compile(ast.thunk()))(input, depth + 1)
+      }
     }
     default: {
       const tag = ast._tag
@@ -547,6 +565,10 @@ class Reader {
   }
   fail(message: string): never {
     throw new BinaryReadError({ message: `at ${renderPath(this.path)}: ${message}`, unknownVariant: false })
+  }
+  /** Before reading a node `depth` levels down (its path already pushed): refuses one too deep. */
+  enter(depth: number): void {
+    if (depth > MAX_DEPTH) this.fail(`nesting deeper than ${MAX_DEPTH}`)
   }
   byte(): number {
     if (this.offset >= this.input.length) this.fail("unexpected end of input")
