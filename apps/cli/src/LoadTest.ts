@@ -328,7 +328,10 @@ export const runLoadTest = Effect.fn("omega.loadtest")(function*(options: LoadTe
   const serverRss = rssMb(shard.pid)
   const clientCpu = process.cpuUsage(clientCpuAtStart)
   // A restarted shard's CPU counts from its start; the killed one's is lost, so none is reported.
-  const shardCpuMs = killed ? undefined : cpuMs(shard.pid) - shardCpuAtStart
+  const shardCpuAtEnd = cpuMs(shard.pid)
+  const shardCpuMs = killed || shardCpuAtStart === undefined || shardCpuAtEnd === undefined ?
+    undefined :
+    shardCpuAtEnd - shardCpuAtStart
   const serverMemory = yield* Effect.promise(() =>
     fetch(`http://127.0.0.1:${httpPort}/api/v1/stats`)
       .then((r) => r.json() as Promise<{ memory?: { heapUsedMb: number; externalMb: number } }>)
@@ -470,16 +473,16 @@ const histogramQuantiles = (name: string, percentiles: ReadonlyArray<number>) =>
 const randomUnit = (random: () => number) =>
   normalizeEmbedding(Float32Array.from({ length: EMBEDDING_DIMENSIONS }, () => random() - 0.5))
 
-/** CPU time (user + system, every thread) a process used since it started, in ms; 0 if unknown. */
-const cpuMs = (pid: number | undefined): number => {
-  if (pid === undefined) return 0
+/** CPU time (user + system, every thread) a process used since it started, in ms; undefined off Linux. */
+const cpuMs = (pid: number | undefined): number | undefined => {
+  if (pid === undefined) return undefined
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, "utf8")
     const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
-    // utime and stime, fields 14 and 15 of stat, in clock ticks of 10 ms (USER_HZ on Linux).
+    // utime and stime, fields 14 and 15 of stat, in clock ticks of 10 ms (USER_HZ, 100 on Linux).
     return (Number(fields[11]) + Number(fields[12])) * 10
   } catch {
-    return 0
+    return undefined
   }
 }
 

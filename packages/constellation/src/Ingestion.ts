@@ -25,7 +25,20 @@ import {
   type TrendSignal,
   type WireCodec
 } from "@omega/protocol"
-import { Clock, Context, Data, Deferred, Duration, Effect, Layer, Metric, PubSub, Queue, Schedule } from "effect"
+import {
+  Clock,
+  Context,
+  Data,
+  Deferred,
+  Duration,
+  Effect,
+  Layer,
+  Metric,
+  PubSub,
+  Queue,
+  Schedule,
+  Semaphore
+} from "effect"
 import { Aggregator, type AggregatorConfig, defaultAggregatorConfig } from "./Aggregator.ts"
 import type { DeviceState } from "./ShardManager.ts"
 import { type DevicePatternsUpdate, ShardStorage, type StorageError } from "./ShardStorage.ts"
@@ -97,13 +110,13 @@ export const defaultIngestionConfig: IngestionConfig = {
   materializeBatch: 500
 }
 
+/** Deltas of a written batch folded into the aggregates between two yields to the event loop. */
+const FOLD_SLICE = 32
+
 /**
  * How a shard decodes what TVs send: embeddings stay in the quantizer's rotated basis (cosines
  * and sums there are those of the decoded vectors); only published patterns are rotated back.
  */
-/** Deltas of a written batch folded into the aggregates between two yields to the event loop. */
-const FOLD_SLICE = 32
-
 export const ingestCodec = makeWireCodec({ basis: "rotated" })
 
 /** A delta was not taken; `retryAfterMs` with rate-limited. Nothing of it was stored. */
@@ -300,9 +313,20 @@ function make(config: IngestionConfig) {
       }
     )
 
+    /**
+     * Held from a batch's write to the end of its folding in, and by a snapshot as it is taken: a
+     * snapshot stamped at time t then holds every delta logged before t, which is what a restarted
+     * shard assumes when it folds back only the deltas logged after its snapshots.
+     */
+    const folding = yield* Semaphore.make(1)
+
     /** The group commit: everything queued while the last batch was being written, in one transaction. */
     const writeBatch = Effect.gen(function*() {
       const batch = yield* Queue.takeBetween(queue, 1, config.maxBatch)
+      yield* folding.withPermit(writeAndFold(batch))
+    })
+
+    const writeAndFold = Effect.fnUntraced(function*(batch: ReadonlyArray<Pending>) {
       // A device may have two deltas in one batch (a replay racing its original): keep the newest.
       const newest = new Map<string, Pending>()
       for (const p of batch) {
@@ -409,10 +433,13 @@ function make(config: IngestionConfig) {
     })
 
     const refreshRegion = Effect.fnUntraced(function*(region: string, pushNow: boolean) {
-      const now = yield* Clock.currentTimeMillis
       const fromFederation = federated.get(region)
-      const similar = fromFederation?.similar.slice(0, config.snapshotPatterns) ??
-        aggregator.snapshot(region, config.snapshotPatterns, now).map(fromRotated)
+      // Between two batches (see `folding`), so that the snapshot holds all it is stamped with.
+      const { now, similar } = yield* folding.withPermit(Effect.map(Clock.currentTimeMillis, (takenAt) => ({
+        now: takenAt,
+        similar: fromFederation?.similar.slice(0, config.snapshotPatterns) ??
+          aggregator.snapshot(region, config.snapshotPatterns, takenAt).map(fromRotated)
+      })))
       const version = Math.max((snapshots.get(region)?.version ?? 0) + 1, now)
       unpersisted.add(region)
       snapshotTakenAt.set(region, now)

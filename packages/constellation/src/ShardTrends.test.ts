@@ -112,27 +112,27 @@ describe("ShardTrends co-watch rows", () => {
       trends.observe("eu", tv, [pattern(`${tv}-a`, [3, 17], 4), pattern(`${tv}-b`, [40], 2)], t0)
     }
     for (const tv of ["tv-1", "tv-2"]) trends.observe("eu", tv, [pattern(`${tv}-c`, [25], 2)], t0 + 1)
-    assert.deepStrictEqual(trends.publishCoWatch(1), [], "observing only buffers")
+    assert.deepStrictEqual(trends.publishCoWatch(1, t0), [], "observing only buffers")
     trends.decode()
     const rows = Object.fromEntries(
-      trends.publishCoWatch(2).map((r) => [r.contentId, r.neighbours.map((n): string => n.contentId).sort()])
+      trends.publishCoWatch(2, t0).map((r) => [r.contentId, r.neighbours.map((n): string => n.contentId).sort()])
     )
     assert.deepStrictEqual(rows, { m17: ["m3", "m40"], m3: ["m17", "m40"], m40: ["m17", "m3"] })
     assert.strictEqual(trends.stats().coWatchRows, 3)
     assert.strictEqual(trends.stats().coWatchDevices, 3)
     // Nothing changed: nothing to publish, and a TV at version 2 lacks nothing.
-    assert.deepStrictEqual(trends.publishCoWatch(3), [])
+    assert.deepStrictEqual(trends.publishCoWatch(3, t0), [])
     assert.deepStrictEqual(trends.coWatchSince(2), [])
     assert.strictEqual(trends.coWatchSince(0).length, 3)
 
     // A third device watches m25. One device's change could single it out, so it waits for k.
     trends.observe("eu", "tv-3", [pattern("tv-3-c", [25], 2)], t0 + 2)
     trends.decode()
-    assert.deepStrictEqual(trends.publishCoWatch(4), [])
+    assert.deepStrictEqual(trends.publishCoWatch(4, t0), [])
     for (const tv of ["tv-4", "tv-5"]) trends.observe("eu", tv, [pattern(`${tv}-a`, [8], 2)], t0 + 3)
     trends.decode()
     // Then m25's rows appear at version 5, and a TV at version 2 gets only what changed.
-    const changed = trends.publishCoWatch(5).map((r) => r.contentId).sort()
+    const changed = trends.publishCoWatch(5, t0).map((r) => r.contentId).sort()
     assert.includeMembers(changed, ["m25"])
     assert.deepStrictEqual(trends.coWatchSince(2).map((r) => r.contentId).sort(), changed)
   })
@@ -143,27 +143,27 @@ describe("ShardTrends co-watch rows", () => {
     const watchM3 = (tv: string) => trends.observe("eu", tv, [pattern(`${tv}-b`, [3], 4)], t0)
     for (let tv = 1; tv <= 20; tv++) watchBoth(`tv-${tv}`)
     trends.decode()
-    assert.deepStrictEqual(trends.publishCoWatch(1).map((r) => r.neighbours[0]!.weight), [1000, 1000])
+    assert.deepStrictEqual(trends.publishCoWatch(1, t0).map((r) => r.neighbours[0]!.weight), [1000, 1000])
     // Three more viewers of m3 alone (k of them, so a table is due): 20 / sqrt(23 x 20) = 0.933, not worth resending.
     for (let tv = 21; tv <= 23; tv++) watchM3(`tv-${tv}`)
     trends.decode()
-    assert.deepStrictEqual(trends.publishCoWatch(2), [])
+    assert.deepStrictEqual(trends.publishCoWatch(2, t0), [])
     // Five more: 20 / sqrt(28 x 20) = 0.845, resent.
     for (let tv = 24; tv <= 28; tv++) watchM3(`tv-${tv}`)
     trends.decode()
-    assert.deepStrictEqual(trends.publishCoWatch(3).map((r) => r.neighbours[0]!.weight), [845, 845])
+    assert.deepStrictEqual(trends.publishCoWatch(3, t0).map((r) => r.neighbours[0]!.weight), [845, 845])
   })
 
   it("forgets the least recently synced device beyond the co-watch device bound, and its pairs with it", () => {
     const trends = make({ coWatch: { ...defaultShardTrendsConfig.coWatch, maxDevices: 3 } })
     for (const tv of ["tv-1", "tv-2", "tv-3"]) trends.observe("eu", tv, [pattern(`${tv}-a`, [3, 17], 4)], t0)
     trends.decode()
-    assert.strictEqual(trends.publishCoWatch(1).length, 2)
+    assert.strictEqual(trends.publishCoWatch(1, t0).length, 2)
     trends.observe("eu", "tv-4", [pattern("tv-4-a", [30], 4)], t0 + 1)
     trends.observe("eu", "tv-5", [pattern("tv-5-a", [31], 4)], t0 + 1)
     trends.decode()
     // tv-1 and tv-2 went: m3-m17 has one device left, under k, and both rows are withdrawn.
-    assert.deepStrictEqual(trends.publishCoWatch(2).map((r) => [r.contentId, r.neighbours.length]), [["m17", 0], [
+    assert.deepStrictEqual(trends.publishCoWatch(2, t0).map((r) => [r.contentId, r.neighbours.length]), [["m17", 0], [
       "m3",
       0
     ]])

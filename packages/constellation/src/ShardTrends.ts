@@ -63,6 +63,7 @@ export interface ShardTrendsConfig {
   /**
    * A shard publishing a federation worker's co-watch tables goes back to its own once no worker
    * has asked for its counts for this long (the worker is gone; its last table would freeze).
+   * Several worker rounds at least, or the shard would switch back and forth between rounds.
    */
   readonly federatedCoWatchTtlMs: number
 }
@@ -76,7 +77,7 @@ export const defaultShardTrendsConfig: ShardTrendsConfig = {
   deviceMemory: 20_000,
   patternsPerDevice: 64,
   coWatch: defaultCoWatchConfig,
-  federatedCoWatchTtlMs: 30 * 60_000
+  federatedCoWatchTtlMs: 6 * 3_600_000
 }
 
 export interface ShardTrendsStats {
@@ -225,7 +226,7 @@ export class ShardTrends {
    * when its neighbours differ or a weight moved by more than a tenth (at least 0.02): every upload
    * nudges the weights of its items, and resending rows for that would resend the table each time.
    */
-  publishCoWatch(version: number, now: number = version): Array<CoWatchRow> {
+  publishCoWatch(version: number, now: number): Array<CoWatchRow> {
     if (this.federated && now - this.lastExportAt > this.config.federatedCoWatchTtlMs) {
       this.federated = false
       this.federatedTable = undefined
