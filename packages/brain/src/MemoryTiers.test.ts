@@ -114,10 +114,21 @@ describe("MemoryTiers.skills", () => {
       Effect.gen(function*() {
         const { skills } = tiers
         assert.deepStrictEqual(yield* skills.nearest(direction(0), 5), [])
+        // The version moves with every change, so what is derived from the patterns can be kept until it does.
+        let version = skills.version()
+        const changed = () => {
+          const moved = skills.version() !== version
+          version = skills.version()
+          return moved
+        }
         yield* skills.upsert(skill("p-a", 0))
+        assert.isTrue(changed())
         yield* skills.upsert(skill("p-b", 10))
         yield* skills.upsertMany([skill("p-c", 20), skill("p-d", 30)])
+        assert.isTrue(changed())
         assert.strictEqual(skills.size(), 4)
+        yield* skills.nearest(direction(0), 5)
+        assert.isFalse(changed(), "reading changes nothing")
         assert.sameMembers([...skills.all()].map((p): string => p.id), ["p-a", "p-b", "p-c", "p-d"])
 
         const near = yield* skills.nearest(direction(10, 0.2), 2)
@@ -136,6 +147,7 @@ describe("MemoryTiers.skills", () => {
         assert.strictEqual(idsOf(yield* skills.nearest(direction(0), 10)).filter((id) => id === "p-b").length, 1)
 
         yield* skills.remove("p-a" as PatternId)
+        assert.isTrue(changed())
         yield* skills.remove("p-unknown" as PatternId)
         assert.strictEqual(skills.size(), 3)
         assert.isUndefined(skills.get("p-a" as PatternId))

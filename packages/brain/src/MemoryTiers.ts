@@ -78,6 +78,8 @@ export class MemoryTiers extends Context.Service<MemoryTiers, {
     /** Loads many patterns at once (start-up). */
     readonly upsertMany: (patterns: ReadonlyArray<LocalPattern>) => Effect.Effect<void, IndexError>
     readonly remove: (id: PatternId) => Effect.Effect<void>
+    /** Counts changes to the patterns: anything derived from them is stale once it moves. */
+    readonly version: () => number
     readonly nearest: (v: Float32Array, k: number) => Effect.Effect<ReadonlyArray<Neighbour<LocalPattern>>, IndexError>
     /** Saves the index and its keys to `path`, stamped with the store version it reflects. */
     readonly save: (path: string, stamp: number) => Effect.Effect<void, unknown>
@@ -150,19 +152,28 @@ function make(limits: TierLimits) {
     let skillIndex = yield* vectorIndex.create(skillOptions)
     const patterns = new Map<PatternId, LocalPattern>()
     let keys = new KeyMap<PatternId>()
+    // Bumped with every change to `patterns`, which changes only here.
+    let skillsVersion = 0
     const skills = {
       get: (id: PatternId) => patterns.get(id),
       all: () => patterns.values(),
       size: () => patterns.size,
+      version: () => skillsVersion,
       upsert: (pattern: LocalPattern) =>
         skillIndex.upsert(keys.keyOf(pattern.id), pattern.embedding).pipe(
-          Effect.tap(() => Effect.sync(() => patterns.set(pattern.id, pattern)))
+          Effect.tap(() =>
+            Effect.sync(() => {
+              patterns.set(pattern.id, pattern)
+              skillsVersion += 1
+            })
+          )
         ),
       upsertMany: (many: ReadonlyArray<LocalPattern>) =>
         skillIndex.upsertMany(many.map((p) => [keys.keyOf(p.id), p.embedding] as const)).pipe(
           Effect.tap(() =>
             Effect.sync(() => {
               for (const p of many) patterns.set(p.id, p)
+              skillsVersion += 1
             })
           )
         ),
@@ -170,6 +181,7 @@ function make(limits: TierLimits) {
         Effect.suspend(() => {
           const key = keys.release(id)
           patterns.delete(id)
+          skillsVersion += 1
           return key === undefined ? Effect.void : skillIndex.remove(key)
         }),
       nearest: (v: Float32Array, k: number) =>
@@ -183,6 +195,7 @@ function make(limits: TierLimits) {
             keys = snapshot.keys
             patterns.clear()
             for (const p of restored) patterns.set(p.id, p)
+            skillsVersion += 1
             return true
           })
         )

@@ -128,18 +128,35 @@ function make(config: RecommenderConfig) {
     }
 
     /**
+     * bestLocalPatterns by context, until the patterns change: a home screen asks again and again
+     * between two watches, and ranking every pattern is most of a recommendation's time.
+     */
+    let bestByContext: { version: number; results: Map<string, ReturnType<typeof rankLocalPatterns>> } = {
+      version: -1,
+      results: new Map()
+    }
+    const bestLocalPatterns = (context: PatternContext) => {
+      const version = tiers.skills.version()
+      if (bestByContext.version !== version) bestByContext = { version, results: new Map() }
+      const key = `${context.timeOfDay ?? ""}|${context.dayType ?? ""}|${context.mood ?? ""}`
+      let best = bestByContext.results.get(key)
+      if (best === undefined) bestByContext.results.set(key, best = rankLocalPatterns(context))
+      return best
+    }
+
+    /**
      * The patterns with the highest vote weight in `context`, and the newest update time, in one
      * pass. Ranking in log space makes the recency factor a plain addition (its reference point
      * cancels out), and the evidence term is cached per pattern object (patterns are immutable).
      */
-    const bestLocalPatterns = (context: PatternContext) => {
+    const rankLocalPatterns = (context: PatternContext) => {
       const perMs = Math.LN2 / (config.recencyHalfLifeDays * DAY_MS)
       const top: Array<{ pattern: LocalPattern; rank: number }> = []
       let newest = 0
       for (const pattern of tiers.skills.all()) {
         if (pattern.updatedAt > newest) newest = pattern.updatedAt
         // log(weight x match) + recency, with no logarithm per pattern (this runs over every
-        // pattern at every recommend): the weight's is cached, the match's is a sum of constants.
+        // pattern after every watch): the weight's is cached, the match's is a sum of constants.
         const rank = cachedEvidence(pattern).log + logContextMatch(pattern.context, context) +
           pattern.updatedAt * perMs
         if (top.length < config.patternsByQuality) top.push({ pattern, rank })
