@@ -11,7 +11,6 @@ import {
   type GlobalPattern,
   type GlobalPatterns,
   makeWireCodec,
-  MAX_COWATCH_NEIGHBOURS,
   MAX_COWATCH_ROWS,
   MAX_GLOBAL_PATTERNS,
   PROTOCOL_VERSION,
@@ -21,8 +20,13 @@ import {
 } from "@omega/protocol"
 import { type Connection, type ConnectOptions, SyncTransport } from "@omega/sync"
 import { Clock, Context, Deferred, Duration, Effect, Layer, Metric, Ref, Schedule, Semaphore, Stream } from "effect"
-import { type CoWatchConfig, defaultCoWatchConfig, mergeCoWatchCounts } from "./federation/CoWatch.ts"
-import { chunks, coWatchRowBytes, FRAME_BODY_BUDGET } from "./internal/chunks.ts"
+import {
+  type CoWatchConfig,
+  coWatchRowsProblem,
+  defaultCoWatchConfig,
+  mergeCoWatchCounts
+} from "./federation/CoWatch.ts"
+import { coWatchSlices } from "./internal/chunks.ts"
 import { dot } from "./internal/vectors.ts"
 import { deviceToken, FEDERATION_PEER_PREFIX } from "./ShardManager.ts"
 
@@ -117,7 +121,7 @@ function make(config: FederationWorkerConfig) {
       done: Deferred.Deferred<void>
     } | undefined
     const coWatchConfig = config.coWatch ?? defaultCoWatchConfig
-    const problem = coWatchConfigProblem(coWatchConfig)
+    const problem = coWatchRowsProblem(coWatchConfig)
     if (problem !== undefined) return yield* Effect.die(new RangeError(problem))
     // Each shard's latest complete co-watch counts and the round they came in: a shard that misses
     // a round is merged with its last counts for a while, so the table does not shrink and grow back.
@@ -224,18 +228,12 @@ function make(config: FederationWorkerConfig) {
       // withdraw rows an earlier table published.
       if (table.length === 0 && !coWatchTableSent) return []
       coWatchTableSent = true
-      const frames = chunks(table, MAX_COWATCH_ROWS, FRAME_BODY_BUDGET, coWatchRowBytes)
-      const slices = frames.length > 0 ? frames : [[]]
+      const slices = coWatchSlices(table, MAX_COWATCH_ROWS)
       for (const shardId of coWatchCounts.keys()) {
         const session = sessions.get(shardId)
         if (session === undefined) continue
-        for (const [i, rows] of slices.entries()) {
-          yield* send(session.connection, {
-            _tag: "FederatedCoWatch",
-            round: roundNumber,
-            rows,
-            last: i === slices.length - 1
-          })
+        for (const slice of slices) {
+          yield* send(session.connection, { _tag: "FederatedCoWatch", round: roundNumber, ...slice })
             .pipe(Effect.ignore)
         }
       }
@@ -324,14 +322,6 @@ function make(config: FederationWorkerConfig) {
 const MAX_COWATCH_COUNTS_PER_SHARD = 200_000
 /** Rounds a shard's last co-watch counts stand in for it while it does not answer. */
 const COWATCH_STALE_ROUNDS = 3
-
-/** Why a co-watch setting cannot be federated, or undefined. */
-const coWatchConfigProblem = (config: Pick<CoWatchConfig, "minDevices" | "neighbours">): string | undefined =>
-  !Number.isInteger(config.minDevices) || config.minDevices < 1
-    ? `co-watch k (minDevices) must be a whole number of at least 1, got ${config.minDevices}`
-    : !Number.isInteger(config.neighbours) || config.neighbours < 1 || config.neighbours > MAX_COWATCH_NEIGHBOURS
-    ? `co-watch neighbours must be a whole number in 1..${MAX_COWATCH_NEIGHBOURS}, got ${config.neighbours}`
-    : undefined
 
 /** Mean best cosine of `current` patterns to `previous` ones; 0 without a previous round. */
 const convergence = (previous: ReadonlyArray<GlobalPattern>, current: ReadonlyArray<GlobalPattern>): number => {

@@ -24,7 +24,7 @@ import { type Connection, type ListenOptions, SyncTransport } from "@omega/sync"
 import { Clock, Context, Duration, Effect, Layer, Metric, PubSub, Sink, Stream } from "effect"
 import { Federation } from "./Federation.ts"
 import { type CoWatchRows, ingestCodec, Ingestion } from "./Ingestion.ts"
-import { chunks, coWatchRowBytes, FRAME_BODY_BUDGET } from "./internal/chunks.ts"
+import { chunks, coWatchRowBytes, coWatchSlices, FRAME_BODY_BUDGET } from "./internal/chunks.ts"
 import { type DeviceState, FEDERATION_PEER_PREFIX, ShardManager } from "./ShardManager.ts"
 
 export interface SyncServerConfig {
@@ -288,15 +288,13 @@ function make(config: SyncServerConfig) {
               case "FederationPull": {
                 // Co-watch counts first: the worker takes the last ShardPatterns as the end of the answer.
                 const counts = yield* ingestion.localCoWatch
-                const countFrames = chunks(counts.rows, MAX_COWATCH_COUNT_ROWS, FRAME_BODY_BUDGET, coWatchRowBytes)
-                const slices = countFrames.length > 0 ? countFrames : [[]]
-                for (const [i, rows] of slices.entries()) {
+                for (const { last, rows } of coWatchSlices(counts.rows, MAX_COWATCH_COUNT_ROWS)) {
                   yield* send(connection, {
                     _tag: "ShardCoWatch",
                     round: frame.round,
                     changedDevices: counts.changedDevices,
                     rows,
-                    last: i === slices.length - 1
+                    last
                   })
                 }
                 const regions = yield* ingestion.regions

@@ -49,6 +49,17 @@ export const defaultCoWatchConfig: CoWatchConfig = {
   maxPairs: 1_000_000
 }
 
+/**
+ * Why rows cannot be published with these settings (k and neighbours per row), or undefined: k
+ * below 1 would publish single-device pairs, and a row carries at most MAX_COWATCH_NEIGHBOURS.
+ */
+export const coWatchRowsProblem = (config: Pick<CoWatchConfig, "minDevices" | "neighbours">): string | undefined =>
+  !Number.isInteger(config.minDevices) || config.minDevices < 1
+    ? `co-watch k (minDevices) must be a whole number of at least 1, got ${config.minDevices}`
+    : !Number.isInteger(config.neighbours) || config.neighbours < 1 || config.neighbours > MAX_COWATCH_NEIGHBOURS
+    ? `co-watch neighbours must be a whole number in 1..${MAX_COWATCH_NEIGHBOURS} (what a row carries on the wire), got ${config.neighbours}`
+    : undefined
+
 /** Pair keys: the smaller item index times this plus the larger (so at most 2^24 items). */
 const PAIR = 2 ** 24
 
@@ -76,12 +87,11 @@ export class CoWatchCounter {
   private published = new Set<ContentId>()
 
   constructor(config: CoWatchConfig = defaultCoWatchConfig) {
-    const { maxDevices, maxItemsPerDevice, maxPairs, minDevices, neighbours } = config
-    if (![minDevices, neighbours, maxItemsPerDevice, maxDevices, maxPairs].every((n) => n >= 1)) {
-      throw new RangeError("minDevices, neighbours, maxItemsPerDevice, maxDevices and maxPairs must be at least 1")
-    }
-    if (neighbours > MAX_COWATCH_NEIGHBOURS) {
-      throw new RangeError(`a row carries at most ${MAX_COWATCH_NEIGHBOURS} neighbours on the wire, got ${neighbours}`)
+    const { maxDevices, maxItemsPerDevice, maxPairs } = config
+    const problem = coWatchRowsProblem(config)
+    if (problem !== undefined) throw new RangeError(problem)
+    if (![maxItemsPerDevice, maxDevices, maxPairs].every((n) => n >= 1)) {
+      throw new RangeError("maxItemsPerDevice, maxDevices and maxPairs must be at least 1")
     }
     this.config = config
   }

@@ -46,3 +46,16 @@ export const coWatchRowBytes = (
   for (const n of row.neighbours) bytes += 4 + 3 * n.contentId.length + 6
   return bytes
 }
+
+/**
+ * Co-watch rows or counts in frame-sized slices, each with `last` set on the final one; at least
+ * one slice (empty when there are no rows), since the receiver waits for `last`.
+ */
+export const coWatchSlices = <A extends Parameters<typeof coWatchRowBytes>[0]>(
+  rows: ReadonlyArray<A>,
+  maxRows: number
+): Array<{ readonly rows: ReadonlyArray<A>; readonly last: boolean }> => {
+  const parts = chunks(rows, maxRows, FRAME_BODY_BUDGET, coWatchRowBytes)
+  const slices = parts.length > 0 ? parts : [[]]
+  return slices.map((slice, i) => ({ rows: slice, last: i === slices.length - 1 }))
+}
