@@ -9,6 +9,7 @@
 import { defaultBrainConfig, OmegaBrain } from "@omega/brain"
 import type { ViewContext } from "@omega/protocol"
 import { Effect, Layer } from "effect"
+import { round } from "./Report.ts"
 
 export interface ColdStart {
   readonly patterns: number
@@ -23,7 +24,7 @@ export interface ColdStart {
   readonly brain_rss_mb: number
 }
 
-const mb = (bytes: number) => Math.round((bytes / 1024 / 1024) * 10) / 10
+const mb = (bytes: number) => round(bytes / 1024 / 1024, 1)
 
 const coldStart = (path: string) =>
   Effect.gen(function*() {
@@ -50,9 +51,9 @@ const coldStart = (path: string) =>
     const rss = result.rss
     return {
       patterns: result.patterns,
-      cold_start_ms: Math.round(result.opened * 10) / 10,
-      first_recommend_ms: Math.round(result.first * 1000) / 1000,
-      process_ready_ms: Math.round(result.sinceProcessStart * 10) / 10,
+      cold_start_ms: round(result.opened, 1),
+      first_recommend_ms: round(result.first),
+      process_ready_ms: round(result.sinceProcessStart, 1),
       rss_mb: mb(rss),
       runtime_rss_mb: mb(baselineRss),
       brain_rss_mb: mb(rss - baselineRss)

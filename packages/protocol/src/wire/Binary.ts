@@ -106,15 +106,9 @@ const assertSupported = (ast: SchemaAST.AST, seen: Set<SchemaAST.AST>): void => 
 const isBytes = (ast: SchemaAST.Declaration): boolean =>
   (ast.annotations?.["representation"] as { readonly id?: unknown } | undefined)?.id === "effect/schema/Uint8Array"
 
-const intNodes = new WeakMap<SchemaAST.AST, boolean>()
-const isIntNode = (ast: SchemaAST.AST): boolean => {
-  let known = intNodes.get(ast)
-  if (known === undefined) {
-    known = ast.checks !== undefined && hasCheck(ast.checks, "effect/schema/isInt")
-    intNodes.set(ast, known)
-  }
-  return known
-}
+/** Whether a number node is an integer (written as a varint); asked once per node, when it is compiled. */
+const isIntNode = (ast: SchemaAST.AST): boolean =>
+  ast.checks !== undefined && hasCheck(ast.checks, "effect/schema/isInt")
 const hasCheck = (checks: ReadonlyArray<SchemaAST.Check<unknown>>, id: string): boolean =>
   checks.some((check) =>
     (check.annotations?.["representation"] as { readonly id?: unknown } | undefined)?.id === id ||
