@@ -67,6 +67,7 @@ import {
   QuantizerPresets,
   seededRandom,
   type SharedPattern,
+  SUCCESS_THRESHOLD,
   type SyncFrame,
   type TrendSignal,
   type WireCodec
@@ -87,6 +88,11 @@ export interface FederatedConfig {
   /** How TVs write their uploads and shards their downloads. */
   readonly upload: FrameQuantization
   readonly download: FrameQuantization
+  /**
+   * Patterns aggregated into global patterns need this success rate (a shard's qualityThreshold);
+   * trends and co-watch count every uploaded pattern as viewing.
+   */
+  readonly qualityThreshold: number
   /** Device-level grouping on each shard. */
   readonly shardAveraging: AveragingConfig
   /** Cross-shard grouping in the federation round (k applies here). */
@@ -118,6 +124,7 @@ export const defaultFederatedConfig = (brain: BrainConfig, embedder: HashingWeig
   embedder,
   upload: { patterns: QuantizerPresets.precise, content: QuantizerPresets.precise },
   download: { patterns: QuantizerPresets.balanced, content: QuantizerPresets.precise },
+  qualityThreshold: SUCCESS_THRESHOLD,
   shardAveraging: { ...defaultAveragingConfig, minDevices: 1 },
   federation: defaultAveragingConfig,
   published: MAX_GLOBAL_PATTERNS,
@@ -376,6 +383,8 @@ export const runFederated = (
         for (const tv of tvs) {
           if (tv.shard !== shard) continue
           for (const p of devicePatterns.get(tv.deviceId)?.values() ?? []) {
+            // As on a shard (Ingestion's qualityThreshold): only quality patterns are aggregated.
+            if (p.successRate < config.qualityThreshold) continue
             contributions.push({ ...p, source: tv.deviceId, deviceCount: 1 })
           }
         }

@@ -191,16 +191,20 @@ describe("OmegaBrain.applyGlobalPatterns", () => {
 })
 
 describe("OmegaBrain.prepareSyncDelta", () => {
-  it.effect("shares only patterns with success >= 0.7 and enough evidence, and keeps them until acknowledged", () =>
+  it.effect("shares every pattern with enough evidence, with its success rate, and keeps them until acknowledged", () =>
     withBrain((brain) =>
       Effect.gen(function*() {
         for (let i = 0; i < 3; i++) yield* brain.observe(watch("comedy-1", 0.9))
         for (let i = 0; i < 3; i++) yield* brain.observe(watch("horror-1", 0.2))
-        yield* brain.observe(watch("romance-1", 0.9)) // one sample only: not yet worth sharing
+        yield* brain.observe(watch("romance-1", 0.9)) // one sample only: not an aggregate yet, not shared
         const delta = yield* brain.prepareSyncDelta()
         assert.strictEqual(delta.baseVersion, 0)
-        assert.strictEqual(delta.added.length, 1)
-        assert.isAtLeast(delta.added[0]!.successRate, 0.7)
+        // The abandoned horror is viewing too: the shard counts it for trends and co-watch, and
+        // leaves it out of global patterns by its success rate.
+        const rates = delta.added.map((p) => p.successRate).sort((a, b) => a - b)
+        assert.strictEqual(rates.length, 2)
+        assert.isBelow(rates[0]!, 0.7)
+        assert.isAtLeast(rates[1]!, 0.7)
         assert.strictEqual(delta.added[0]!.embedding.length, EMBEDDING_DIMENSIONS)
         assert.notProperty(delta.added[0]!, "createdAt")
         assert.strictEqual((yield* brain.pendingDeltas).length, 1)
@@ -235,6 +239,23 @@ describe("OmegaBrain.prepareSyncDelta", () => {
           assert.strictEqual(ids.size, 4)
         }),
       config({ maxDeltaPatterns: 2 })
+    ))
+
+  it.effect("with a share threshold, keeps patterns below it to itself and withdraws one that falls below", () =>
+    withBrain(
+      (brain) =>
+        Effect.gen(function*() {
+          for (let i = 0; i < 3; i++) yield* brain.observe(watch("comedy-1", 0.9))
+          for (let i = 0; i < 3; i++) yield* brain.observe(watch("horror-1", 0.2))
+          const delta = yield* brain.prepareSyncDelta()
+          assert.deepStrictEqual(delta.added.map((p) => p.successRate >= 0.7), [true])
+          yield* brain.acknowledgeDelta(delta.version)
+          // Comedy is abandoned again and again until its success rate falls under the threshold.
+          for (let i = 0; i < 6; i++) yield* brain.observe(watch("comedy-1", 0.1))
+          const next = yield* brain.prepareSyncDelta()
+          assert.deepStrictEqual(next.removed, [delta.added[0]!.id])
+        }),
+      config({ shareThreshold: 0.7 })
     ))
 })
 

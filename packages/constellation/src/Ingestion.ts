@@ -47,8 +47,13 @@ import { defaultShardTrendsConfig, ShardTrends, type ShardTrendsConfig } from ".
 export interface IngestionConfig {
   /** Shortest time between two accepted deltas of one device (the product brief: 1 per minute). */
   readonly minSyncInterval: Duration.Input
-  /** Patterns below this success rate are not kept. */
+  /**
+   * Patterns below this success rate are not aggregated into global patterns (nor counted as
+   * stored). They still count as viewing for trends and co-watch, weighted by their success rate:
+   * what devices watch matters there whether or not they finished it.
+   */
   readonly qualityThreshold: number
+  /** Patterns with less evidence are ignored altogether. */
   readonly minSamples: number
   /** Most deltas written in one transaction. */
   readonly maxBatch: number
@@ -222,7 +227,10 @@ interface Pending {
   readonly device: DeviceState
   readonly delta: PatternDelta
   readonly frame: Uint8Array
+  /** The quality patterns, aggregated and acknowledged as accepted. */
   readonly patterns: ReadonlyArray<SharedPattern>
+  /** Every pattern with enough evidence: viewing for trends and co-watch. */
+  readonly viewing: ReadonlyArray<SharedPattern>
   readonly done: Deferred.Deferred<DeltaAck, IngestError>
 }
 
@@ -234,9 +242,13 @@ function make(config: IngestionConfig) {
     const trends = new ShardTrends(config.trends, "rotated")
     const minIntervalMs = Duration.toMillis(Duration.fromInputUnsafe(config.minSyncInterval))
     const codec = makeWireCodec()
-    const keep = (p: SharedPattern) => p.successRate >= config.qualityThreshold && p.sampleCount >= config.minSamples
-    /** The patterns of a delta worth keeping (added and updated alike). */
-    const kept = (delta: PatternDelta) => [...delta.added, ...delta.updated].filter(keep)
+    /** The patterns of a delta with enough evidence to count as viewing (added and updated alike). */
+    const viewed = (delta: PatternDelta) =>
+      [...delta.added, ...delta.updated].filter((p) => p.sampleCount >= config.minSamples)
+    /** Of those, the ones worth aggregating. */
+    const quality = (patterns: ReadonlyArray<SharedPattern>) =>
+      patterns.filter((p) => p.successRate >= config.qualityThreshold)
+    const kept = (delta: PatternDelta) => quality(viewed(delta))
     /** A logged frame's delta, decoded as `decoder` reads it; none for a frame that is not an upload. */
     const loggedDelta = (decoder: WireCodec, frame: Uint8Array) =>
       Effect.map(
@@ -305,10 +317,11 @@ function make(config: IngestionConfig) {
             retryAfterMs: wait
           })
         }
-        const patterns = kept(delta)
+        const viewing = viewed(delta)
+        const patterns = quality(viewing)
         counters.patternsFiltered += delta.added.length + delta.updated.length - patterns.length
         const done = yield* Deferred.make<DeltaAck, IngestError>()
-        yield* Queue.offer(queue, { device, delta, frame, patterns, done })
+        yield* Queue.offer(queue, { device, delta, frame, patterns, viewing, done })
         return yield* Deferred.await(done)
       }
     )
@@ -361,7 +374,7 @@ function make(config: IngestionConfig) {
           p.device.lastVersion = p.delta.version
           p.device.lastSyncAt = now
           aggregator.add(p.device.region, p.device.id, p.patterns, now)
-          trends.observe(p.device.region, p.device.id, p.patterns, now)
+          trends.observe(p.device.region, p.device.id, p.viewing, now)
           dirty.add(p.device.region)
           counters.deltasAccepted += 1
           counters.patternsAccepted += p.patterns.length

@@ -151,7 +151,7 @@ export class ShardTrends {
     if (items.length > 0) this.matrix = undefined
   }
 
-  /** Buffers one device's accepted patterns (cheap: a map lookup per pattern, no decoding). */
+  /** Buffers one device's viewing: its shared patterns, of any quality (cheap: a map lookup per pattern, no decoding). */
   observe(region: string, deviceId: string, patterns: ReadonlyArray<SharedPattern>, at: number): void {
     let counts = this.lastCounts.get(deviceId)
     if (counts === undefined) counts = new Map()
