@@ -373,7 +373,7 @@ export const runFederated = (
         const ack = yield* transfer(shardCodec, tvCodec, {
           _tag: "DeltaAck",
           version: delta.version,
-          accepted: delta.added.length + delta.updated.length,
+          accepted: [...delta.added, ...delta.updated].filter((p) => p.successRate >= config.qualityThreshold).length,
           duplicate: false
         })
         if (ack.frame._tag === "DeltaAck") yield* tv.brain.acknowledgeDelta(ack.frame.version)
@@ -427,7 +427,10 @@ export const runFederated = (
       }
 
       for (const [tv, upBytes] of perTv) {
-        const uploaded = [...(devicePatterns.get(tv.deviceId)?.values() ?? [])].map((p) => p.embedding)
+        // Personalised by the device's quality patterns, the ones a shard keeps per device.
+        const uploaded = [...(devicePatterns.get(tv.deviceId)?.values() ?? [])]
+          .filter((p) => p.successRate >= config.qualityThreshold)
+          .map((p) => p.embedding)
         const similar = personalizedPatterns(global, uploaded, config.personalization)
         const update = yield* transfer(shardCodec, tvCodec, {
           _tag: "GlobalUpdate",
@@ -479,7 +482,8 @@ export const runFederated = (
       if (config.trendSource === "uploads") trends.observe(REGION, tv.deviceId, evidence, at)
       // The same evidence teaches co-watch rows, as on a shard (ShardTrends).
       coWatch?.observeEvidence(tv.deviceId, evidence)
-      return delta.added.length + delta.updated.length
+      // Accepted, as a shard counts them: the quality patterns.
+      return [...delta.added, ...delta.updated].filter((p) => p.successRate >= config.qualityThreshold).length
     }
 
     const privacy = noise === undefined ? undefined : {

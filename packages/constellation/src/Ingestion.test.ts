@@ -66,7 +66,7 @@ const setup = Effect.gen(function*() {
 
 describe("Ingestion", () => {
   it.live(
-    "keeps only quality patterns, acknowledges once durable, and counts a replay once",
+    "aggregates only quality patterns, acknowledges once durable, and counts a replay once",
     () =>
       Effect.gen(function*() {
         const { device, ingestion, storage } = yield* setup
@@ -193,6 +193,42 @@ describe("Ingestion", () => {
         Effect.provide(
           Ingestion.layer({ ...defaultIngestionConfig, minSyncInterval: Duration.zero, pushEvery: Duration.hours(1) })
             .pipe(Layer.provideMerge(ShardStorage.layerTest))
+        )
+      ),
+    30_000
+  )
+
+  it.live(
+    "materializes a device's quality patterns, and drops one whose success rate fell below the threshold",
+    () =>
+      Effect.gen(function*() {
+        const { device, ingestion, storage } = yield* setup
+        const tv = yield* device("tv-m")
+        /** Waits for the materializer (every 20 ms here) to leave the device's table as `expected`. */
+        const table = Effect.fnUntraced(function*(expected: ReadonlyArray<string>) {
+          let ids: ReadonlyArray<string> = []
+          for (let i = 0; i < 100; i++) {
+            ids = (yield* storage.loadDevicePatterns("tv-m")).map((p) => p.id)
+            if (ids.join() === expected.join()) break
+            yield* Effect.sleep(Duration.millis(20))
+          }
+          return ids
+        })
+        yield* upload(ingestion, tv, delta(1, [pattern("liked"), pattern("dropped")]))
+        assert.deepStrictEqual(yield* table(["dropped", "liked"]), ["dropped", "liked"])
+        // The TV shares the pattern again with its new, low success rate: viewing, no longer quality.
+        yield* upload(ingestion, tv, {
+          ...delta(2, []),
+          updated: [pattern("dropped", { successRate: 0.2 })]
+        })
+        assert.deepStrictEqual(yield* table(["liked"]), ["liked"])
+      }).pipe(
+        Effect.provide(
+          Ingestion.layer({
+            ...defaultIngestionConfig,
+            minSyncInterval: Duration.zero,
+            materializeEvery: Duration.millis(20)
+          }).pipe(Layer.provideMerge(ShardStorage.layerTest))
         )
       ),
     30_000

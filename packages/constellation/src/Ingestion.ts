@@ -1,9 +1,11 @@
 /**
- * Takes pattern deltas from TVs: rate limit, idempotency by version, quality filter, then a
- * group commit (every delta waiting when the writer is free goes to the database in one
- * statement) and only then the acknowledgement. Accepted patterns (in the quantizer's rotated
- * basis, as `ingestCodec` decodes them) are folded into the in-memory Aggregator and buffered for
- * trend decoding (ShardTrends, decoded off the ack path when snapshots are rebuilt). Each region's
+ * Takes pattern deltas from TVs: rate limit, idempotency by version, then a group commit (every
+ * delta waiting when the writer is free goes to the database in one statement) and only then the
+ * acknowledgement. Patterns arrive in the quantizer's rotated basis (as `ingestCodec` decodes
+ * them). The quality ones (success rate at least `qualityThreshold`) are accepted: folded into
+ * the in-memory Aggregator. Every pattern with enough samples, quality or not, is viewing:
+ * buffered for trend and co-watch decoding (ShardTrends, decoded off the ack path when snapshots
+ * are rebuilt). Each region's
  * global patterns and trends are answered from a cached snapshot, rebuilt every few seconds,
  * pushed to open sessions (at most once per `pushEvery` unless federated), written to the
  * database once per `persistEvery`; a restarted shard starts from those and the log after them.
@@ -161,6 +163,7 @@ export interface IngestionStats {
   readonly deltasDuplicate: number
   readonly deltasRateLimited: number
   readonly patternsAccepted: number
+  /** Patterns not aggregated: below the quality threshold (still counted as viewing) or too thin. */
   readonly patternsFiltered: number
   readonly batches: number
   readonly clusters: number
@@ -400,10 +403,14 @@ function make(config: IngestionConfig) {
       for (const logged of pending) {
         const delta = yield* loggedDelta(codec, logged.frame)
         if (delta === undefined) continue
+        const viewing = viewed(delta)
+        const patterns = quality(viewing)
+        // A device's table holds its quality patterns: one that fell below the threshold leaves it.
+        const fell = viewing.filter((p) => !patterns.includes(p)).map((p) => p.id)
         writes.push({
           deviceId: logged.deviceId,
-          patterns: kept(delta),
-          removed: delta.removed,
+          patterns,
+          removed: [...delta.removed, ...fell],
           version: logged.version
         })
       }

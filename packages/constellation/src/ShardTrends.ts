@@ -1,6 +1,7 @@
 /**
  * Trends decoded on one shard from its own devices' uploads. Uploads carry no content ids, so
- * each accepted pattern's growth since the device's previous upload (new samples x success rate)
+ * each uploaded pattern's growth since the device's previous upload (new samples x success rate;
+ * every pattern with enough samples, not only the quality ones a shard aggregates)
  * is credited to the catalog items it decodes into (`catalogEvidence` against the shard's
  * content), and a TrendDetector keeps decayed evidence per region and item, reporting an item
  * only once k distinct devices stand behind it. `observe` runs on the acknowledgement path and

@@ -3,7 +3,7 @@
 /** Width of every embedding: MiniLM-class sentence encoders produce 384 dimensions. */
 export const EMBEDDING_DIMENSIONS = 384
 
-/** Patterns at or above this success rate are the ones worth syncing. */
+/** Patterns at or above this success rate are quality patterns: the ones shards aggregate. */
 export const SUCCESS_THRESHOLD = 0.7
 
 /** A viewing counts as a success when at least this share of the item was watched. */

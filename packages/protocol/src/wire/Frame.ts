@@ -117,7 +117,10 @@ export const makeSyncFrame = (
     serverTime: Timestamp,
     globalVersion: Version
   })
-  /** TV pushes its changed high-quality patterns; no timestamps of anything watched. */
+  /**
+   * TV pushes its changed patterns of at least two samples, each with its success rate (the shard
+   * aggregates the quality ones and counts all as viewing); no timestamps of anything watched.
+   */
   const DeltaUpload = Schema.TaggedStruct("DeltaUpload", {
     delta: WirePatternDelta,
     sentAt: Schema.optionalKey(Timestamp)

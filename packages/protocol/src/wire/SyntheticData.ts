@@ -120,7 +120,7 @@ const context = (random: () => number): PatternContext => ({
   ...(random() < 0.3 ? { mood: pick(random, ["relaxed", "excited", "focused", "social"] as const) } : {})
 })
 
-/** A pattern as a TV shares it: UUID id (as the brain mints them), success rate >= 0.7, decayed count. */
+/** A quality pattern as a TV shares it: UUID id (as the brain mints them), success rate >= 0.7, decayed count. */
 export const sharedPattern = (random: () => number, embedding: Float32Array): SharedPattern => ({
   id: uuid(random) as PatternId,
   embedding,
