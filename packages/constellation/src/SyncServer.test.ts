@@ -1,9 +1,12 @@
 import { assert, describe, it } from "@effect/vitest"
 import {
+  type ContentId,
+  type CoWatchRow,
   decodeFrame,
   type DeviceId,
   EMBEDDING_DIMENSIONS,
   encodeFrame,
+  MAX_COWATCH_ROWS,
   MAX_FRAME_BYTES,
   normalizeEmbedding,
   type PatternId,
@@ -12,6 +15,8 @@ import {
 } from "@omega/protocol"
 import { type Connection, SyncTransport } from "@omega/sync"
 import { Context, Duration, Effect, Layer, Stream } from "effect"
+import { Ingestion } from "./Ingestion.ts"
+import { coWatchSlices } from "./internal/chunks.ts"
 import { shardCore } from "./Shard.ts"
 import { deviceToken } from "./ShardManager.ts"
 import { ShardStorage } from "./ShardStorage.ts"
@@ -146,4 +151,67 @@ describe("coWatchUpdateFrames", () => {
     assert.strictEqual(frames.reduce((n, f) => n + f.rows.length, 0), 512)
     for (const frame of frames) assert.isAtMost(encodeFrame(frame).length, MAX_FRAME_BYTES)
   })
+})
+
+describe("federated co-watch tables from a worker", () => {
+  it.live(
+    "takes a table once its last slice arrives, and refuses one over the row cap whole, keeping the table before",
+    () =>
+      Effect.gen(function*() {
+        const context = yield* Layer.build(shard)
+        const server = Context.get(context, SyncServer)
+        const transport = Context.get(context, SyncTransport)
+        const ingestion = Context.get(context, Ingestion)
+        const workerId = "federation:cap-test"
+        const worker = yield* transport.connect({ host: "127.0.0.1", port: server.port })
+        const errors: Array<string> = []
+        yield* worker.incoming.pipe(
+          Stream.runForEach((bytes) =>
+            Effect.map(decodeFrame(bytes), (frame) => {
+              if (frame._tag === "ErrorFrame") errors.push(`${frame.code}: ${frame.message}`)
+            })
+          ),
+          Effect.ignore,
+          Effect.forkScoped
+        )
+        yield* worker.send(encodeFrame({
+          _tag: "Hello",
+          deviceId: workerId as DeviceId,
+          token: deviceToken(SECRET, workerId),
+          region: REGIONS[0]!,
+          protocolVersion: PROTOCOL_VERSION
+        }))
+        const sendTable = Effect.fnUntraced(function*(round: number, rows: ReadonlyArray<CoWatchRow>) {
+          for (const slice of coWatchSlices(rows, MAX_COWATCH_ROWS)) {
+            yield* worker.send(encodeFrame({ _tag: "FederatedCoWatch", round, rows: slice.rows, last: slice.last }))
+          }
+        })
+        /** Polls until the shard's co-watch table satisfies `done`. */
+        const table = Effect.fnUntraced(function*(done: (rows: ReadonlyArray<string>) => boolean) {
+          let rows: ReadonlyArray<string> = []
+          for (let i = 0; i < 100; i++) {
+            rows = (yield* ingestion.coWatchSince(0)).rows.map((r) => r.contentId)
+            if (done(rows)) break
+            yield* Effect.sleep("20 millis")
+          }
+          return rows
+        })
+        const pair = (a: string, b: string): CoWatchRow => ({
+          contentId: a as ContentId,
+          neighbours: [{ contentId: b as ContentId, weight: 500 }]
+        })
+        yield* sendTable(1, [pair("m1", "m2"), pair("m2", "m1")])
+        assert.deepStrictEqual(yield* table((rows) => rows.length === 2), ["m1", "m2"])
+        // One row more than a table may hold: several hundred slices, refused at the one that crosses it.
+        const tooMany = Array.from({ length: 200_001 }, (_, n) => pair(`x${n}`, "m1"))
+        yield* sendTable(2, tooMany)
+        for (let i = 0; i < 100 && errors.length === 0; i++) yield* Effect.sleep("20 millis")
+        assert.strictEqual(errors.length, 1)
+        assert.match(errors[0]!, /^bad-frame: a federated co-watch table holds at most 200000 rows/)
+        // Nothing of it was taken, not even the slices before the cap: the first table stands.
+        yield* Effect.sleep("100 millis")
+        assert.deepStrictEqual(yield* table(() => true), ["m1", "m2"])
+      }).pipe(Effect.scoped),
+    60_000
+  )
 })
