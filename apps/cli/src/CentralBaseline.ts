@@ -7,6 +7,9 @@
  *   confidence 1 + alpha on watched items, 1 on all others, alternating exact least squares.
  * - item-kNN: cosine similarity of items' viewer sets; an item scores the sum of its similarities
  *   to everything the viewer watched.
+ * - item-kNN as of the viewer's time: the same, from only the ratings given up to the last round
+ *   end before the viewer's held-out time, which is all a federated TV's tables can know then (the
+ *   other two learn from every training rating, later ones included).
  */
 import { seededRandom } from "@omega/protocol"
 import type { ContentId } from "@omega/protocol"
@@ -159,16 +162,61 @@ export const itemKnnRanker = (splits: ReadonlyArray<Split>, catalog: ReadonlyArr
       for (const j of rows) if (i !== j) counts[i * n + j]! += 1
     }
   }
-  return (split) =>
-    Effect.sync(() => {
-      const seen = data.byUser[data.userRow.get(split.user)!]!
-      const scores = new Float64Array(n)
-      for (const i of seen) {
-        for (let j = 0; j < n; j++) {
-          const c = counts[i * n + j]!
-          if (c > 0) scores[j]! += c / Math.sqrt(viewers[i]! * viewers[j]!)
+  return (split) => Effect.sync(() => knnTop(counts, viewers, catalog, data.byUser[data.userRow.get(split.user)!]!))
+}
+
+/** Top-10 unseen items for a viewer who watched `seen`, by summed cosine over co-watch counts. */
+const knnTop = (counts: Float32Array, viewers: Float64Array, catalog: ReadonlyArray<ContentId>, seen: Int32Array) => {
+  const n = catalog.length
+  const scores = new Float64Array(n)
+  for (const i of seen) {
+    for (let j = 0; j < n; j++) {
+      const c = counts[i * n + j]!
+      if (c > 0) scores[j]! += c / Math.sqrt(viewers[i]! * viewers[j]!)
+    }
+  }
+  return topUnseen(scores, catalog, seen)
+}
+
+/**
+ * Item-kNN as of each viewer's time: the counts hold only ratings given up to `ends`' last entry
+ * before the viewer's held-out time (the federated replay's round ends); the viewer is scored
+ * against its whole training history, as its TV would be. Every list is made up front, walking
+ * the round ends forward and adding each rating to the counts once.
+ */
+export const itemKnnAtTimeRanker = (
+  splits: ReadonlyArray<Split>,
+  catalog: ReadonlyArray<ContentId>,
+  ends: ReadonlyArray<number>
+): Ranker => {
+  const data = interactions(splits, catalog)
+  const n = catalog.length
+  const counts = new Float32Array(n * n)
+  const viewers = new Float64Array(n)
+  // Each user's items counted so far, and its ratings in time order with a cursor into them.
+  const counted = splits.map(() => new Set<number>())
+  const ordered = splits.map((s) => [...s.train].sort((a, b) => a.at - b.at))
+  const cursor = splits.map(() => 0)
+  const scoredAt = (split: Split) => ends.filter((end) => end < split.heldOut.at).at(-1)
+  const lists = new Map<number, Array<ContentId>>()
+  for (const end of [...ends].sort((a, b) => a - b)) {
+    for (const [u, ratings] of ordered.entries()) {
+      const items = counted[u]!
+      for (; cursor[u]! < ratings.length && ratings[cursor[u]!]!.at <= end; cursor[u]! += 1) {
+        const i = data.itemRow.get(ratings[cursor[u]!]!.contentId)
+        if (i === undefined || items.has(i)) continue
+        viewers[i]! += 1
+        for (const j of items) {
+          counts[i * n + j]! += 1
+          counts[j * n + i]! += 1
         }
+        items.add(i)
       }
-      return topUnseen(scores, catalog, seen)
-    })
+    }
+    for (const [u, split] of splits.entries()) {
+      if (scoredAt(split) === end) lists.set(split.user, knnTop(counts, viewers, catalog, data.byUser[u]!))
+    }
+  }
+  // A viewer before the first round end gets nothing from others, like a TV with no tables yet.
+  return (split) => Effect.sync(() => lists.get(split.user) ?? [])
 }

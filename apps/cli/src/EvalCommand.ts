@@ -1,7 +1,7 @@
 /** `omega eval`: the MovieLens quality evaluation as a table and one JSON line. */
 import { Embedder } from "@omega/brain"
 import { Effect } from "effect"
-import { alsRanker, itemKnnRanker } from "./CentralBaseline.ts"
+import { alsRanker, itemKnnAtTimeRanker, itemKnnRanker } from "./CentralBaseline.ts"
 import {
   embedCatalog,
   evaluate,
@@ -16,6 +16,7 @@ import {
   federatedEvalConfig,
   type FederatedResult,
   recentPopularityRanker,
+  roundBoundaries,
   runFederated
 } from "./FederatedEvaluation.ts"
 import { datasetPath, loadMovieLens } from "./MovieLens.ts"
@@ -89,6 +90,12 @@ export const runEval = Effect.fn("omega.eval")(function*(options: EvalOptions) {
   yield* progress("  central: training iALS on all raw training ratings")
   results["central"] = yield* evaluate("central", splits, alsRanker(splits, ids))
   results["central_itemknn"] = yield* evaluate("central_itemknn", splits, itemKnnRanker(splits, ids))
+  // What a cloud item-kNN knows at each TV's held-out time: the ratings up to the TV's last round end.
+  results["central_itemknn_at_time"] = yield* evaluate(
+    "central_itemknn_at_time",
+    splits,
+    itemKnnAtTimeRanker(splits, ids, roundBoundaries(splits, config.rounds))
+  )
 
   const rows = Object.entries(results).map(([method, m]) => ({
     method,
