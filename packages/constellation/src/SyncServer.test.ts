@@ -11,7 +11,8 @@ import {
   normalizeEmbedding,
   type PatternId,
   PROTOCOL_VERSION,
-  seededRandom
+  seededRandom,
+  type SyncFrame
 } from "@omega/protocol"
 import { type Connection, SyncTransport } from "@omega/sync"
 import { Context, Duration, Effect, Layer, Stream } from "effect"
@@ -41,6 +42,30 @@ const shard = shardCore({
   }
 }).pipe(Layer.provideMerge(Layer.mergeAll(ShardStorage.layerTest, SyncTransport.layerMemory)))
 
+/** Opens a session as `id` (a TV, or a worker in the "federation:" namespace) and hands `onFrame` every frame it receives. */
+const openSession = Effect.fnUntraced(function*(
+  transport: SyncTransport["Service"],
+  port: number,
+  id: string,
+  region: string,
+  onFrame: (frame: SyncFrame) => void
+) {
+  const connection = yield* transport.connect({ host: "127.0.0.1", port })
+  yield* connection.incoming.pipe(
+    Stream.runForEach((bytes) => Effect.map(decodeFrame(bytes), onFrame)),
+    Effect.ignore,
+    Effect.forkScoped
+  )
+  yield* connection.send(encodeFrame({
+    _tag: "Hello",
+    deviceId: id as DeviceId,
+    token: deviceToken(SECRET, id),
+    region,
+    protocolVersion: PROTOCOL_VERSION
+  }))
+  return connection
+})
+
 describe("SyncServer push", () => {
   it.live(
     "a changed snapshot reaches every session of its region once, in slices over the spread; regions do not wait for each other",
@@ -55,25 +80,11 @@ describe("SyncServer push", () => {
         for (const region of REGIONS) {
           for (let n = 0; n < SESSIONS; n++) {
             const deviceId = `${region}-tv-${n}`
-            const connection = yield* transport.connect({ host: "127.0.0.1", port: server.port })
-            yield* connection.send(encodeFrame({
-              _tag: "Hello",
-              deviceId: deviceId as DeviceId,
-              token: deviceToken(SECRET, deviceId),
-              region,
-              protocolVersion: PROTOCOL_VERSION
-            }))
             const log: Array<{ version: number; at: number }> = []
             received.set(deviceId, log)
-            yield* connection.incoming.pipe(
-              Stream.runForEach((bytes) =>
-                Effect.map(decodeFrame(bytes), (frame) => {
-                  if (frame._tag === "GlobalUpdate") log.push({ version: frame.global.version, at: Date.now() })
-                })
-              ),
-              Effect.ignore,
-              Effect.forkScoped
-            )
+            const connection = yield* openSession(transport, server.port, deviceId, region, (frame) => {
+              if (frame._tag === "GlobalUpdate") log.push({ version: frame.global.version, at: Date.now() })
+            })
             connections.set(deviceId, connection)
           }
         }
@@ -162,25 +173,10 @@ describe("federated co-watch tables from a worker", () => {
         const server = Context.get(context, SyncServer)
         const transport = Context.get(context, SyncTransport)
         const ingestion = Context.get(context, Ingestion)
-        const workerId = "federation:cap-test"
-        const worker = yield* transport.connect({ host: "127.0.0.1", port: server.port })
         const errors: Array<string> = []
-        yield* worker.incoming.pipe(
-          Stream.runForEach((bytes) =>
-            Effect.map(decodeFrame(bytes), (frame) => {
-              if (frame._tag === "ErrorFrame") errors.push(`${frame.code}: ${frame.message}`)
-            })
-          ),
-          Effect.ignore,
-          Effect.forkScoped
-        )
-        yield* worker.send(encodeFrame({
-          _tag: "Hello",
-          deviceId: workerId as DeviceId,
-          token: deviceToken(SECRET, workerId),
-          region: REGIONS[0]!,
-          protocolVersion: PROTOCOL_VERSION
-        }))
+        const worker = yield* openSession(transport, server.port, "federation:cap-test", REGIONS[0]!, (frame) => {
+          if (frame._tag === "ErrorFrame") errors.push(`${frame.code}: ${frame.message}`)
+        })
         const sendTable = Effect.fnUntraced(function*(round: number, rows: ReadonlyArray<CoWatchRow>) {
           for (const slice of coWatchSlices(rows, MAX_COWATCH_ROWS)) {
             yield* worker.send(encodeFrame({ _tag: "FederatedCoWatch", round, rows: slice.rows, last: slice.last }))
