@@ -155,8 +155,10 @@ export const FEDERATED_ROUNDS = 24
  * (0.150, 0.139); 32, 40 and 64 neighbours per row (0.149, 0.157, 0.153: no trend, within the
  * ~0.01 that one run moves); trends from published groups only (0.145); co-watch rows weighted
  * by a ridge regression over each item's 64 strongest neighbours (EASE restricted to a
- * neighbourhood) instead of cosine (0.132-0.139, co-watch weights 100 and 300); and, before
- * that change, 72 rounds instead of 24 (0.120 against 0.125).
+ * neighbourhood) instead of cosine (0.132-0.139, co-watch weights 100 and 300); "balanced"
+ * uploads (0.145); decoding up to 24 items per pattern from 48 candidates (0.149); 40 patterns per
+ * delta (0.145); scored TVs that keep syncing until the patterns their delta cap left behind are
+ * sent (0.145); and, before that change, 72 rounds instead of 24 (0.120 against 0.125).
  */
 export const federatedEvalConfig = (rounds = FEDERATED_ROUNDS): FederatedConfig => {
   const brain: BrainConfig = {
