@@ -197,9 +197,10 @@ export const itemKnnAtTimeRanker = (
   const counted = splits.map(() => new Set<number>())
   const ordered = splits.map((s) => [...s.train].sort((a, b) => a.at - b.at))
   const cursor = splits.map(() => 0)
-  const scoredAt = (split: Split) => ends.filter((end) => end < split.heldOut.at).at(-1)
+  const sorted = [...ends].sort((a, b) => a - b)
+  const scoredAt = (split: Split) => sorted.filter((end) => end < split.heldOut.at).at(-1)
   const lists = new Map<number, Array<ContentId>>()
-  for (const end of [...ends].sort((a, b) => a - b)) {
+  for (const end of sorted) {
     for (const [u, ratings] of ordered.entries()) {
       const items = counted[u]!
       for (; cursor[u]! < ratings.length && ratings[cursor[u]!]!.at <= end; cursor[u]! += 1) {

@@ -285,7 +285,8 @@ export const runFederated = (
         : config.trend
     )
     const coWatch = config.coWatch === undefined ? undefined : new CoWatchCounter(config.coWatch)
-    // What each shard holds per device: the latest decoded version of every shared pattern.
+    // Every pattern each device shared, in its latest decoded version (a shard keeps the quality
+    // ones per device; the rest is viewing, and what each round's "device patterns" counts too).
     const devicePatterns = new Map<string, Map<PatternId, SharedPattern>>()
     const boundaries = roundBoundaries(splits, config.rounds)
     let up = 0
@@ -371,11 +372,13 @@ export const runFederated = (
         if (upload.frame._tag !== "DeltaUpload") {
           return yield* Effect.die(new Error("the upload decoded to another frame"))
         }
-        patternsIn += ingest(tv, upload.frame.delta, end)
+        // Accepted as the shard counts them, from the upload it decoded (noised, with privacy).
+        const accepted = ingest(tv, upload.frame.delta, end)
+        patternsIn += accepted
         const ack = yield* transfer(shardCodec, tvCodec, {
           _tag: "DeltaAck",
           version: delta.version,
-          accepted: [...delta.added, ...delta.updated].filter((p) => p.successRate >= config.qualityThreshold).length,
+          accepted,
           duplicate: false
         })
         if (ack.frame._tag === "DeltaAck") yield* tv.brain.acknowledgeDelta(ack.frame.version)

@@ -403,10 +403,10 @@ function make(config: IngestionConfig) {
       for (const logged of pending) {
         const delta = yield* loggedDelta(codec, logged.frame)
         if (delta === undefined) continue
-        const viewing = viewed(delta)
-        const patterns = quality(viewing)
-        // A device's table holds its quality patterns: one that fell below the threshold leaves it.
-        const fell = viewing.filter((p) => !patterns.includes(p)).map((p) => p.id)
+        const patterns = kept(delta)
+        // A device's table holds its quality patterns: one that fell below them (in success rate or
+        // in samples) leaves it.
+        const fell = [...delta.added, ...delta.updated].filter((p) => !patterns.includes(p)).map((p) => p.id)
         writes.push({
           deviceId: logged.deviceId,
           patterns,

@@ -198,8 +198,9 @@ describe("federated co-watch tables from a worker", () => {
         })
         yield* sendTable(1, [pair("m1", "m2"), pair("m2", "m1")])
         assert.deepStrictEqual(yield* table((rows) => rows.length === 2), ["m1", "m2"])
-        // One row more than a table may hold: several hundred slices, refused at the one that crosses it.
-        const tooMany = Array.from({ length: 200_001 }, (_, n) => pair(`x${n}`, "m1"))
+        // Over what a table may hold, with slices still to come after the one that crosses it: the
+        // refusal holds for them too, or the last would publish the rows sent after it.
+        const tooMany = Array.from({ length: 200_000 + 2 * MAX_COWATCH_ROWS }, (_, n) => pair(`x${n}`, "m1"))
         yield* sendTable(2, tooMany)
         for (let i = 0; i < 100 && errors.length === 0; i++) yield* Effect.sleep("20 millis")
         assert.strictEqual(errors.length, 1)
