@@ -285,6 +285,8 @@ export const runFederated = (
         : config.trend
     )
     const coWatch = config.coWatch === undefined ? undefined : new CoWatchCounter(config.coWatch)
+    /** What a shard aggregates, keeps per device and counts as accepted; the rest is only viewing. */
+    const isQuality = (p: SharedPattern) => p.successRate >= config.qualityThreshold
     // Every pattern each device shared, in its latest decoded version (a shard keeps the quality
     // ones per device; the rest is viewing, and what each round's "device patterns" counts too).
     const devicePatterns = new Map<string, Map<PatternId, SharedPattern>>()
@@ -397,7 +399,7 @@ export const runFederated = (
           if (tv.shard !== shard) continue
           for (const p of devicePatterns.get(tv.deviceId)?.values() ?? []) {
             // As on a shard (Ingestion's qualityThreshold): only quality patterns are aggregated.
-            if (p.successRate < config.qualityThreshold) continue
+            if (!isQuality(p)) continue
             contributions.push({ ...p, source: tv.deviceId, deviceCount: 1 })
           }
         }
@@ -434,7 +436,7 @@ export const runFederated = (
       for (const [tv, upBytes] of perTv) {
         // Personalised by the device's quality patterns, the ones a shard keeps per device.
         const uploaded = [...(devicePatterns.get(tv.deviceId)?.values() ?? [])]
-          .filter((p) => p.successRate >= config.qualityThreshold)
+          .filter(isQuality)
           .map((p) => p.embedding)
         const similar = personalizedPatterns(global, uploaded, config.personalization)
         const update = yield* transfer(shardCodec, tvCodec, {
@@ -488,7 +490,7 @@ export const runFederated = (
       // The same evidence teaches co-watch rows, as on a shard (ShardTrends).
       coWatch?.observeEvidence(tv.deviceId, evidence)
       // Accepted, as a shard counts them: the quality patterns.
-      return [...delta.added, ...delta.updated].filter((p) => p.successRate >= config.qualityThreshold).length
+      return [...delta.added, ...delta.updated].filter(isQuality).length
     }
 
     const privacy = noise === undefined ? undefined : {

@@ -5,10 +5,10 @@
  * them). The quality ones (success rate at least `qualityThreshold`) are accepted: folded into
  * the in-memory Aggregator. Every pattern with enough samples, quality or not, is viewing:
  * buffered for trend and co-watch decoding (ShardTrends, decoded off the ack path when snapshots
- * are rebuilt). Each region's
- * global patterns and trends are answered from a cached snapshot, rebuilt every few seconds,
- * pushed to open sessions (at most once per `pushEvery` unless federated), written to the
- * database once per `persistEvery`; a restarted shard starts from those and the log after them.
+ * are rebuilt). Each region's global patterns and trends are answered from a cached snapshot,
+ * rebuilt every few seconds, pushed to open sessions (at most once per `pushEvery` unless
+ * federated), written to the database once per `persistEvery`; a restarted shard starts from
+ * those and the log after them.
  */
 import {
   type ContentEmbedding,

@@ -136,8 +136,6 @@ export class ShardTrends {
   private federatedTable: ReadonlyArray<CoWatchRow> | undefined
   /** When a worker last asked for this shard's counts. */
   private lastExportAt = Number.NEGATIVE_INFINITY
-  /** Back from federated tables: the next own table replaces the last federated one whole. */
-  private replaceWhole = false
 
   constructor(config: ShardTrendsConfig = defaultShardTrendsConfig, basis: EmbeddingBasis = "original") {
     this.config = config
@@ -231,33 +229,29 @@ export class ShardTrends {
     if (this.federated && now - this.lastExportAt > this.config.federatedCoWatchTtlMs) {
       this.federated = false
       this.federatedTable = undefined
-      this.replaceWhole = true
     }
     if (this.federated) {
       // The worker holds a table back until k devices changed across shards.
       const table = this.federatedTable
       this.federatedTable = undefined
-      return table === undefined ? [] : this.publishTable(table, version, true)
+      return table === undefined ? [] : this.publishTable(table, version)
     }
     // Until k devices changed, the change could be one device's viewing: it waits for more.
     if (this.coWatch.changedDevices < this.config.coWatch.minDevices) return []
-    const rows = this.coWatch.publish()
-    if (!this.replaceWhole) return this.publishTable(rows, version, false)
-    this.replaceWhole = false
-    return this.publishTable(rows.filter((row) => row.neighbours.length > 0), version, true)
+    // Whole: any published row the counter no longer has is withdrawn, whether this shard's own
+    // or one a worker's table put there before the shard went back to its own rows.
+    return this.publishTable(this.coWatch.publish().filter((row) => row.neighbours.length > 0), version)
   }
 
   /**
-   * Stamps the rows of `table` that changed with `version`; a `whole` table also withdraws every
-   * published row it does not name.
+   * Stamps the rows of `table` (the whole table, non-empty rows) that changed with `version`, and
+   * withdraws every published row it does not name.
    */
-  private publishTable(table: ReadonlyArray<CoWatchRow>, version: number, whole: boolean): Array<CoWatchRow> {
+  private publishTable(table: ReadonlyArray<CoWatchRow>, version: number): Array<CoWatchRow> {
     const named = new Set(table.map((row) => row.contentId))
-    const withdrawn = whole ?
-      [...this.rows.values()]
-        .filter((entry) => entry.row.neighbours.length > 0 && !named.has(entry.row.contentId))
-        .map((entry): CoWatchRow => ({ contentId: entry.row.contentId, neighbours: [] })) :
-      []
+    const withdrawn = [...this.rows.values()]
+      .filter((entry) => entry.row.neighbours.length > 0 && !named.has(entry.row.contentId))
+      .map((entry): CoWatchRow => ({ contentId: entry.row.contentId, neighbours: [] }))
     const changed: Array<CoWatchRow> = []
     for (const row of [...table, ...withdrawn]) {
       const before = this.rows.get(row.contentId)?.row
