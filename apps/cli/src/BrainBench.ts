@@ -55,7 +55,9 @@ export const runBrainBench = Effect.fn("omega.benchBrain")(function*(options: Br
   const dir = mkdtempSync(join(tmpdir(), "omega-bench-brain-"))
   yield* Effect.addFinalizer(() => Effect.sync(() => rmSync(dir, { recursive: true, force: true })))
   const path = join(dir, "brain.db")
-  const world = makeWorld({ items: CATALOG_ITEMS, viewers: 1, seed: 11 })
+  // Genre-driven viewing only: circles and hits would bring the same films back, and the
+  // benchmark wants patterns to grow.
+  const world = makeWorld({ items: CATALOG_ITEMS, viewers: 1, seed: 11, circleShare: 0, mainstreamShare: 0 })
   const catalog = yield* embedWorld(world)
   yield* progress(`bench-brain: catalog of ${catalog.length} items, brain at ${path}`)
 

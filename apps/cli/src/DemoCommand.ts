@@ -9,16 +9,7 @@
  * shards push the result to their TVs. The report: recommendation quality against the same
  * brains without sync, recommend latency, bytes per sync, and the federation rounds.
  */
-import {
-  type BrainConfig,
-  BrainStore,
-  defaultBrainConfig,
-  defaultHashingWeights,
-  Embedder,
-  type HashingWeights,
-  OmegaBrain,
-  VectorIndex
-} from "@omega/brain"
+import { BrainStore, Embedder, OmegaBrain, VectorIndex } from "@omega/brain"
 import {
   defaultCrossShardConfig,
   defaultShardTrendsConfig,
@@ -31,24 +22,18 @@ import {
   ShardStorage,
   SyncServer
 } from "@omega/constellation"
-import {
-  type ContentEmbedding,
-  type ContentId,
-  defaultQuantization,
-  type FrameQuantization,
-  makeWireCodec,
-  seededRandom
-} from "@omega/protocol"
+import { type ContentEmbedding, makeWireCodec } from "@omega/protocol"
 import { defaultSyncTiming, makeQuicIdentity, SyncClient, SyncTransport } from "@omega/sync"
 import { Console, Context, Duration, Effect, Exit, HashRing, Layer, PrimaryKey, Scope } from "effect"
 import { embedCatalog, evaluate, leaveLastPositiveOut, localBrainRanker, replay, type Split } from "./Evaluation.ts"
 import { federatedEvalConfig } from "./FederatedEvaluation.ts"
-import { contextAt, datasetPath, loadMovieLens, type Rating } from "./MovieLens.ts"
+import { contextAt, datasetPath, loadMovieLens } from "./MovieLens.ts"
 import { percentile, printJson, printTable, progress, round } from "./Report.ts"
-import { makeWorld, nextViewing } from "./Synthetic.ts"
+import { makeWorld, syntheticRatings } from "./Synthetic.ts"
 
 export interface DemoOptions {
-  readonly tvs: number
+  /** TVs to simulate; undefined: 200 MovieLens viewers or 400 synthetic ones. */
+  readonly tvs: number | undefined
   readonly dataset: string | undefined
   readonly json: boolean
 }
@@ -57,30 +42,15 @@ interface DemoWorld {
   readonly source: string
   readonly catalog: ReadonlyArray<ContentEmbedding>
   readonly splits: ReadonlyArray<Split>
-  readonly settings: FleetSettings
-}
-
-/** The TVs' brain settings, embedder and upload precision. */
-interface FleetSettings {
-  readonly name: string
-  readonly brain: BrainConfig
-  readonly embedder: HashingWeights
-  readonly upload: FrameQuantization
 }
 
 /**
- * On MovieLens, the federated fleet of `omega eval`, whose settings were chosen on its validation
- * split (the title tokens of its embedder let a shard decode a pattern into catalog items). Those
- * settings lean hard on trends, which suits MovieLens and nothing validated them elsewhere: the
- * synthetic world runs the product's defaults.
+ * The federated fleet of `omega eval`, whose settings were chosen on MovieLens' validation split
+ * (the title tokens of its embedder let a shard decode a pattern into catalog items). The
+ * synthetic world runs the same fleet: it was built to have the structure MovieLens has (personal
+ * genres, hits, audiences no title shows), not tuned to these settings.
  */
-const movieLensSettings: FleetSettings = { name: "omega eval's federated fleet", ...federatedEvalConfig() }
-const defaultSettings: FleetSettings = {
-  name: "product defaults",
-  brain: defaultBrainConfig,
-  embedder: defaultHashingWeights,
-  upload: defaultQuantization
-}
+const tvSettings = federatedEvalConfig()
 
 /** MovieLens when its folder is there, otherwise a seeded synthetic catalog and viewers. */
 const loadWorld = (options: DemoOptions) =>
@@ -88,46 +58,21 @@ const loadWorld = (options: DemoOptions) =>
     const ml = yield* Effect.option(loadMovieLens(datasetPath(options.dataset)))
     if (ml._tag === "Some") {
       const catalog = yield* embedCatalog(ml.value).pipe(
-        Effect.provide(Embedder.layerHashingWith(movieLensSettings.embedder))
+        Effect.provide(Embedder.layerHashingWith(tvSettings.embedder))
       )
-      const splits = leaveLastPositiveOut(ml.value).slice(0, options.tvs)
+      const splits = leaveLastPositiveOut(ml.value).slice(0, options.tvs ?? 200)
       const source = `MovieLens 100K (${ml.value.movies.length} movies)`
-      return { source, catalog, splits, settings: movieLensSettings } satisfies DemoWorld
+      return { source, catalog, splits } satisfies DemoWorld
     }
     yield* progress("demo: MovieLens not found (set OMEGA_DATASET); using a synthetic catalog and viewers")
-    const world = makeWorld({ items: 3_000, viewers: options.tvs, seed: 3 })
-    const catalog = yield* Effect.gen(function*() {
-      const embedder = yield* Embedder
-      return yield* Effect.forEach(world.items, (item) =>
-        embedder.embedContent(item).pipe(Effect.map((embedding): ContentEmbedding => ({
-          contentId: item.contentId,
-          title: item.title,
-          genres: item.genres,
-          embedding
-        }))))
-    }).pipe(Effect.provide(Embedder.layerHashingWith(defaultSettings.embedder)))
-    const random = seededRandom(17)
-    const splits: Array<Split> = []
-    for (const viewer of world.viewers) {
-      const ratings: Array<Rating> = []
-      const recent: Array<ContentId> = []
-      let at = Date.UTC(2026, 8, 1)
-      for (let i = 0; i < 120; i++) {
-        at += Math.floor(random() * 20 * 3_600_000)
-        const event = nextViewing(world, viewer, at, recent, random)
-        ratings.push({ user: viewer.id, contentId: event.contentId, rating: event.watchShare * 5, at })
-        recent.push(event.contentId)
-      }
-      const last = ratings.findLastIndex((r) =>
-        r.rating >= 4
-      )
-      if (last > 0) splits.push({ user: viewer.id, train: ratings.slice(0, last), heldOut: ratings[last]! })
-    }
+    // Twice MovieLens' TVs: a hidden circle needs enough viewers for k-anonymous co-watch rows.
+    const world = makeWorld({ items: 1_000, viewers: options.tvs ?? 400, seed: 3 })
+    const ratings = syntheticRatings(world, 120, 17)
+    const catalog = yield* embedCatalog(ratings).pipe(Effect.provide(Embedder.layerHashingWith(tvSettings.embedder)))
     return {
-      source: `synthetic (${catalog.length} items)`,
+      source: `synthetic (${catalog.length} items, ${world.byCircle.length} hidden audience circles)`,
       catalog,
-      splits,
-      settings: defaultSettings
+      splits: leaveLastPositiveOut(ratings)
     } satisfies DemoWorld
   })
 
@@ -152,7 +97,7 @@ export const runDemo = Effect.fn("omega.demo")(function*(options: DemoOptions) {
   const world = yield* loadWorld(options)
   const titles = new Map(world.catalog.map((c) => [c.contentId, c]))
   yield* progress(
-    `demo: ${world.splits.length} TVs replaying viewers from ${world.source}; TV settings: ${world.settings.name}`
+    `demo: ${world.splits.length} TVs replaying viewers from ${world.source}; TVs run omega eval's federated fleet`
   )
 
   // The constellation: two shards on PGlite with real QUIC on loopback, and a federation worker.
@@ -160,10 +105,13 @@ export const runDemo = Effect.fn("omega.demo")(function*(options: DemoOptions) {
   // sessions at once, which would keep the demo from exiting.)
   const identity = makeQuicIdentity()
   const transport = Context.get(yield* Layer.build(SyncTransport.layerQuic()), SyncTransport)
+  // Shards and worker in a scope of their own: they stop before the TVs are scored, so recommend
+  // latency is the TVs' own, not time spent waiting on a shard's work in this shared process.
+  const constellation = yield* Scope.make()
   const shards: Array<ShardNode> = []
   const ingestions = new Map<string, Ingestion["Service"]>()
   for (const shardId of ["shard-a", "shard-b"]) {
-    const context = yield* Layer.build(
+    const context = yield* Layer.buildWithScope(
       shardCore({
         shardId,
         region: REGION,
@@ -180,7 +128,8 @@ export const runDemo = Effect.fn("omega.demo")(function*(options: DemoOptions) {
       }).pipe(
         Layer.provideMerge(ShardStorage.layerPglite({ ownThread: true })),
         Layer.provide(Layer.succeed(SyncTransport, transport))
-      )
+      ),
+      constellation
     )
     // What POST /api/v1/content does: store the catalog and announce it (no TV is connected yet).
     yield* Context.get(context, ShardStorage).addContent(world.catalog)
@@ -192,7 +141,7 @@ export const runDemo = Effect.fn("omega.demo")(function*(options: DemoOptions) {
   const ring = HashRing.make<ShardNode>()
   for (const node of shards) HashRing.add(ring, node)
   const worker = Context.get(
-    yield* Layer.build(
+    yield* Layer.buildWithScope(
       FederationWorker.layer({
         workerId: "demo",
         fleetSecret: SECRET,
@@ -204,16 +153,16 @@ export const runDemo = Effect.fn("omega.demo")(function*(options: DemoOptions) {
         roundTimeout: Duration.seconds(10),
         maxPatternsPerShard: 500,
         federate: federateAcrossShards(defaultCrossShardConfig)
-      }).pipe(Layer.provide(Layer.succeed(SyncTransport, transport)))
+      }).pipe(Layer.provide(Layer.succeed(SyncTransport, transport))),
+      constellation
     ),
     FederationWorker
   )
 
   // The fleet: one brain and one long-lived session per TV.
-  const fleetSettings = world.settings
-  const config = { ...fleetSettings.brain, runLearningLoops: false }
-  // On MovieLens uploads are quantized as in the federated eval: finer than the default, so shards decode them into items.
-  const codec = makeWireCodec({ quantization: fleetSettings.upload })
+  const config = { ...tvSettings.brain, runLearningLoops: false }
+  // Uploads are quantized as in the federated eval: finer than the default, so shards decode them into items.
+  const codec = makeWireCodec({ quantization: tvSettings.upload })
   const fleet: Array<{ split: Split; brain: OmegaBrain["Service"]; client: SyncClient["Service"]; shard: string }> = []
   // Each TV in a scope of its own, so that at the end all sessions close at once, not one by one.
   const tvScopes: Array<Scope.Closeable> = []
@@ -240,7 +189,7 @@ export const runDemo = Effect.fn("omega.demo")(function*(options: DemoOptions) {
       }).pipe(
         Layer.provideMerge(OmegaBrain.layer(config)),
         Layer.provide(
-          Layer.mergeAll(Embedder.layerHashingWith(fleetSettings.embedder), VectorIndex.layer, BrainStore.layerTest)
+          Layer.mergeAll(Embedder.layerHashingWith(tvSettings.embedder), VectorIndex.layer, BrainStore.layerTest)
         ),
         Layer.provide(Layer.succeed(SyncTransport, transport))
       ),
@@ -314,6 +263,8 @@ export const runDemo = Effect.fn("omega.demo")(function*(options: DemoOptions) {
   // Co-watch rows are catalog knowledge, pushed when they change rather than per sync: counted apart.
   const coWatchBytes = statuses.reduce((n, s) => n + s.coWatchBytesDown, 0)
   const bytesDown = statuses.reduce((n, s) => n + s.bytesDown, 0) - coWatchBytes
+  yield* progress("  stopping the constellation; scoring the TVs offline")
+  yield* Scope.close(constellation, Exit.void)
 
   // Quality at each TV's next good watch, with and without what federation brought.
   const recommendMs: Array<number> = []

@@ -70,10 +70,17 @@ const demo = Command.make(
   {
     json,
     dataset,
-    tvs: Flag.Int("tvs").pipe(Flag.withDescription("How many TVs to simulate"), Flag.withDefault(200))
+    tvs: Flag.Int("tvs").pipe(
+      Flag.withDescription("How many TVs to simulate (default 200 MovieLens viewers, or 400 synthetic ones)"),
+      Flag.optional
+    )
   },
   (flags) =>
-    runDemo({ json: flags.json, dataset: Option.getOrUndefined(flags.dataset), tvs: flags.tvs }).pipe(Effect.scoped)
+    runDemo({
+      json: flags.json,
+      dataset: Option.getOrUndefined(flags.dataset),
+      tvs: Option.getOrUndefined(flags.tvs)
+    }).pipe(Effect.scoped)
 ).pipe(Command.withDescription("A fleet of TV brains replaying viewers and recommending, with the numbers"))
 
 const loadtest = Command.make(
