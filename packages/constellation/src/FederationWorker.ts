@@ -21,7 +21,7 @@ import {
 import { type Connection, type ConnectOptions, SyncTransport } from "@omega/sync"
 import { Clock, Context, Deferred, Duration, Effect, Layer, Metric, Ref, Schedule, Semaphore, Stream } from "effect"
 import {
-  type CoWatchConfig,
+  type CoWatchRowConfig,
   coWatchRowsProblem,
   defaultCoWatchConfig,
   mergeCoWatchCounts
@@ -60,7 +60,7 @@ export interface FederationWorkerConfig {
   readonly maxPatternsPerShard: number
   readonly federate: Federate
   /** k and neighbours per row of the co-watch table federated across shards (the shards' defaults). */
-  readonly coWatch?: Pick<CoWatchConfig, "minDevices" | "neighbours">
+  readonly coWatch?: CoWatchRowConfig
 }
 
 export interface WorkerRoundReport {

@@ -138,7 +138,8 @@ describe("ShardTrends co-watch rows", () => {
   })
 
   it("republishes a row only when its weights moved by more than a tenth", () => {
-    const trends = make()
+    // Cosine weights (popularity penalty 0.5), so both rows of the pair move alike.
+    const trends = make({ coWatch: { ...defaultShardTrendsConfig.coWatch, popularityPenalty: 0.5 } })
     const watchBoth = (tv: string) => trends.observe("eu", tv, [pattern(`${tv}-a`, [3, 17], 4)], t0)
     const watchM3 = (tv: string) => trends.observe("eu", tv, [pattern(`${tv}-b`, [3], 4)], t0)
     for (let tv = 1; tv <= 20; tv++) watchBoth(`tv-${tv}`)

@@ -3,7 +3,15 @@ import type { ContentId, CoWatchCount } from "@omega/protocol"
 import { CoWatchCounter, mergeCoWatchCounts } from "./CoWatch.ts"
 
 const ids = (...names: Array<string>) => names as Array<ContentId>
-const config = { minDevices: 3, neighbours: 20, maxItemsPerDevice: 64, maxDevices: 1_000, maxPairs: 1_000 }
+// Cosine weights (popularityPenalty 0.5) unless a test says otherwise.
+const config = {
+  minDevices: 3,
+  neighbours: 20,
+  maxItemsPerDevice: 64,
+  maxDevices: 1_000,
+  maxPairs: 1_000,
+  popularityPenalty: 0.5
+}
 
 /** Rows as { item: { neighbour: weight } } for readable assertions. */
 const table = (counter: CoWatchCounter) =>
@@ -31,6 +39,26 @@ describe("CoWatchCounter", () => {
     counter.observe("tv-13", ids("cult"))
     // hit: 12 viewers, cult: 4, both: 3 -> 3 / sqrt(48) = 0.433.
     assert.deepStrictEqual(table(counter), { cult: { hit: 433 }, hit: { cult: 433 } })
+  })
+
+  it("with a popularity penalty above 0.5, a row ranks a niche neighbour above a hit the cosine prefers", () => {
+    const watch = (counter: CoWatchCounter) => {
+      // a and hit: 9 devices, hit has 36 viewers; a and niche: 4 devices, niche has 9 viewers.
+      for (let tv = 1; tv <= 9; tv++) counter.observe(`tv-${tv}`, ids("a", "hit", ...(tv <= 4 ? ["niche"] : [])))
+      for (let tv = 10; tv <= 36; tv++) counter.observe(`tv-${tv}`, ids("hit"))
+      for (let tv = 37; tv <= 41; tv++) counter.observe(`tv-${tv}`, ids("niche"))
+      return counter.publish().find((row) => row.contentId === "a")!.neighbours
+    }
+    // Cosine: 9 / sqrt(9 x 36) = 0.5 against 4 / sqrt(9 x 9) = 0.444.
+    assert.deepStrictEqual(watch(new CoWatchCounter(config)), [
+      { contentId: "hit" as ContentId, weight: 500 },
+      { contentId: "niche" as ContentId, weight: 444 }
+    ])
+    // Penalty 0.7: 9 / (9^0.3 x 36^0.7) = 0.379 against 4 / (9^0.3 x 9^0.7) = 0.444.
+    assert.deepStrictEqual(watch(new CoWatchCounter({ ...config, popularityPenalty: 0.7 })), [
+      { contentId: "niche" as ContentId, weight: 444 },
+      { contentId: "hit" as ContentId, weight: 379 }
+    ])
   })
 
   it("a device's new items replace its old ones, and a row that empties is withdrawn", () => {
@@ -123,6 +151,8 @@ describe("CoWatchCounter", () => {
   it("refuses a configuration that would publish single-device pairs, or rows the wire cannot carry", () => {
     assert.throws(() => new CoWatchCounter({ ...config, minDevices: 0 }), RangeError)
     assert.throws(() => new CoWatchCounter({ ...config, neighbours: 65 }), RangeError)
+    assert.throws(() => new CoWatchCounter({ ...config, popularityPenalty: 1.5 }), RangeError)
+    assert.throws(() => new CoWatchCounter({ ...config, popularityPenalty: Number.NaN }), RangeError)
   })
 })
 
