@@ -106,8 +106,11 @@ export const runDemo = Effect.fn("omega.demo")(function*(options: DemoOptions) {
   const identity = makeQuicIdentity()
   const transport = Context.get(yield* Layer.build(SyncTransport.layerQuic()), SyncTransport)
   // Shards and worker in a scope of their own: they stop before the TVs are scored, so recommend
-  // latency is the TVs' own, not time spent waiting on a shard's work in this shared process.
+  // latency is the TVs', not time spent waiting on a shard's work in this shared process. The TVs'
+  // clients then retry in the background, as a TV's does when its shard is away.
   const constellation = yield* Scope.make()
+  // Closed early on success; this closes it on failure or interruption too (closing twice is harmless).
+  yield* Effect.addFinalizer(() => Scope.close(constellation, Exit.void))
   const shards: Array<ShardNode> = []
   const ingestions = new Map<string, Ingestion["Service"]>()
   for (const shardId of ["shard-a", "shard-b"]) {
@@ -318,7 +321,7 @@ export const runDemo = Effect.fn("omega.demo")(function*(options: DemoOptions) {
   }
   yield* printTable("The fleet", [summary])
   if (options.json) yield* printJson(summary)
-  // Shards and sessions close with the scope; nothing is left running.
+  // The TVs' sessions close with the scope (the constellation closed above); nothing is left running.
 })
 
 const round3 = (x: number) => round(x, 3)

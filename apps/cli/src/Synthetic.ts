@@ -95,14 +95,20 @@ export interface WorldOptions {
   readonly seed?: number
   /** Hidden audience circles (default: one per 40 items). */
   readonly circles?: number
-  /** Circles each viewer follows (default 2). */
-  readonly circlesPerViewer?: number
   /** Share of viewings drawn from a followed circle (default 0.5; 0 leaves only genre and popularity). */
   readonly circleShare?: number
-  /** Share of a circle's films that have its genre and era (default 0.7). */
-  readonly circleCoherence?: number
   /** Share of viewings drawn from the whole catalog by popularity (default 0.15). */
   readonly mainstreamShare?: number
+}
+
+/** Share of a circle's films that have its genre and era. */
+const CIRCLE_COHERENCE = 0.7
+
+/** Two different circles (one when there is only one). */
+const distinctCircles = (count: number, random: () => number): Array<number> => {
+  const first = Math.floor(random() * count)
+  if (count === 1) return [first]
+  return [first, (first + 1 + Math.floor(random() * (count - 1))) % count]
 }
 
 export const makeWorld = (options: WorldOptions): SyntheticWorld => {
@@ -113,11 +119,10 @@ export const makeWorld = (options: WorldOptions): SyntheticWorld => {
   // both, so a TV's patterns gather them, yet films of the same genre and era outside it abound.
   const circleGenre = Array.from({ length: circleCount }, () => pick(SYNTHETIC_GENRES))
   const circleYear = Array.from({ length: circleCount }, () => 1965 + Math.floor(Math.pow(random(), 0.5) * 58))
-  const coherence = options.circleCoherence ?? 0.7
   const items: Array<SyntheticItem> = []
   for (let i = 0; i < options.items; i++) {
     const circle = Math.floor(random() * circleCount)
-    const typical = random() < coherence
+    const typical = random() < CIRCLE_COHERENCE
     const primary = typical
       ? circleGenre[circle]!
       : SYNTHETIC_GENRES[Math.floor(Math.pow(random(), 1.5) * SYNTHETIC_GENRES.length)]!
@@ -160,7 +165,7 @@ export const makeWorld = (options: WorldOptions): SyntheticWorld => {
         evening: favourites[0]!,
         night: random() < 0.5 ? "Thriller" : pick(favourites)
       },
-      circles: Array.from({ length: options.circlesPerViewer ?? 2 }, () => Math.floor(random() * circleCount))
+      circles: distinctCircles(circleCount, random)
     })
   }
   return {
@@ -287,10 +292,11 @@ const viewingHour = (random: () => number): number => {
 }
 
 /**
- * About `viewings` viewings per viewer of `world` (a quarter to 1.75 times as many), one every day or two at a TV-like hour, as
- * MovieLens-shaped ratings (watch share x 5), so the evaluation's splits and replay read them
- * like MovieLens. A viewer rarely watches a film twice: a draw of something already watched is
- * drawn again (up to three times).
+ * Viewings of every viewer of `world`, between a quarter and 1.75 times `viewings` (0.75 times
+ * on average, at least 10), one every day or two at a TV-like hour, as MovieLens-shaped ratings
+ * (watch share x 5), so the evaluation's splits and replay read them like MovieLens. A viewer
+ * rarely watches a film twice: a draw of something already watched is drawn again (up to three
+ * times).
  */
 export const syntheticRatings = (world: SyntheticWorld, viewings: number, seed: number): MovieLens => {
   const random = seededRandom(seed)

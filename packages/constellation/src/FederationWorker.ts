@@ -59,7 +59,7 @@ export interface FederationWorkerConfig {
   readonly roundTimeout: Duration.Input
   readonly maxPatternsPerShard: number
   readonly federate: Federate
-  /** k and neighbours per row of the co-watch table federated across shards (the shards' defaults). */
+  /** k, neighbours per row and popularity penalty of the co-watch table federated across shards (the shards' defaults). */
   readonly coWatch?: CoWatchRowConfig
 }
 

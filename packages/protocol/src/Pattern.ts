@@ -93,9 +93,10 @@ export const TrendSignal = Schema.Struct({
 export type TrendSignal = typeof TrendSignal.Type
 
 /**
- * How strongly viewers of one item also watch another: co-watching devices over the geometric
- * mean of both items' viewing devices (a cosine between the items' device sets), in 1/1000.
- * Integers keep it to one or two bytes on the wire.
+ * How strongly viewers of one item also watch another, in 1/1000: co-watching devices over a
+ * mean of both items' viewing devices that leans towards the other item's (the constellation's
+ * popularityPenalty; an even mean would be the cosine of the items' device sets), so a neighbour
+ * everyone watches counts for less. Integers keep it to one or two bytes on the wire.
  */
 export const CoWatchWeight = Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 1000 }))
 
