@@ -192,7 +192,7 @@ export const nextViewing = (
   const draw = random()
   // The hits of the moment, whatever one's taste: what popularity and trends capture.
   const mainstream = draw < world.mainstreamShare
-  const circle = !mainstream && viewer.circles.length > 0 && draw < world.mainstreamShare + world.circleShare
+  const circle = !mainstream && draw < world.mainstreamShare + world.circleShare
     ? world.byCircle[viewer.circles[Math.floor(random() * viewer.circles.length)]!]
     : undefined
   const genre = random() < 0.5 ? viewer.habits[timeOfDay] : weightedPick(viewer.taste, random)
@@ -234,10 +234,21 @@ const weightedPick = (weights: ReadonlyMap<string, number>, random: () => number
 const popularPick = (pool: ReadonlyArray<SyntheticItem>, random: () => number): SyntheticItem => {
   let cumulative = cumulativePopularity.get(pool)
   if (cumulative === undefined) {
-    let total = 0
-    cumulative = Float64Array.from(pool, (item) => total += item.popularity)
+    cumulative = cumulativeSums(pool.map((item) => item.popularity))
     cumulativePopularity.set(pool, cumulative)
   }
+  return pool[drawIndex(cumulative, random)]!
+}
+
+const cumulativePopularity = new WeakMap<ReadonlyArray<SyntheticItem>, Float64Array>()
+
+const cumulativeSums = (weights: ReadonlyArray<number>): Float64Array => {
+  let total = 0
+  return Float64Array.from(weights, (w) => total += w)
+}
+
+/** An index drawn in proportion to the weights whose running sums are `cumulative`. */
+const drawIndex = (cumulative: Float64Array, random: () => number): number => {
   const r = random() * cumulative[cumulative.length - 1]!
   let lo = 0
   let hi = cumulative.length - 1
@@ -246,50 +257,14 @@ const popularPick = (pool: ReadonlyArray<SyntheticItem>, random: () => number): 
     if (cumulative[mid]! < r) lo = mid + 1
     else hi = mid
   }
-  return pool[lo]!
+  return lo
 }
-
-const cumulativePopularity = new WeakMap<ReadonlyArray<SyntheticItem>, Float64Array>()
 
 /**
- * Hours of the day TVs are watched, as weights: prime time dominates, mornings are rare.
- * (Index = hour, UTC as the replay reads it.)
+ * Hours of the day TVs are watched, as running sums of weights (index = hour, UTC as the replay
+ * reads it): prime time dominates, mornings are rare.
  */
-const VIEWING_HOURS = [
-  2,
-  1,
-  0.5,
-  0,
-  0,
-  0,
-  0.5,
-  1,
-  1,
-  1,
-  1,
-  1,
-  2,
-  2,
-  2,
-  2,
-  3,
-  4,
-  6,
-  10,
-  12,
-  12,
-  8,
-  4
-]
-
-const viewingHour = (random: () => number): number => {
-  let r = random() * VIEWING_HOURS.reduce((a, b) => a + b, 0)
-  for (const [hour, weight] of VIEWING_HOURS.entries()) {
-    r -= weight
-    if (r <= 0) return hour
-  }
-  return 20
-}
+const VIEWING_HOURS = cumulativeSums([2, 1, 0.5, 0, 0, 0, 0.5, 1, 1, 1, 1, 1, 2, 2, 2, 2, 3, 4, 6, 10, 12, 12, 8, 4])
 
 /**
  * Viewings of every viewer of `world`, between a quarter and 1.75 times `viewings` (0.75 times
@@ -312,7 +287,7 @@ export const syntheticRatings = (world: SyntheticWorld, viewings: number, seed: 
     for (let i = 0; i < count; i++) {
       // Most evenings one film, some evenings two; a day or two off now and then.
       if (random() < 0.7) day += 86_400_000 * (random() < 0.8 ? 1 : 2)
-      at = Math.max(at + 60_000, day + viewingHour(random) * 3_600_000 + Math.floor(random() * 3_600_000))
+      at = Math.max(at + 60_000, day + drawIndex(VIEWING_HOURS, random) * 3_600_000 + Math.floor(random() * 3_600_000))
       let event = nextViewing(world, viewer, at, recent, random, seen)
       for (let retry = 0; retry < 3 && seen.has(event.contentId); retry++) {
         event = nextViewing(world, viewer, at, recent, random, seen)
