@@ -1,7 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import type { ContentId } from "@omega/protocol"
 import { Effect } from "effect"
-import { itemKnnAtTimeRanker, itemKnnRanker } from "./CentralBaseline.ts"
+import { itemKnnAtTimeRanker, itemKnnRanker, recentItemKnnRanker } from "./CentralBaseline.ts"
 import type { Split } from "./Evaluation.ts"
 
 // Fifteen items; with no co-watch evidence the ranking falls back to catalog order, which leaves
@@ -35,5 +35,46 @@ describe("item-kNN as of the viewer's time", () => {
       assert.strictEqual(afterPairs[0], catalog[14], "at a round end after 71 the pairs are known")
       const before = yield* itemKnnAtTimeRanker(splits, catalog, [80, 100])(third)
       assert.deepStrictEqual(before, [], "before the first round end there is nothing to rank with")
+    }))
+})
+
+describe("item-kNN scored as the TV scores co-watch rows", () => {
+  // Viewers 1 and 2 pair m1 with m11, viewers 3 and 4 pair m2 with m12, and viewer 5 pairs m2
+  // with m13 too. Viewer 6 watched m1 long ago and m2 last.
+  const splits = [
+    split(1, [[1, 1], [11, 2]], [0, 100]),
+    split(2, [[1, 1], [11, 2]], [0, 100]),
+    split(3, [[2, 1], [12, 2]], [0, 100]),
+    split(4, [[2, 1], [12, 2]], [0, 100]),
+    split(5, [[2, 1], [13, 2]], [0, 100]),
+    split(6, [[1, 10], [3, 11], [4, 12], [5, 13], [6, 14], [2, 50]], [14, 100])
+  ]
+  const viewer = splits[5]!
+
+  it.effect("the newest watch's neighbours come first; without recency the older, closer tie wins", () =>
+    Effect.gen(function*() {
+      const recent = yield* recentItemKnnRanker(splits, catalog, { neighbours: 20, halfLife: 1 })(viewer)
+      assert.deepStrictEqual(recent.slice(0, 2), [catalog[12], catalog[13]], "m2, watched last, votes most")
+      assert.strictEqual(recent[2], catalog[11], "m1 five watches back votes 1/32")
+      const all = yield* itemKnnRanker(splits, catalog)(viewer)
+      assert.strictEqual(
+        all[0],
+        catalog[11],
+        "all watches alike: m1-m11 is the closest pair (cosine 0.82 against 0.71)"
+      )
+    }))
+
+  it.effect("rows keep their strongest neighbours only", () =>
+    Effect.gen(function*() {
+      const top = yield* recentItemKnnRanker(splits, catalog, { neighbours: 1, halfLife: 1 })(viewer)
+      assert.deepStrictEqual(top.slice(0, 2), [catalog[12], catalog[11]], "m13 is cut from m2's row of one")
+    }))
+
+  it.effect("counting one item per viewer leaves no pair, and the ranking falls back to catalog order", () =>
+    Effect.gen(function*() {
+      const top = yield* recentItemKnnRanker(splits, catalog, { neighbours: 20, halfLife: 1, itemsPerViewer: 1 })(
+        viewer
+      )
+      assert.deepStrictEqual(top, [0, 7, 8, 9, 10, 11, 12, 13, 14].map((i) => catalog[i]!))
     }))
 })

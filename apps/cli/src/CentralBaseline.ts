@@ -10,6 +10,10 @@
  * - item-kNN as of the viewer's time: the same, from only the ratings given up to the last round
  *   end before the viewer's held-out time, which is all a federated TV's tables can know then (the
  *   other two learn from every training rating, later ones included).
+ * - item-kNN scored as the TV scores co-watch rows: each item keeps its strongest neighbours, and
+ *   a viewer's newest watches vote most. From every viewer's whole history, it is what federation
+ *   would reach if the shards saw everything; counting only a sample of each viewer's items, it
+ *   shows what seeing as few items per device as the shards decode costs.
  */
 import { seededRandom } from "@omega/protocol"
 import type { ContentId } from "@omega/protocol"
@@ -220,4 +224,74 @@ export const itemKnnAtTimeRanker = (
   }
   // A viewer before the first round end gets nothing from others, like a TV with no tables yet.
   return (split) => Effect.sync(() => lists.get(split.user) ?? [])
+}
+
+export interface RecentItemKnnConfig {
+  /** Neighbours kept per item, strongest first (what a co-watch row carries). */
+  readonly neighbours: number
+  /** Watched items after which a watch's votes halve, newest first (the TV's coWatchHalfLife). */
+  readonly halfLife: number
+  /** Items of each viewer counted, a seeded random sample; undefined counts all of them. */
+  readonly itemsPerViewer?: number | undefined
+  readonly seed?: number | undefined
+}
+
+/**
+ * Item-kNN (cosine of viewer sets) with rows cut to their strongest neighbours, scored against the
+ * viewer's watches newest first, each vote halving every `halfLife` watches: the Recommender's
+ * co-watch scoring, on counts from raw training ratings.
+ */
+export const recentItemKnnRanker = (
+  splits: ReadonlyArray<Split>,
+  catalog: ReadonlyArray<ContentId>,
+  config: RecentItemKnnConfig
+): Ranker => {
+  const data = interactions(splits, catalog)
+  const n = catalog.length
+  const counts = new Float32Array(n * n)
+  const viewers = new Float64Array(n)
+  const random = seededRandom(config.seed ?? 11)
+  for (const rows of data.byUser) {
+    const counted = sample(rows, config.itemsPerViewer ?? rows.length, random)
+    for (const i of counted) {
+      viewers[i]! += 1
+      for (const j of counted) if (i !== j) counts[i * n + j]! += 1
+    }
+  }
+  const neighbours = Array.from({ length: n }, (_, i) => {
+    const row: Array<{ item: number; weight: number }> = []
+    for (let j = 0; j < n; j++) {
+      const c = counts[i * n + j]!
+      if (c > 0) row.push({ item: j, weight: c / Math.sqrt(viewers[i]! * viewers[j]!) })
+    }
+    return row.sort((a, b) => b.weight - a.weight || a.item - b.item).slice(0, config.neighbours)
+  })
+  // As the Recommender: votes from the watches before they have halved ten times.
+  const window = Math.ceil(config.halfLife * 10)
+  return (split) =>
+    Effect.sync(() => {
+      const seen = data.byUser[data.userRow.get(split.user)!]!
+      const newestFirst = [...split.train].sort((a, b) => b.at - a.at)
+      const scores = new Float64Array(n)
+      for (const [newer, rating] of newestFirst.slice(0, window).entries()) {
+        const recency = Math.pow(0.5, newer / config.halfLife)
+        for (const { item, weight } of neighbours[data.itemRow.get(rating.contentId)!] ?? []) {
+          scores[item]! += weight * recency
+        }
+      }
+      return topUnseen(scores, catalog, seen)
+    })
+}
+
+/** Up to `size` of `rows`, drawn without replacement (all of them, in order, when there are no more). */
+const sample = (rows: Int32Array, size: number, random: () => number): Int32Array => {
+  if (rows.length <= size) return rows
+  const pool = Int32Array.from(rows)
+  for (let i = 0; i < size; i++) {
+    const j = i + Math.floor(random() * (pool.length - i))
+    const swap = pool[i]!
+    pool[i] = pool[j]!
+    pool[j] = swap
+  }
+  return pool.subarray(0, size)
 }

@@ -1,7 +1,7 @@
 /** `omega eval`: the MovieLens quality evaluation as a table and one JSON line. */
 import { Embedder } from "@omega/brain"
 import { Effect } from "effect"
-import { alsRanker, itemKnnAtTimeRanker, itemKnnRanker } from "./CentralBaseline.ts"
+import { alsRanker, itemKnnAtTimeRanker, itemKnnRanker, recentItemKnnRanker } from "./CentralBaseline.ts"
 import {
   embedCatalog,
   evaluate,
@@ -96,6 +96,25 @@ export const runEval = Effect.fn("omega.eval")(function*(options: EvalOptions) {
     splits,
     itemKnnAtTimeRanker(splits, ids, roundBoundaries(splits, config.rounds))
   )
+  // The TVs' own co-watch scoring on raw counts: from every item each viewer watched, then from as
+  // many per viewer as the federated co-watch counts held per device (a random sample of them).
+  const recent = {
+    neighbours: config.coWatch?.neighbours ?? 20,
+    halfLife: config.brain.recommender.coWatchHalfLife
+  }
+  results["central_itemknn_recent"] = yield* evaluate(
+    "central_itemknn_recent",
+    splits,
+    recentItemKnnRanker(splits, ids, recent)
+  )
+  const counted = Math.round(federated.coWatchItemsPerDevice)
+  results["central_itemknn_recent_sampled"] = yield* evaluate(
+    "central_itemknn_recent_sampled",
+    splits,
+    recentItemKnnRanker(splits, ids, { ...recent, itemsPerViewer: counted })
+  )
+  const watched = splits.reduce((sum, split) => sum + new Set(split.train.map((r) => r.contentId)).size, 0) /
+    splits.length
 
   const rows = Object.entries(results).map(([method, m]) => ({
     method,
@@ -170,6 +189,13 @@ export const runEval = Effect.fn("omega.eval")(function*(options: EvalOptions) {
         (fed.hr10 / results["popularity_recent"]!.hr10).toFixed(2)
       }x popularity as fresh as the trends (exact counts)`,
       `  ${Math.round(bytes.total)} bytes per sync (target <= ${TARGETS.bytesPerSync}: ${verdict(targets.bytes)})`,
+      `  ${
+        (fed.hr10 / results["central_itemknn_recent"]!.hr10).toFixed(2)
+      }x central item-kNN scored as the TVs score (all ${watched.toFixed(1)} items per viewer); ${
+        (fed.hr10 / results["central_itemknn_recent_sampled"]!.hr10).toFixed(2)
+      }x it from ${counted} per viewer, as many as co-watch counted per device (${
+        federated.coWatchItemsPerDevice.toFixed(1)
+      })`,
       `  co-watch table: ${federated.rounds.at(-1)?.coWatchRows ?? 0} rows, ${
         federated.rounds.at(-1)?.coWatchBytes ?? 0
       } bytes per round (catalog knowledge, sent apart from syncs)`,
@@ -191,7 +217,12 @@ export const runEval = Effect.fn("omega.eval")(function*(options: EvalOptions) {
     ...json,
     bytes_per_sync: round(bytes.total, 0),
     sync: { syncs: bytes.syncs, up: round(bytes.up, 0), down: round(bytes.down, 0), max: bytes.max },
-    cowatch: { rows: federated.rounds.at(-1)?.coWatchRows ?? 0, bytes: federated.rounds.at(-1)?.coWatchBytes ?? 0 },
+    cowatch: {
+      rows: federated.rounds.at(-1)?.coWatchRows ?? 0,
+      bytes: federated.rounds.at(-1)?.coWatchBytes ?? 0,
+      items_per_device: round(federated.coWatchItemsPerDevice, 1),
+      watched_per_viewer: round(watched, 1)
+    },
     ...(private_?.privacy === undefined ? {} : {
       dp: {
         epsilon_per_pattern: private_.privacy.perPattern,

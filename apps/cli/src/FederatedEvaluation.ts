@@ -214,6 +214,8 @@ export interface FederatedResult {
   readonly trending: ReadonlyArray<TrendSignal>
   /** Which source each shown recommendation and each hit came from (by the reason shown with it). */
   readonly sources: Readonly<Record<RecommendationSource, { readonly shown: number; readonly hits: number }>>
+  /** Items the co-watch counts hold per device at the end, on average (decoded from its patterns). */
+  readonly coWatchItemsPerDevice: number
   /** With privacy: epsilon of one pattern release and the most any device spent over the run (zCDP). */
   readonly privacy: { readonly perPattern: number; readonly perDevice: number; readonly delta: number } | undefined
 }
@@ -515,6 +517,7 @@ export const runFederated = (
       rounds: reports,
       trending,
       sources,
+      coWatchItemsPerDevice: coWatch?.meanItemsPerDevice ?? 0,
       privacy
     } satisfies FederatedResult
   }).pipe(Effect.scoped)

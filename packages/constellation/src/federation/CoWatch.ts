@@ -118,6 +118,13 @@ export class CoWatchCounter {
     return this.devices.size
   }
 
+  /** Items counted per device with items, on average: how much of what devices watch the rows see. */
+  get meanItemsPerDevice(): number {
+    let items = 0
+    for (const list of this.devices.values()) items += list.length
+    return this.devices.size === 0 ? 0 : items / this.devices.size
+  }
+
   /**
    * Distinct devices whose items changed since the last publish. Publishing only once at least k
    * did keeps the difference between two consecutive tables from being one device's viewing.
