@@ -159,6 +159,14 @@ export const FEDERATED_ROUNDS = 24
  * uploads (0.145); decoding up to 24 items per pattern from 48 candidates (0.149); 40 patterns per
  * delta (0.145); scored TVs that keep syncing until the patterns their delta cap left behind are
  * sent (0.145); and, before that change, 72 rounds instead of 24 (0.120 against 0.125).
+ *
+ * Tried with the popularity penalty (validation HR@10 0.156), and not kept: co-watch counts
+ * holding more of each device's items with longer rows (48 to 96 items, 30 to 64 neighbours: 0.154
+ * to 0.171; the best, 64 items and 50 neighbours, scored 0.137 on the test split against 0.149, so
+ * a spread of 0.015 between settings is noise here); more items alone (64: 0.142, 128: 0.127);
+ * EASE weights from the full ridge inverse of the counted table (lambda 300: 0.140, 50: 0.097); and
+ * finer patterns (assignThreshold 0.6 and 0.7: 0.128 and 0.042, as fewer reach the two samples a
+ * shared pattern needs).
  */
 export const federatedEvalConfig = (rounds = FEDERATED_ROUNDS): FederatedConfig => {
   const brain: BrainConfig = {
