@@ -5,6 +5,7 @@ import { alsRanker, itemKnnAtTimeRanker, itemKnnRanker, recentItemKnnRanker } fr
 import {
   embedCatalog,
   evaluate,
+  hitRatioInterval,
   leaveLastPositiveOut,
   localBrainRanker,
   type Metrics,
@@ -174,6 +175,8 @@ export const runEval = Effect.fn("omega.eval")(function*(options: EvalOptions) {
     bytes: bytes.total <= TARGETS.bytesPerSync
   }
   const verdict = (met: boolean) => (met ? "met" : "NOT met")
+  // How far the ratio could move with another draw of viewers (the same TVs for both methods).
+  const ofCentral = { ratio: fed.hr10 / central.hr10, ...hitRatioInterval(fed, central) }
   yield* progress(
     [
       `federated HR@10 ${fed.hr10.toFixed(4)}: ${(fed.hr10 / popularity.hr10).toFixed(2)}x popularity (target >= 1: ${
@@ -182,9 +185,9 @@ export const runEval = Effect.fn("omega.eval")(function*(options: EvalOptions) {
       `  ${(fed.hr10 / local.hr10).toFixed(2)}x local-only (target >= ${TARGETS.overLocal}: ${
         verdict(targets.over_local)
       })`,
-      `  ${(fed.hr10 / central.hr10).toFixed(2)}x central iALS (target >= ${TARGETS.ofCentral}: ${
+      `  ${ofCentral.ratio.toFixed(2)}x central iALS (target >= ${TARGETS.ofCentral}: ${
         verdict(targets.of_central)
-      })`,
+      }; 95% interval ${ofCentral.low.toFixed(2)}-${ofCentral.high.toFixed(2)} by paired bootstrap over the TVs)`,
       `  ${
         (fed.hr10 / results["popularity_recent"]!.hr10).toFixed(2)
       }x popularity as fresh as the trends (exact counts)`,
@@ -230,6 +233,11 @@ export const runEval = Effect.fn("omega.eval")(function*(options: EvalOptions) {
         delta: DP_DELTA
       }
     }),
+    federated_of_central: {
+      ratio: round(ofCentral.ratio, 3),
+      low: round(ofCentral.low, 3),
+      high: round(ofCentral.high, 3)
+    },
     targets
   }
   if (options.json) yield* printJson(output)

@@ -7,8 +7,10 @@ import { join } from "node:path"
 import {
   embedCatalog,
   evaluate,
+  hitRatioInterval,
   leaveLastPositiveOut,
   localBrainRanker,
+  metricsOfRanks,
   popularityRanker,
   randomRanker
 } from "./Evaluation.ts"
@@ -87,4 +89,33 @@ describe.skipIf(!haveRealDataset)("MovieLens 100K (real data)", () => {
       // Random expects 10 / ~1,650 unseen items = 0.006 HR@10.
       assert.isAbove(local.hr10, 3 * (10 / ml.movies.length))
     }), 60_000)
+})
+
+describe("metrics from ranks and a paired interval for a ratio of hit rates", () => {
+  it("HR@10 counts held-out items in the top 10, NDCG@10 discounts them by place", () => {
+    const m = metricsOfRanks([0, -1, 1, -1])
+    assert.strictEqual(m.hr10, 0.5)
+    assert.closeTo(m.ndcg10, (1 + 1 / Math.log2(3)) / 4, 1e-12)
+  })
+
+  it("a method against itself is 1 in every resample; a clearly better one stays above 1", () => {
+    // 1,000 TVs: b hits 100 of them, a the same 100 and 50 more.
+    const b = metricsOfRanks(Array.from({ length: 1000 }, (_, i) => (i < 100 ? 0 : -1)))
+    const a = metricsOfRanks(Array.from({ length: 1000 }, (_, i) => (i < 150 ? 0 : -1)))
+    assert.deepStrictEqual(hitRatioInterval(b, b), { low: 1, high: 1 })
+    const interval = hitRatioInterval(a, b)
+    assert.isAbove(interval.low, 1.3, "a hits every TV b hits and more: only the share of them varies")
+    assert.isBelow(interval.high, 1.75)
+    assert.isTrue(interval.low < 1.5 && 1.5 < interval.high, "the interval holds the observed ratio")
+    assert.deepStrictEqual(hitRatioInterval(a, b), interval, "seeded: the same interval every run")
+  })
+
+  it("two methods that hit different TVs equally often get an interval around 1, wider than paired ones", () => {
+    const a = metricsOfRanks(Array.from({ length: 1000 }, (_, i) => (i < 100 ? 0 : -1)))
+    const b = metricsOfRanks(Array.from({ length: 1000 }, (_, i) => (i >= 900 ? 0 : -1)))
+    const interval = hitRatioInterval(a, b)
+    assert.isTrue(interval.low < 1 && interval.high > 1)
+    assert.isAbove(interval.high - interval.low, 0.4, "independent hits: the ratio of two ~10% rates on 1,000 TVs")
+    assert.throws(() => hitRatioInterval(a, metricsOfRanks([0])), /same splits/)
+  })
 })

@@ -18,6 +18,52 @@ export interface Split {
 export interface Metrics {
   readonly hr10: number
   readonly ndcg10: number
+  /** Per split, in the splits' order: the held-out item's place in the top 10, or -1 (for paired comparisons). */
+  readonly ranks: ReadonlyArray<number>
+}
+
+/** HR@10 and NDCG@10 from each split's rank of its held-out item (-1: not in the top 10). */
+export const metricsOfRanks = (ranks: ReadonlyArray<number>): Metrics => {
+  let hits = 0
+  let ndcg = 0
+  for (const rank of ranks) {
+    if (rank < 0) continue
+    hits += 1
+    ndcg += 1 / Math.log2(rank + 2)
+  }
+  const n = Math.max(1, ranks.length)
+  return { hr10: hits / n, ndcg10: ndcg / n, ranks }
+}
+
+/**
+ * A 95% interval for HR@10(a) / HR@10(b) on the same splits, by paired bootstrap: the TVs are
+ * resampled with replacement, each keeping both methods' outcomes, `resamples` times (seeded). The
+ * interval says how far one evaluation's ratio could move with another draw of viewers.
+ */
+export const hitRatioInterval = (
+  a: Metrics,
+  b: Metrics,
+  resamples = 2_000,
+  seed = 17
+): { readonly low: number; readonly high: number } => {
+  const n = a.ranks.length
+  if (n === 0 || b.ranks.length !== n) {
+    throw new RangeError("a paired interval needs both methods' ranks on the same splits")
+  }
+  const random = seededRandom(seed)
+  const ratios: Array<number> = []
+  for (let r = 0; r < resamples; r++) {
+    let hitsA = 0
+    let hitsB = 0
+    for (let i = 0; i < n; i++) {
+      const pick = Math.floor(random() * n)
+      if (a.ranks[pick]! >= 0) hitsA += 1
+      if (b.ranks[pick]! >= 0) hitsB += 1
+    }
+    ratios.push(hitsB === 0 ? Number.POSITIVE_INFINITY : hitsA / hitsB)
+  }
+  ratios.sort((x, y) => x - y)
+  return { low: ratios[Math.floor(0.025 * resamples)]!, high: ratios[Math.ceil(0.975 * resamples) - 1]! }
 }
 
 /** Top-10 of a method for one user, over items not in `split.train`. */
@@ -60,21 +106,19 @@ export const validationSplits = (splits: ReadonlyArray<Split>): Array<Split> =>
 /** Mean HR@10 and NDCG@10 of `ranker` over `splits`, with progress every 100 users. */
 export const evaluate = <E, R>(name: string, splits: ReadonlyArray<Split>, ranker: Ranker<E, R>) =>
   Effect.gen(function*() {
+    const ranks: Array<number> = []
     let hits = 0
-    let ndcg = 0
     for (let i = 0; i < splits.length; i++) {
       const split = splits[i]!
       const top = yield* ranker(split)
       const rank = top.slice(0, 10).indexOf(split.heldOut.contentId)
-      if (rank >= 0) {
-        hits += 1
-        ndcg += 1 / Math.log2(rank + 2)
-      }
+      ranks.push(rank)
+      if (rank >= 0) hits += 1
       if ((i + 1) % 100 === 0 || i + 1 === splits.length) {
         yield* progress(`  ${name}: ${i + 1}/${splits.length} users, HR@10 so far ${(hits / (i + 1)).toFixed(4)}`)
       }
     }
-    return { hr10: hits / splits.length, ndcg10: ndcg / splits.length } satisfies Metrics
+    return metricsOfRanks(ranks)
   })
 
 /** A uniformly random ranking (seeded), the floor every method must clear. */

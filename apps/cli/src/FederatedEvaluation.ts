@@ -73,7 +73,15 @@ import {
   type WireCodec
 } from "@omega/protocol"
 import { Context, Effect, Layer } from "effect"
-import { evalBrainConfig, firstUnseen, type Metrics, type Ranker, replayEvents, type Split } from "./Evaluation.ts"
+import {
+  evalBrainConfig,
+  firstUnseen,
+  type Metrics,
+  metricsOfRanks,
+  type Ranker,
+  replayEvents,
+  type Split
+} from "./Evaluation.ts"
 import { contextAt } from "./MovieLens.ts"
 import { progress } from "./Report.ts"
 
@@ -231,6 +239,8 @@ export interface FederatedResult {
 const REGION = "ml-100k"
 
 interface Tv {
+  /** Its split's place in the splits (and in the reported ranks). */
+  readonly index: number
   readonly split: Split
   readonly brain: OmegaBrain["Service"]
   readonly shard: number
@@ -264,6 +274,7 @@ export const runFederated = (
     for (const [i, split] of splits.entries()) {
       const context = yield* Layer.build(brainLayer)
       tvs.push({
+        index: i,
         split,
         brain: Context.get(context, OmegaBrain),
         shard: i % config.shards,
@@ -320,8 +331,8 @@ export const runFederated = (
       })
 
     let hits = 0
-    let ndcg = 0
     let scored = 0
+    const ranks: Array<number> = splits.map(() => -1)
     const sources: Record<RecommendationSource, { shown: number; hits: number }> = {
       local: { shown: 0, hits: 0 },
       collective: { shown: 0, hits: 0 },
@@ -339,10 +350,8 @@ export const runFederated = (
           sources[source].shown += 1
           if (position === rank) sources[source].hits += 1
         }
-        if (rank >= 0) {
-          hits += 1
-          ndcg += 1 / Math.log2(rank + 2)
-        }
+        ranks[tv.index] = rank
+        if (rank >= 0) hits += 1
         tv.scored = true
         scored += 1
         if (scored % 200 === 0 || scored === tvs.length) {
@@ -514,7 +523,7 @@ export const runFederated = (
       delta: noise.delta
     }
     return {
-      metrics: { hr10: hits / tvs.length, ndcg10: ndcg / tvs.length },
+      metrics: metricsOfRanks(ranks),
       bytes: {
         syncs,
         up: up / Math.max(1, syncs),
