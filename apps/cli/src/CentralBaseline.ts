@@ -1,6 +1,6 @@
 /**
  * What a cloud recommender would do with every viewer's raw history in one place: the
- * centralized baselines of the evaluation. Both treat every training rating as an implicit
+ * centralized baselines of the evaluation. All treat every training rating as an implicit
  * "watched" signal, as the popularity baseline does.
  *
  * - iALS: implicit-feedback matrix factorization (Hu, Koren and Volinsky, 2008; Spark's ALS):
@@ -10,10 +10,11 @@
  * - item-kNN as of the viewer's time: the same, from only the ratings given up to the last round
  *   end before the viewer's held-out time, which is all a federated TV's tables can know then (the
  *   other two learn from every training rating, later ones included).
- * - item-kNN scored as the TV scores co-watch rows: each item keeps its strongest neighbours, and
- *   a viewer's newest watches vote most. From every viewer's whole history, it is what federation
- *   would reach if the shards saw everything; counting only a sample of each viewer's items, it
- *   shows what seeing as few items per device as the shards decode costs.
+ * - item-kNN with the TVs' co-watch scoring: rows weighted and cut as a co-watch row is (popularity
+ *   penalty, k devices per pair, strongest neighbours), and a viewer's newest watches vote most.
+ *   From every viewer's whole history it is what the TVs' scoring does with complete counts;
+ *   counting a random sample of each viewer's items, what it does with as few items per viewer as
+ *   the shards decode per device (the decoded ones are the device's strongest, not a random draw).
  */
 import { seededRandom } from "@omega/protocol"
 import type { ContentId } from "@omega/protocol"
@@ -157,16 +158,21 @@ const choleskySolve = (A: Float64Array, b: Float64Array, n: number) => {
 /** Item-kNN with cosine similarity of viewer sets, scored against everything the viewer watched. */
 export const itemKnnRanker = (splits: ReadonlyArray<Split>, catalog: ReadonlyArray<ContentId>): Ranker => {
   const data = interactions(splits, catalog)
-  const n = catalog.length
+  const { counts, viewers } = coCounts(data.byUser, catalog.length)
+  return (split) => Effect.sync(() => knnTop(counts, viewers, catalog, data.byUser[data.userRow.get(split.user)!]!))
+}
+
+/** Viewers per item, and per pair of items (a dense n x n matrix) the viewers who watched both. */
+const coCounts = (byUser: ReadonlyArray<Int32Array>, n: number) => {
   const counts = new Float32Array(n * n)
   const viewers = new Float64Array(n)
-  for (const rows of data.byUser) {
+  for (const rows of byUser) {
     for (const i of rows) {
       viewers[i]! += 1
       for (const j of rows) if (i !== j) counts[i * n + j]! += 1
     }
   }
-  return (split) => Effect.sync(() => knnTop(counts, viewers, catalog, data.byUser[data.userRow.get(split.user)!]!))
+  return { counts, viewers }
 }
 
 /** Top-10 unseen items for a viewer who watched `seen`, by summed cosine over co-watch counts. */
@@ -226,65 +232,74 @@ export const itemKnnAtTimeRanker = (
   return (split) => Effect.sync(() => lists.get(split.user) ?? [])
 }
 
-export interface RecentItemKnnConfig {
+export interface TvScoringConfig {
   /** Neighbours kept per item, strongest first (what a co-watch row carries). */
   readonly neighbours: number
-  /** Watched items after which a watch's votes halve, newest first (the TV's coWatchHalfLife). */
+  /** Viewers who must share a pair for it to count (k of the co-watch rows). */
+  readonly minDevices: number
+  /** Beta of the rows' weights: pair / (viewers(a)^(1 - beta) x viewers(b)^beta); 0.5 is the cosine. */
+  readonly popularityPenalty: number
+  /** Watches after which a watch's votes halve, newest first (the Recommender's coWatchHalfLife). */
   readonly halfLife: number
-  /** Items of each viewer counted, a seeded random sample; undefined counts all of them. */
+  /** Most watches that vote, the newest (the Recommender's coWatchHistory). */
+  readonly history: number
+  /** At most this many items of each viewer are counted, drawn at random; undefined counts all. */
   readonly itemsPerViewer?: number | undefined
-  readonly seed?: number | undefined
 }
 
+/** The seed of the items drawn per viewer: fixed, so two runs count the same items. */
+const SAMPLE_SEED = 11
+
 /**
- * Item-kNN (cosine of viewer sets) with rows cut to their strongest neighbours, scored against the
- * viewer's watches newest first, each vote halving every `halfLife` watches: the Recommender's
- * co-watch scoring, on counts from raw training ratings.
+ * Item-kNN with the Recommender's co-watch scoring, on counts from raw training ratings: each
+ * item's row holds its strongest neighbours by the co-watch rows' weight (pairs of at least k
+ * viewers), and the viewer's watches vote newest first, each vote halving every `halfLife` watches
+ * and none after the window the Recommender uses. `itemsCounted` is the mean of items per viewer
+ * the counts hold.
  */
-export const recentItemKnnRanker = (
+export const tvScoringItemKnn = (
   splits: ReadonlyArray<Split>,
   catalog: ReadonlyArray<ContentId>,
-  config: RecentItemKnnConfig
-): Ranker => {
+  config: TvScoringConfig
+): { readonly ranker: Ranker; readonly itemsCounted: number } => {
   const data = interactions(splits, catalog)
   const n = catalog.length
-  const counts = new Float32Array(n * n)
-  const viewers = new Float64Array(n)
-  const random = seededRandom(config.seed ?? 11)
-  for (const rows of data.byUser) {
-    const counted = sample(rows, config.itemsPerViewer ?? rows.length, random)
-    for (const i of counted) {
-      viewers[i]! += 1
-      for (const j of counted) if (i !== j) counts[i * n + j]! += 1
-    }
-  }
+  const random = seededRandom(SAMPLE_SEED)
+  const counted = data.byUser.map((rows) => sample(rows, config.itemsPerViewer ?? rows.length, random))
+  const { counts, viewers } = coCounts(counted, n)
+  const beta = config.popularityPenalty
   const neighbours = Array.from({ length: n }, (_, i) => {
     const row: Array<{ item: number; weight: number }> = []
     for (let j = 0; j < n; j++) {
       const c = counts[i * n + j]!
-      if (c > 0) row.push({ item: j, weight: c / Math.sqrt(viewers[i]! * viewers[j]!) })
+      if (c >= config.minDevices) row.push({ item: j, weight: c / (viewers[i]! ** (1 - beta) * viewers[j]! ** beta) })
     }
     return row.sort((a, b) => b.weight - a.weight || a.item - b.item).slice(0, config.neighbours)
   })
-  // As the Recommender: votes from the watches before they have halved ten times.
-  const window = Math.ceil(config.halfLife * 10)
-  return (split) =>
+  // As the Recommender: votes from the newest watches, up to where they have halved ten times.
+  const window = Math.min(config.history, Math.ceil(config.halfLife * 10))
+  const ranker: Ranker = (split) =>
     Effect.sync(() => {
-      const seen = data.byUser[data.userRow.get(split.user)!]!
-      const newestFirst = [...split.train].sort((a, b) => b.at - a.at)
       const scores = new Float64Array(n)
-      for (const [newer, rating] of newestFirst.slice(0, window).entries()) {
-        const recency = Math.pow(0.5, newer / config.halfLife)
-        for (const { item, weight } of neighbours[data.itemRow.get(rating.contentId)!] ?? []) {
-          scores[item]! += weight * recency
-        }
+      // Training is in replay order (time, then id): the last rating is the newest watch, and a
+      // film watched again counts once, where it was last watched, as in the TV's history.
+      const voted = new Set<number>()
+      for (let t = split.train.length - 1; t >= 0 && voted.size < window; t--) {
+        const item = data.itemRow.get(split.train[t]!.contentId)
+        if (item === undefined || voted.has(item)) continue
+        const recency = Math.pow(0.5, voted.size / config.halfLife)
+        voted.add(item)
+        for (const { item: neighbour, weight } of neighbours[item]!) scores[neighbour]! += weight * recency
       }
-      return topUnseen(scores, catalog, seen)
+      return topUnseen(scores, catalog, data.byUser[data.userRow.get(split.user)!]!)
     })
+  const itemsCounted = counted.reduce((sum, rows) => sum + rows.length, 0) / Math.max(1, counted.length)
+  return { ranker, itemsCounted }
 }
 
-/** Up to `size` of `rows`, drawn without replacement (all of them, in order, when there are no more). */
+/** `size` of `rows` drawn without replacement (a partial shuffle), or all of them when they are no more. */
 const sample = (rows: Int32Array, size: number, random: () => number): Int32Array => {
+  if (!Number.isInteger(size) || size < 0) throw new RangeError(`a sample size is a whole number, got ${size}`)
   if (rows.length <= size) return rows
   const pool = Int32Array.from(rows)
   for (let i = 0; i < size; i++) {

@@ -37,8 +37,9 @@ export const metricsOfRanks = (ranks: ReadonlyArray<number>): Metrics => {
 
 /**
  * A 95% interval for HR@10(a) / HR@10(b) on the same splits, by paired bootstrap: the TVs are
- * resampled with replacement, each keeping both methods' outcomes, `resamples` times (seeded). The
- * interval says how far one evaluation's ratio could move with another draw of viewers.
+ * resampled with replacement, each keeping both methods' outcomes, `resamples` times (seeded). It
+ * says how far the ratio moves with which viewers are drawn; the federated tables those viewers
+ * built are held fixed, so a rerun with other settings can move it further.
  */
 export const hitRatioInterval = (
   a: Metrics,
@@ -47,8 +48,9 @@ export const hitRatioInterval = (
   seed = 17
 ): { readonly low: number; readonly high: number } => {
   const n = a.ranks.length
-  if (n === 0 || b.ranks.length !== n) {
-    throw new RangeError("a paired interval needs both methods' ranks on the same splits")
+  if (b.ranks.length !== n) throw new RangeError("a paired interval needs both methods' ranks on the same splits")
+  if (n === 0 || !Number.isInteger(resamples) || resamples < 1) {
+    throw new RangeError(`a paired interval needs at least one split and one resample, got ${n} and ${resamples}`)
   }
   const random = seededRandom(seed)
   const ratios: Array<number> = []

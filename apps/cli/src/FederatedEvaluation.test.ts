@@ -109,6 +109,7 @@ describe("federated evaluation", () => {
         // The six comedy fans' held-out hit only reaches them through the fleet.
         assert.isAtLeast(result.metrics.hr10, 6 / 11)
         assert.isAbove(result.metrics.hr10, local.hr10)
+        assert.strictEqual(result.metrics.ranks.length, splits.length, "one rank per split, in their order")
         assert.include(result.trending.map((t): string => t.contentId), "ml-41")
         assert.isAbove(result.bytes.syncs, 0)
         assert.isAbove(result.bytes.up, 0)

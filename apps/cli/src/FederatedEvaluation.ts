@@ -230,7 +230,10 @@ export interface FederatedResult {
   readonly trending: ReadonlyArray<TrendSignal>
   /** Which source each shown recommendation and each hit came from (by the reason shown with it). */
   readonly sources: Readonly<Record<RecommendationSource, { readonly shown: number; readonly hits: number }>>
-  /** Items the co-watch counts hold per device at the end, on average (decoded from its patterns). */
+  /**
+   * Items the co-watch counts hold per device at the end, on average: decoded from its patterns, so
+   * a few may be films it never watched; 0 without co-watch.
+   */
   readonly coWatchItemsPerDevice: number
   /** With privacy: epsilon of one pattern release and the most any device spent over the run (zCDP). */
   readonly privacy: { readonly perPattern: number; readonly perDevice: number; readonly delta: number } | undefined

@@ -31,6 +31,8 @@ describe("CoWatchCounter", () => {
     // a-b: 3 devices of 3 viewers each, cosine 1; a-c, b-c, a-d, b-d: one device each, never published.
     assert.deepStrictEqual(table(counter), { a: { b: 1000 }, b: { a: 1000 } })
     assert.strictEqual(counter.meanItemsPerDevice, 8 / 3)
+    counter.forget("tv-2")
+    assert.strictEqual(counter.meanItemsPerDevice, 3, "a forgotten device is not a device with items")
   })
 
   it("weights a pair by co-watching devices over the geometric mean of both items' viewers", () => {
