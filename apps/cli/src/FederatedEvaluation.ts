@@ -152,29 +152,9 @@ export const defaultFederatedConfig = (brain: BrainConfig, embedder: HashingWeig
 export const FEDERATED_ROUNDS = 24
 
 /**
- * The fleet `omega eval` reports, with the settings chosen on the validation split (each user's
- * second-to-last positive held out; see `omega eval --validation`): trends with a 14-day
- * half-life (60 and 30 days did worse), and co-watch votes weighted 30 (against 0, 3 and 10,
- * and 15 and 60 once they decay with a half-life of 8 watched items, the recommender's default;
- * 50 neighbours per row or decoding more items per pattern did not help).
- *
- * Tried on the validation split once TVs shared every pattern (HR@10 0.149), and not kept: 64
- * items per device in co-watch counts (0.143); co-watch half-lives of 4 and 16 watched items
- * (0.150, 0.139); 32, 40 and 64 neighbours per row (0.149, 0.157, 0.153: no trend, within the
- * ~0.01 that one run moves); trends from published groups only (0.145); co-watch rows weighted
- * by a ridge regression over each item's 64 strongest neighbours (EASE restricted to a
- * neighbourhood) instead of cosine (0.132-0.139, co-watch weights 100 and 300); "balanced"
- * uploads (0.145); decoding up to 24 items per pattern from 48 candidates (0.149); 40 patterns per
- * delta (0.145); scored TVs that keep syncing until the patterns their delta cap left behind are
- * sent (0.145); and, before that change, 72 rounds instead of 24 (0.120 against 0.125).
- *
- * Tried with the popularity penalty (validation HR@10 0.156), and not kept: co-watch counts
- * holding more of each device's items with longer rows (48 to 96 items, 30 to 64 neighbours: 0.154
- * to 0.171; the best, 64 items and 50 neighbours, scored 0.137 on the test split against 0.149, so
- * a spread of 0.015 between settings is noise here); more items alone (64: 0.142, 128: 0.127);
- * EASE weights from the full ridge inverse of the counted table (lambda 300: 0.140, 50: 0.097); and
- * finer patterns (assignThreshold 0.6 and 0.7: 0.128 and 0.042, as fewer reach the two samples a
- * shared pattern needs).
+ * The fleet `omega eval` reports, with settings chosen on the validation split (`omega eval
+ * --validation`): trends with a 14-day half-life and co-watch votes weighted 30. What else was
+ * tried, with its numbers, is in docs/tuning-log.md.
  */
 export const federatedEvalConfig = (rounds = FEDERATED_ROUNDS): FederatedConfig => {
   const brain: BrainConfig = {
