@@ -16,6 +16,8 @@
  *   counting a random sample of each viewer's items, what it does with as few items per viewer as
  *   the shards decode per device (the decoded ones are the device's strongest, not a random draw).
  */
+import { coWatchVoteWindow } from "@omega/brain"
+import { coWatchStrength } from "@omega/constellation"
 import { seededRandom } from "@omega/protocol"
 import type { ContentId } from "@omega/protocol"
 import { Effect } from "effect"
@@ -272,12 +274,11 @@ export const tvScoringItemKnn = (
     const row: Array<{ item: number; weight: number }> = []
     for (let j = 0; j < n; j++) {
       const c = counts[i * n + j]!
-      if (c >= config.minDevices) row.push({ item: j, weight: c / (viewers[i]! ** (1 - beta) * viewers[j]! ** beta) })
+      if (c >= config.minDevices) row.push({ item: j, weight: coWatchStrength(c, viewers[i]!, viewers[j]!, beta) })
     }
     return row.sort((a, b) => b.weight - a.weight || a.item - b.item).slice(0, config.neighbours)
   })
-  // As the Recommender: votes from the newest watches, up to where they have halved ten times.
-  const window = Math.min(config.history, Math.ceil(config.halfLife * 10))
+  const window = coWatchVoteWindow({ coWatchHistory: config.history, coWatchHalfLife: config.halfLife })
   const ranker: Ranker = (split) =>
     Effect.sync(() => {
       const scores = new Float64Array(n)

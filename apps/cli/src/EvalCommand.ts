@@ -187,9 +187,9 @@ export const runEval = Effect.fn("omega.eval")(function*(options: EvalOptions) {
     `95% CI ${r.low.toFixed(2)}-${r.high.toFixed(2)}, paired bootstrap over TVs`
   const ofCentral = against(central)
   const ofTvScoring = against(results["central_itemknn_tv_scoring"]!)
-  const ofSampled = results["central_itemknn_tv_scoring_sampled"] === undefined ?
+  const ofSampled = sampled === undefined ?
     undefined :
-    against(results["central_itemknn_tv_scoring_sampled"])
+    { ...against(results["central_itemknn_tv_scoring_sampled"]!), itemsCounted: sampled.itemsCounted }
   yield* progress(
     [
       `federated HR@10 ${fed.hr10.toFixed(4)}: ${(fed.hr10 / popularity.hr10).toFixed(2)}x popularity (target >= 1: ${
@@ -213,10 +213,10 @@ export const runEval = Effect.fn("omega.eval")(function*(options: EvalOptions) {
       `  against central item-kNN with the TVs' co-watch scoring: ${ofTvScoring.ratio.toFixed(2)}x from all ${
         complete.itemsCounted.toFixed(1)
       } items per viewer (${interval(ofTvScoring)})${
-        ofSampled === undefined || sampled === undefined ?
+        ofSampled === undefined ?
           "" :
           `, ${ofSampled.ratio.toFixed(2)}x from at most ${itemsPerDevice} random ones (${
-            sampled.itemsCounted.toFixed(1)
+            ofSampled.itemsCounted.toFixed(1)
           } on average; ${interval(ofSampled)})`
       }`,
       `  trends from published k-anonymous groups only: HR@10 ${groupTrends.metrics.hr10.toFixed(4)}, ${

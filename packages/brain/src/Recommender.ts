@@ -55,6 +55,10 @@ export interface RecommenderConfig {
   readonly coWatchCandidates: number
 }
 
+/** How many of the newest watches cast co-watch votes: `coWatchHistory`, and none whose votes have halved ten times. */
+export const coWatchVoteWindow = (config: Pick<RecommenderConfig, "coWatchHistory" | "coWatchHalfLife">): number =>
+  Math.min(config.coWatchHistory, Math.ceil(config.coWatchHalfLife * 10))
+
 export const defaultRecommenderConfig: RecommenderConfig = {
   patternsByQuality: 6,
   patternsByRecency: 6,
@@ -182,7 +186,7 @@ function make(config: RecommenderConfig) {
       const history = tiers.episodes.watchedCount()
       // Items whose votes have halved ten times (to under 1/1000) are left out: they decide only
       // near-ties (on the eval, one user of 942 in one row), and they were most of the work.
-      const window = Math.min(config.coWatchHistory, Math.ceil(config.coWatchHalfLife * 10))
+      const window = coWatchVoteWindow(config)
       let position = 0
       for (const watched of tiers.episodes.watched()) {
         const newer = history - 1 - position++

@@ -370,6 +370,13 @@ class TopPairs {
 const compareIds = (a: ContentId, b: ContentId) => (a < b ? -1 : a > b ? 1 : 0)
 
 /**
+ * How strongly neighbour b belongs in item a's row: the devices that watched both over a mean of
+ * both items' viewers, weighted by the popularity penalty (beta; 0.5 is the cosine).
+ */
+export const coWatchStrength = (devices: number, viewersOfItem: number, viewersOfNeighbour: number, beta: number) =>
+  devices / (Math.pow(viewersOfItem, 1 - beta) * Math.pow(viewersOfNeighbour, beta))
+
+/**
  * The co-watch rows of a set of pair counts, whatever names the items: for every item, its
  * neighbours backed by at least k devices, strongest first by devices of the pair over a mean of
  * both items' viewers weighted by popularityPenalty (0.5: the geometric mean, a cosine), at most
@@ -393,8 +400,8 @@ const rowsFromPairs = <Item>(
     if (devices < config.minDevices) return
     // Never above 1: devices is at most either item's viewers.
     const [va, vb] = [viewers(a), viewers(b)]
-    add(a, b, devices / (Math.pow(va, 1 - beta) * Math.pow(vb, beta)))
-    add(b, a, devices / (Math.pow(vb, 1 - beta) * Math.pow(va, beta)))
+    add(a, b, coWatchStrength(devices, va, vb, beta))
+    add(b, a, coWatchStrength(devices, vb, va, beta))
   })
   const rows: Array<CoWatchRow> = []
   for (const [from, list] of lists) {
