@@ -79,7 +79,7 @@ interface Tally {
 }
 
 /** A free TCP port on loopback (the shard's HTTP ports; UDP for QUIC is picked the same way). */
-const freePort = () =>
+export const freePort = () =>
   Effect.promise(() =>
     new Promise<number>((resolve, reject) => {
       const server = createServer()

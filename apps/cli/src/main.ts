@@ -1,12 +1,13 @@
 /** `omega`: the command-line entry point for demos, evaluation and benchmarks. */
 import { NodeRuntime, NodeServices } from "@effect/platform-node"
 import { SyncTransport } from "@omega/sync"
-import { Effect, Option } from "effect"
+import { Config, Effect, Option } from "effect"
 import { Command, Flag } from "effect/cli"
 import { runBrainBench } from "./BrainBench.ts"
 import { runDemo } from "./DemoCommand.ts"
 import { runEval } from "./EvalCommand.ts"
 import { runLoadTest } from "./LoadTest.ts"
+import { runSimulate, simulateTransport } from "./SimulateCommand.ts"
 
 const json = Flag.Boolean("json").pipe(
   Flag.withDescription("End with one JSON line of results"),
@@ -120,9 +121,69 @@ const loadtest = Command.make(
     )
 ).pipe(Command.withDescription("Sessions syncing against a shard of its own; checks nothing acknowledged was lost"))
 
+const simulate = Command.make(
+  "simulate",
+  {
+    json,
+    dataset,
+    host: Flag.String("host").pipe(Flag.withDescription("The shard's sync host"), Flag.withDefault("127.0.0.1")),
+    port: Flag.Int("port").pipe(Flag.withDescription("The shard's sync port (SYNC_PORT)"), Flag.withDefault(4433)),
+    transport: Flag.Literals("transport", ["webtransport", "quic"]).pipe(
+      Flag.withDescription("The shard's TRANSPORT"),
+      Flag.withDefault("webtransport")
+    ),
+    pin: Flag.String("pin").pipe(
+      Flag.withDescription(
+        "QUIC: the shard's peer id; WebTransport: its certificate's SHA-256 in hex (both in its start-up log)"
+      )
+    ),
+    secret: Flag.Redacted("fleet-secret").pipe(
+      Flag.withDescription("The shard's FLEET_SECRET, which device tokens derive from (default: $FLEET_SECRET)"),
+      Flag.withFallbackConfig(Config.Redacted("FLEET_SECRET"))
+    ),
+    region: Flag.String("region").pipe(Flag.withDefault("eu-west")),
+    tvs: Flag.Int("tvs").pipe(Flag.withDescription("TVs to simulate"), Flag.withDefault(50)),
+    rounds: Flag.Int("rounds").pipe(Flag.withDescription("Replay-and-sync rounds"), Flag.withDefault(3)),
+    every: Flag.Int("every").pipe(
+      Flag.withDescription("Seconds between rounds (the shard takes one sync per device per MIN_SYNC_INTERVAL_MS)"),
+      Flag.withDefault(65)
+    ),
+    api: Flag.String("api").pipe(
+      Flag.withDescription("The shard's management API, e.g. http://127.0.0.1:8080: federation each round, stats"),
+      Flag.optional
+    ),
+    settle: Flag.Int("settle").pipe(
+      Flag.withDescription("Seconds to wait after the last round for the shard's pushes (its PUSH_EVERY_MS)"),
+      Flag.withDefault(10)
+    ),
+    addCatalog: Flag.Boolean("add-catalog").pipe(
+      Flag.withDescription("POST the simulated catalog to the API first, so the shard can decode trends (dev shards)"),
+      Flag.withDefault(false)
+    )
+  },
+  (flags) =>
+    runSimulate({
+      json: flags.json,
+      dataset: Option.getOrUndefined(flags.dataset),
+      host: flags.host,
+      port: flags.port,
+      transport: flags.transport,
+      pin: flags.pin,
+      secret: flags.secret,
+      region: flags.region,
+      tvs: flags.tvs,
+      rounds: flags.rounds,
+      everySeconds: flags.every,
+      api: Option.getOrUndefined(flags.api),
+      addCatalog: flags.addCatalog,
+      settleSeconds: flags.settle,
+      connectSeconds: 30
+    }).pipe(Effect.scoped, Effect.provide(simulateTransport(flags.transport)))
+).pipe(Command.withDescription("A fleet of simulated TVs syncing with a running shard, and what it got back"))
+
 const omega = Command.make("omega").pipe(
   Command.withDescription("Omega: edge-first TV recommendations"),
-  Command.withSubcommands([demo, evalCommand, benchBrain, loadtest])
+  Command.withSubcommands([demo, evalCommand, benchBrain, loadtest, simulate])
 )
 
 omega.pipe(

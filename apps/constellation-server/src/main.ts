@@ -1,11 +1,16 @@
 /** `omega-shard`: one constellation shard, configured from the environment (see ServerConfig.ts). */
 import { NodeRuntime } from "@effect/platform-node"
 import { shardLayer, SyncServer } from "@omega/constellation"
+import { certificateSha256 } from "@omega/sync"
 import { Effect, Layer } from "effect"
 import { shardOptionsFromEnv } from "./ServerConfig.ts"
 
 const program = Effect.gen(function*() {
-  const { identity, options } = yield* shardOptionsFromEnv
+  const { certificate, identity, options } = yield* shardOptionsFromEnv
+  // What a TV (or `omega simulate --pin`) pins: the QUIC peer id, or the certificate's SHA-256.
+  const pin = options.transport === "quic" ?
+    `QUIC peer id ${identity.peerId}` :
+    `certificate sha256 ${Buffer.from(certificateSha256(certificate.certificate)).toString("hex")}`
   return yield* Layer.launch(
     Layer.effectDiscard(Effect.gen(function*() {
       const server = yield* SyncServer
@@ -15,7 +20,7 @@ const program = Effect.gen(function*() {
             options.postgresUrl === undefined
               ? `PGlite${options.pgliteDir ? ` at ${options.pgliteDir}` : " (memory)"}`
               : "PostgreSQL"
-          }${options.transport === "quic" ? `, QUIC peer id ${identity.peerId}` : ""}`
+          }, ${pin}`
       )
     })).pipe(Layer.provide(shardLayer(options)))
   )

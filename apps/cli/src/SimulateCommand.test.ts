@@ -1,0 +1,114 @@
+import { assert, describe, it } from "@effect/vitest"
+import { shardLayer, SyncServer } from "@omega/constellation"
+import { makeQuicIdentity, SyncTransport } from "@omega/sync"
+import { Context, Duration, Effect, Layer, Redacted } from "effect"
+import { freePort } from "./LoadTest.ts"
+import { endpointOf, runSimulate, SimulateError, type SimulateOptions } from "./SimulateCommand.ts"
+
+const SECRET = "simulate-test-secret"
+
+/** A whole shard as the server app runs it (PGlite in memory, QUIC, management API), syncs not rate-limited. */
+const startShard = Effect.gen(function*() {
+  const identity = makeQuicIdentity()
+  const httpPort = yield* freePort()
+  const context = yield* Layer.build(shardLayer({
+    shardId: "simulated",
+    region: "eu-west",
+    maxDevices: 1_000,
+    fleetSecret: SECRET,
+    transport: "quic",
+    sync: { host: "127.0.0.1", port: 0, identity },
+    host: "127.0.0.1",
+    httpPort,
+    metricsPort: 0,
+    // Not rate-limited; snapshots and pushes at once rather than every minute.
+    ingestion: {
+      minSyncInterval: Duration.zero,
+      pushEvery: Duration.millis(500),
+      pushSpread: Duration.zero,
+      snapshotEvery: Duration.millis(200)
+    }
+  }))
+  return { port: Context.get(context, SyncServer).port, peerId: identity.peerId, api: `http://127.0.0.1:${httpPort}` }
+})
+
+const options = (shard: { port: number; peerId: string; api: string }): SimulateOptions => ({
+  host: "127.0.0.1",
+  port: shard.port,
+  transport: "quic",
+  pin: shard.peerId,
+  secret: Redacted.make(SECRET),
+  region: "eu-west",
+  tvs: 40,
+  // No MovieLens: the seeded synthetic world, whatever the machine has.
+  dataset: "/nonexistent/ml-100k",
+  rounds: 2,
+  everySeconds: 0,
+  api: shard.api,
+  addCatalog: true,
+  settleSeconds: 2,
+  connectSeconds: 20,
+  json: false
+})
+
+describe("omega simulate", () => {
+  it.live(
+    "runs a fleet against a running shard: every sync with news acknowledged, devices registered, patterns back",
+    () =>
+      Effect.gen(function*() {
+        const shard = yield* startShard
+        const report = yield* runSimulate(options(shard)).pipe(Effect.provide(SyncTransport.layerQuic()))
+        assert.strictEqual(report.tvs, 40)
+        assert.strictEqual(report.tvs_connected, 40)
+        assert.strictEqual(report.sync_errors, 0)
+        assert.deepStrictEqual(report.failures, {})
+        // Two rounds of 40 TVs: each sync is acknowledged or had nothing new (no viewing in that window), and
+        // every TV has viewing in some window; nothing is a replay.
+        assert.strictEqual(report.syncs_acknowledged + report.syncs_idle, 80)
+        assert.isAtLeast(report.syncs_acknowledged, 40)
+        assert.strictEqual(report.duplicates, 0)
+        assert.isAbove(report.bytes_up_per_sync, 0)
+        assert.isAtMost(report.bytes_up_per_sync, 6_000)
+        assert.strictEqual(report.shard?.["registeredDevices"], 40)
+        assert.strictEqual(report.shard?.["deltasAccepted"], report.syncs_acknowledged)
+        assert.isAbove(Number(report.shard?.["loggedDeltas"]), 0)
+        // The shard's aggregated patterns came back on the open sessions, and the trends it decoded
+        // from the fleet's uploads against the catalog the simulation posted.
+        assert.isAbove(report.global_patterns_per_tv, 0)
+        assert.isAbove(report.trends_per_tv, 0)
+      }),
+    120_000
+  )
+
+  it.live("fails with the shard's answer when the fleet secret is wrong", () =>
+    Effect.gen(function*() {
+      const shard = yield* startShard
+      const error = yield* runSimulate({
+        ...options(shard),
+        tvs: 3,
+        secret: Redacted.make("not-the-secret"),
+        addCatalog: false,
+        connectSeconds: 3
+      }).pipe(Effect.provide(SyncTransport.layerQuic()), Effect.flip)
+      assert.instanceOf(error, SimulateError)
+      assert.match(error.message, /no TV could open a session/)
+      assert.match(error.message, /wrong token/)
+    }), 60_000)
+
+  it.effect("rejects a pin that is not one, and bad rounds, before connecting", () =>
+    Effect.gen(function*() {
+      const base = { host: "127.0.0.1", port: 4433 }
+      const bad = yield* Effect.flip(endpointOf({ ...base, transport: "webtransport", pin: "abc" }))
+      assert.match(bad.message, /64 hex digits/)
+      const empty = yield* Effect.flip(endpointOf({ ...base, transport: "quic", pin: " " }))
+      assert.match(empty.message, /peer id/)
+      const good = yield* endpointOf({ ...base, transport: "webtransport", pin: "ab".repeat(32) })
+      assert.strictEqual(good.certificateHash?.length, 32)
+      const rounds = yield* runSimulate({
+        ...options({ port: 1, peerId: "x", api: "http://127.0.0.1:1" }),
+        rounds: 0
+      }).pipe(Effect.provide(SyncTransport.layerMemory), Effect.flip)
+      assert.instanceOf(rounds, SimulateError)
+      assert.match(rounds.message, /--rounds must be at least 1/)
+    }))
+})

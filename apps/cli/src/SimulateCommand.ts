@@ -1,0 +1,255 @@
+/**
+ * `omega simulate`: a fleet of simulated TVs against a shard that is already running (the server
+ * app, or a pod behind a port-forward). Each TV is a real brain replaying a viewer and holding one
+ * session to the shard; the fleet syncs in rounds, optionally asks the shard's management API for a
+ * federation round after each, and reports what came back: acknowledgements and failures by kind,
+ * bytes, global patterns and co-watch rows received, recommend latency, and HR@10 against the same
+ * brains without sync.
+ *
+ * Device ids carry a random run id: a shard acknowledges a version it has seen as a duplicate, so a
+ * second run under the same ids would be a replay of the first.
+ */
+import { type ConnectOptions, SyncTransport } from "@omega/sync"
+import { Data, Duration, Effect, type Redacted } from "effect"
+import { randomBytes } from "node:crypto"
+import {
+  describeInterval,
+  type FleetTv,
+  loadFleetWorld,
+  mergeFailures,
+  openFleet,
+  roundCuts,
+  scoreFleet,
+  syncRound
+} from "./Fleet.ts"
+import { percentile, printJson, printTable, progress, round } from "./Report.ts"
+
+export interface SimulateOptions {
+  readonly host: string
+  readonly port: number
+  readonly transport: "quic" | "webtransport"
+  /** QUIC: the shard's peer id. WebTransport: the SHA-256 of its certificate, 64 hex digits. Both are in the shard's start-up log. */
+  readonly pin: string
+  readonly secret: Redacted.Redacted<string>
+  readonly region: string
+  /** TVs (viewers of the world); undefined: 50. */
+  readonly tvs: number | undefined
+  readonly dataset: string | undefined
+  readonly rounds: number
+  /** Pause between rounds; a shard accepts one sync per device per MIN_SYNC_INTERVAL_MS (60 s by default). */
+  readonly everySeconds: number
+  /** The shard's management API (for example http://127.0.0.1:8080): federation after each round, stats at the end. */
+  readonly api: string | undefined
+  /**
+   * POST the world's catalog to the API's /api/v1/content first, so the shard can decode trends and
+   * co-watch rows from the fleet's uploads (a dev shard: the items stay in its content table).
+   */
+  readonly addCatalog: boolean
+  /** How long to wait after the last round for the shard's pushes (its PUSH_EVERY_MS, 60 s by default). */
+  readonly settleSeconds: number
+  /** How long to wait for the TVs' sessions to open. */
+  readonly connectSeconds: number
+  readonly json: boolean
+}
+
+/** Items per POST /api/v1/content (the API takes up to 1,000). */
+const CONTENT_PER_REQUEST = 500
+
+export class SimulateError extends Data.TaggedError("SimulateError")<{ readonly message: string }> {}
+
+/** The pin as the transport wants it, or why it is not one. */
+export const endpointOf = (
+  options: Pick<SimulateOptions, "host" | "port" | "transport" | "pin">
+): Effect.Effect<ConnectOptions, SimulateError> => {
+  const pin = options.pin.trim()
+  if (options.transport === "quic") {
+    return pin === "" ?
+      Effect.fail(
+        new SimulateError({ message: "--pin must be the shard's QUIC peer id (its start-up log prints it)" })
+      ) :
+      Effect.succeed({ host: options.host, port: options.port, serverPeerId: pin })
+  }
+  return /^[0-9a-f]{64}$/i.test(pin) ?
+    Effect.succeed({ host: options.host, port: options.port, certificateHash: Buffer.from(pin, "hex") }) :
+    Effect.fail(
+      new SimulateError({
+        message: "--pin must be the SHA-256 of the shard's certificate as 64 hex digits (its start-up log prints it)"
+      })
+    )
+}
+
+/** Calls the management API; any answer but 2xx is a SimulateError naming the status and body. */
+const callApi = (api: string, method: "GET" | "POST", path: string, body?: unknown) =>
+  Effect.tryPromise({
+    try: async () => {
+      const response = await fetch(new URL(path, api), {
+        method,
+        signal: AbortSignal.timeout(30_000),
+        ...(body === undefined ? {} : { body: JSON.stringify(body), headers: { "content-type": "application/json" } })
+      })
+      const text = await response.text()
+      if (!response.ok) throw new Error(`${response.status} ${text.slice(0, 200)}`)
+      return JSON.parse(text) as Record<string, unknown>
+    },
+    catch: (e) => new SimulateError({ message: `${method} ${path} on ${api}: ${e instanceof Error ? e.message : e}` })
+  })
+
+const numberAt = (body: Record<string, unknown>, key: string): number => typeof body[key] === "number" ? body[key] : NaN
+
+export const runSimulate = Effect.fn("omega.simulate")(function*(options: SimulateOptions) {
+  if (!Number.isInteger(options.rounds) || options.rounds < 1) {
+    return yield* new SimulateError({ message: `--rounds must be at least 1, got ${options.rounds}` })
+  }
+  if (!(options.everySeconds >= 0)) {
+    return yield* new SimulateError({ message: `--every must be 0 or more seconds, got ${options.everySeconds}` })
+  }
+  const endpoint = yield* endpointOf(options)
+  const target = `${options.transport}://${options.host}:${options.port}`
+  const world = yield* loadFleetWorld({ dataset: options.dataset, tvs: options.tvs ?? 50 })
+  const titles = new Map(world.catalog.map((c) => [c.contentId, c]))
+  if (options.addCatalog) {
+    if (options.api === undefined) return yield* new SimulateError({ message: "--add-catalog needs --api" })
+    const api = options.api
+    for (let at = 0; at < world.catalog.length; at += CONTENT_PER_REQUEST) {
+      const items = world.catalog.slice(at, at + CONTENT_PER_REQUEST).map((item) => ({
+        contentId: item.contentId,
+        title: item.title,
+        genres: item.genres,
+        embedding: Array.from(item.embedding)
+      }))
+      yield* callApi(api, "POST", "/api/v1/content", items)
+    }
+    yield* progress(`  posted ${world.catalog.length} catalog items to ${api}/api/v1/content`)
+  }
+  const run = randomBytes(3).toString("hex")
+  yield* progress(`simulate: ${world.splits.length} TVs (run ${run}) from ${world.source} against ${target}`)
+
+  const fleet = yield* openFleet({
+    world,
+    secret: options.secret,
+    region: options.region,
+    deviceId: (split) => `sim-${run}-${split.user}`,
+    home: () => ({ shard: target, endpoint })
+  })
+  yield* awaitSessions(fleet, options.connectSeconds, target)
+
+  const cuts = roundCuts(fleet, options.rounds)
+  const rows: Array<Record<string, string | number>> = []
+  const syncMs: Array<number> = []
+  let failures: Record<string, number> = {}
+  let acknowledged = 0
+  let duplicates = 0
+  let idle = 0
+  let bytesUp = 0
+  for (const [index, cut] of cuts.entries()) {
+    if (index > 0) yield* pause(options.everySeconds)
+    const synced = yield* syncRound(fleet, titles, index === 0 ? -Infinity : cuts[index - 1]!, cut)
+    syncMs.push(...synced.syncMs)
+    acknowledged += synced.acknowledged
+    duplicates += synced.duplicates
+    idle += synced.idle
+    bytesUp += synced.bytesUp
+    failures = mergeFailures(failures, synced.failures)
+    const federation = options.api === undefined ?
+      undefined :
+      yield* callApi(options.api, "POST", "/api/v1/federation/trigger")
+    const failed = Object.values(synced.failures).reduce((a, b) => a + b, 0)
+    rows.push({
+      round: index + 1,
+      events: synced.events,
+      acknowledged: synced.acknowledged,
+      failed,
+      sync_p50_ms: round(percentile(synced.syncMs, 50), 2),
+      federated_out: federation === undefined ? "-" : numberAt(federation, "patternsOut")
+    })
+    yield* progress(
+      `  round ${
+        index + 1
+      }/${options.rounds}: ${synced.events} events replayed, ${synced.acknowledged} syncs acknowledged, ${failed} not`
+    )
+  }
+  // The shard pushes what a round changed over the open sessions, every PUSH_EVERY_MS: wait for it.
+  yield* progress(`  waiting ${options.settleSeconds} s for the shard's pushes`)
+  yield* Effect.sleep(Duration.seconds(options.settleSeconds))
+  const statuses = yield* Effect.forEach(fleet, (tv) => tv.client.status)
+  const brains = yield* Effect.forEach(fleet, (tv) => tv.brain.stats)
+  const stats = options.api === undefined ? undefined : yield* callApi(options.api, "GET", "/api/v1/stats")
+  const coWatchBytes = statuses.reduce((n, s) => n + s.coWatchBytesDown, 0)
+  const bytesDown = statuses.reduce((n, s) => n + s.bytesDown, 0) - coWatchBytes
+  const { gain, localOnly, recommendMs, synced } = yield* scoreFleet(fleet, world)
+
+  yield* printTable(`Rounds against ${target}`, rows)
+  yield* printTable(`Recommendation quality of these ${fleet.length} TVs (HR@10 / NDCG@10 at the next good watch)`, [
+    { brain: "local-only (no sync)", hr10: round(localOnly.hr10), ndcg10: round(localOnly.ndcg10) },
+    { brain: "synced with the shard", hr10: round(synced.hr10), ndcg10: round(synced.ndcg10) }
+  ])
+  yield* progress(`  synced / local-only HR@10 95% CI ${describeInterval(gain)} (paired bootstrap over the TVs)`)
+  const mean = (values: ReadonlyArray<number>) => values.reduce((a, b) => a + b, 0) / Math.max(1, values.length)
+  const summary = {
+    target,
+    tvs: fleet.length,
+    tvs_connected: statuses.filter((s) => s.connected).length,
+    rounds: options.rounds,
+    syncs_acknowledged: acknowledged,
+    duplicates,
+    syncs_idle: idle,
+    sync_errors: Object.values(failures).reduce((a, b) => a + b, 0),
+    sync_p50_ms: round(percentile(syncMs, 50), 2),
+    sync_p99_ms: round(percentile(syncMs, 99), 2),
+    bytes_up_per_sync: round(bytesUp / Math.max(1, acknowledged), 1),
+    bytes_down_per_sync: round(bytesDown / Math.max(1, acknowledged), 1),
+    global_patterns_per_tv: round(mean(brains.map((b) => b.collectivePatterns)), 1),
+    trends_per_tv: round(mean(brains.map((b) => b.trends)), 1),
+    cowatch_updates_per_tv: round(mean(statuses.map((s) => s.coWatchUpdates)), 2),
+    recommend_p50_ms: round(percentile(recommendMs, 50), 2),
+    recommend_p99_ms: round(percentile(recommendMs, 99), 2),
+    hr10_local: round(localOnly.hr10),
+    hr10_synced: round(synced.hr10)
+  }
+  yield* printTable("The fleet", [summary])
+  if (Object.keys(failures).length > 0) {
+    yield* printTable("Syncs not acknowledged, by kind", Object.entries(failures).map(([kind, n]) => ({ kind, n })))
+  }
+  if (stats !== undefined) {
+    yield* printTable("The shard (GET /api/v1/stats)", [{
+      registered_devices: numberAt(stats, "registeredDevices"),
+      active_devices: numberAt(stats, "activeDevices"),
+      aggregated_patterns: numberAt(stats, "aggregatedPatterns"),
+      logged_deltas: numberAt(stats, "loggedDeltas")
+    }])
+  }
+  if (options.json) yield* printJson({ ...summary, failures, shard: stats ?? null })
+  return { ...summary, failures, shard: stats }
+})
+
+/**
+ * Waits for every TV's session; fails when none opens (with the error the TVs saw, for example a
+ * wrong fleet secret or pin), goes on with a warning when only some do.
+ */
+const awaitSessions = (fleet: ReadonlyArray<FleetTv>, seconds: number, target: string) =>
+  Effect.gen(function*() {
+    yield* Effect.forEach(fleet, (tv) => tv.client.awaitConnected, { concurrency: "unbounded", discard: true }).pipe(
+      Effect.timeoutOption(Duration.seconds(seconds))
+    )
+    const statuses = yield* Effect.forEach(fleet, (tv) => tv.client.status)
+    const open = statuses.filter((s) => s.connected).length
+    if (open === 0) {
+      const seen = statuses.find((s) => s.lastError !== undefined)?.lastError ?? "no answer"
+      return yield* new SimulateError({ message: `no TV could open a session to ${target} in ${seconds} s: ${seen}` })
+    }
+    if (open < fleet.length) yield* progress(`  WARNING: ${fleet.length - open} TVs have no session; going on`)
+    yield* progress(`  ${open}/${fleet.length} sessions open`)
+  })
+
+/** Sleeps between rounds, saying so every 10 s. */
+const pause = (seconds: number) =>
+  Effect.gen(function*() {
+    for (let left = seconds; left > 0; left -= 10) {
+      yield* progress(`  next round in ${Math.ceil(left)} s (the shard takes one sync per device per interval)`)
+      yield* Effect.sleep(Duration.seconds(Math.min(10, left)))
+    }
+  })
+
+/** The transport layer `omega simulate` needs. */
+export const simulateTransport = (transport: SimulateOptions["transport"]) =>
+  transport === "quic" ? SyncTransport.layerQuic() : SyncTransport.layerWebTransport()
