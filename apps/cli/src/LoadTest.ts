@@ -29,7 +29,7 @@ import {
 } from "@omega/sync"
 import { Cause, Deferred, Duration, Effect, Fiber, Semaphore, Stream } from "effect"
 import { spawn } from "node:child_process"
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { createServer } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
@@ -506,10 +506,11 @@ const shardNodeArgs = () => (process.env["OMEGA_SHARD_NODE_ARGS"] ?? "").split("
 const startShard = (env: Record<string, string>, httpPort: number) =>
   Effect.gen(function*() {
     const main = join(import.meta.dirname, "../../constellation-server/src/main.ts")
-    const child = spawn(process.execPath, [...shardNodeArgs(), main], {
-      env,
-      stdio: ["ignore", "ignore", "inherit"]
-    })
+    // The shard's log (and, say, --trace-gc output) goes to OMEGA_SHARD_LOG when it names a file.
+    const log = process.env["OMEGA_SHARD_LOG"]
+    const stdout = log === undefined || log === "" ? "ignore" : openSync(log, "a")
+    const child = spawn(process.execPath, [...shardNodeArgs(), main], { env, stdio: ["ignore", stdout, "inherit"] })
+    if (typeof stdout === "number") closeSync(stdout)
     for (let i = 0; i < 300; i++) {
       const ok = yield* Effect.promise(() =>
         fetch(`http://127.0.0.1:${httpPort}/health`).then((r) => r.ok, () => false)
