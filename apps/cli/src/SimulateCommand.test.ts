@@ -57,7 +57,10 @@ describe("omega simulate", () => {
     () =>
       Effect.gen(function*() {
         const shard = yield* startShard
-        const report = yield* runSimulate(options(shard)).pipe(Effect.provide(SyncTransport.layerQuic()))
+        // No --pin: the fleet pins the peer id the shard's API reports.
+        const report = yield* runSimulate({ ...options(shard), pin: undefined }).pipe(
+          Effect.provide(SyncTransport.layerQuic())
+        )
         assert.strictEqual(report.tvs, 40)
         assert.strictEqual(report.tvs_connected, 40)
         assert.strictEqual(report.sync_errors, 0)
@@ -104,6 +107,14 @@ describe("omega simulate", () => {
       assert.match(empty.message, /peer id/)
       const good = yield* endpointOf({ ...base, transport: "webtransport", pin: "ab".repeat(32) })
       assert.strictEqual(good.certificateHash?.length, 32)
+      const unpinned = yield* runSimulate({
+        ...options({ port: 1, peerId: "x", api: "" }),
+        pin: undefined,
+        api: undefined
+      })
+        .pipe(Effect.provide(SyncTransport.layerMemory), Effect.flip)
+      assert.instanceOf(unpinned, SimulateError)
+      assert.match(unpinned.message, /--pin is needed without --api/)
       const rounds = yield* runSimulate({
         ...options({ port: 1, peerId: "x", api: "http://127.0.0.1:1" }),
         rounds: 0

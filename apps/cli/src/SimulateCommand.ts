@@ -9,8 +9,9 @@
  * Device ids carry a random run id: a shard acknowledges a version it has seen as a duplicate, so a
  * second run under the same ids would be a replay of the first.
  */
+import { ContentAccepted, FederationRound, ShardInfo, Stats } from "@omega/constellation"
 import { type ConnectOptions, SyncTransport } from "@omega/sync"
-import { Data, Duration, Effect, type Redacted } from "effect"
+import { Data, Duration, Effect, type Redacted, Schema } from "effect"
 import { randomBytes } from "node:crypto"
 import {
   describeInterval,
@@ -28,8 +29,11 @@ export interface SimulateOptions {
   readonly host: string
   readonly port: number
   readonly transport: "quic" | "webtransport"
-  /** QUIC: the shard's peer id. WebTransport: the SHA-256 of its certificate, 64 hex digits. Both are in the shard's start-up log. */
-  readonly pin: string
+  /**
+   * QUIC: the shard's peer id. WebTransport: the SHA-256 of its certificate, 64 hex digits. Both
+   * are in the shard's start-up log; undefined: the pin GET /api/v1/shards reports (needs `api`).
+   */
+  readonly pin: string | undefined
   readonly secret: Redacted.Redacted<string>
   readonly region: string
   /** TVs (viewers of the world); undefined: 50. */
@@ -59,7 +63,7 @@ export class SimulateError extends Data.TaggedError("SimulateError")<{ readonly 
 
 /** The pin as the transport wants it, or why it is not one. */
 export const endpointOf = (
-  options: Pick<SimulateOptions, "host" | "port" | "transport" | "pin">
+  options: Pick<SimulateOptions, "host" | "port" | "transport"> & { readonly pin: string }
 ): Effect.Effect<ConnectOptions, SimulateError> => {
   const pin = options.pin.trim()
   if (options.transport === "quic") {
@@ -78,23 +82,55 @@ export const endpointOf = (
     )
 }
 
-/** Calls the management API; any answer but 2xx is a SimulateError naming the status and body. */
-const callApi = (api: string, method: "GET" | "POST", path: string, body?: unknown) =>
-  Effect.tryPromise({
-    try: async () => {
-      const response = await fetch(new URL(path, api), {
-        method,
-        signal: AbortSignal.timeout(30_000),
-        ...(body === undefined ? {} : { body: JSON.stringify(body), headers: { "content-type": "application/json" } })
-      })
-      const text = await response.text()
-      if (!response.ok) throw new Error(`${response.status} ${text.slice(0, 200)}`)
-      return JSON.parse(text) as Record<string, unknown>
-    },
-    catch: (e) => new SimulateError({ message: `${method} ${path} on ${api}: ${e instanceof Error ? e.message : e}` })
+/**
+ * Calls the management API and decodes its answer with the API's own schema; anything but a 2xx
+ * answer of that shape is a SimulateError naming the call.
+ */
+const callApi = <S extends Schema.Top>(
+  api: string,
+  method: "GET" | "POST",
+  path: string,
+  schema: S,
+  body?: unknown
+) =>
+  Effect.gen(function*() {
+    const fail = (why: string) => new SimulateError({ message: `${method} ${path} on ${api}: ${why}` })
+    const text = yield* Effect.tryPromise({
+      try: async () => {
+        const response = await fetch(new URL(path, api), {
+          method,
+          signal: AbortSignal.timeout(30_000),
+          ...(body === undefined ? {} : { body: JSON.stringify(body), headers: { "content-type": "application/json" } })
+        })
+        const answer = await response.text()
+        if (!response.ok) throw new Error(`${response.status} ${answer.slice(0, 200)}`)
+        return answer
+      },
+      catch: (e) => fail(e instanceof Error ? e.message : String(e))
+    })
+    const json = yield* Effect.try({ try: () => JSON.parse(text) as unknown, catch: () => fail("not JSON") })
+    return yield* Schema.decodeUnknownEffect(schema)(json).pipe(
+      Effect.mapError((e) => fail(`unexpected answer: ${e.message}`))
+    ) as Effect.Effect<S["Type"], SimulateError>
   })
 
-const numberAt = (body: Record<string, unknown>, key: string): number => typeof body[key] === "number" ? body[key] : NaN
+/** The pin given, or else the one the shard's API reports for its sync endpoint on the same transport. */
+const pinOf = (options: SimulateOptions) =>
+  Effect.gen(function*() {
+    if (options.pin !== undefined) return options.pin
+    if (options.api === undefined) {
+      return yield* new SimulateError({ message: "--pin is needed without --api (the shard's start-up log prints it)" })
+    }
+    const shards = yield* callApi(options.api, "GET", "/api/v1/shards", Schema.Array(ShardInfo))
+    const shard = shards.find((s) => s.transport === options.transport)
+    if (shard?.pin === undefined) {
+      return yield* new SimulateError({
+        message: `${options.api}/api/v1/shards reports no ${options.transport} pin: pass --pin (and check --transport)`
+      })
+    }
+    yield* progress(`  pinning ${shard.pin}, as ${options.api}/api/v1/shards reports`)
+    return shard.pin
+  })
 
 export const runSimulate = Effect.fn("omega.simulate")(function*(options: SimulateOptions) {
   if (!Number.isInteger(options.rounds) || options.rounds < 1) {
@@ -103,7 +139,7 @@ export const runSimulate = Effect.fn("omega.simulate")(function*(options: Simula
   if (!(options.everySeconds >= 0)) {
     return yield* new SimulateError({ message: `--every must be 0 or more seconds, got ${options.everySeconds}` })
   }
-  const endpoint = yield* endpointOf(options)
+  const endpoint = yield* endpointOf({ ...options, pin: yield* pinOf(options) })
   const target = `${options.transport}://${options.host}:${options.port}`
   const world = yield* loadFleetWorld({ dataset: options.dataset, tvs: options.tvs ?? 50 })
   const titles = new Map(world.catalog.map((c) => [c.contentId, c]))
@@ -117,7 +153,7 @@ export const runSimulate = Effect.fn("omega.simulate")(function*(options: Simula
         genres: item.genres,
         embedding: Array.from(item.embedding)
       }))
-      yield* callApi(api, "POST", "/api/v1/content", items)
+      yield* callApi(api, "POST", "/api/v1/content", ContentAccepted, items)
     }
     yield* progress(`  posted ${world.catalog.length} catalog items to ${api}/api/v1/content`)
   }
@@ -152,7 +188,7 @@ export const runSimulate = Effect.fn("omega.simulate")(function*(options: Simula
     failures = mergeFailures(failures, synced.failures)
     const federation = options.api === undefined ?
       undefined :
-      yield* callApi(options.api, "POST", "/api/v1/federation/trigger")
+      yield* callApi(options.api, "POST", "/api/v1/federation/trigger", FederationRound)
     const failed = Object.values(synced.failures).reduce((a, b) => a + b, 0)
     rows.push({
       round: index + 1,
@@ -160,7 +196,7 @@ export const runSimulate = Effect.fn("omega.simulate")(function*(options: Simula
       acknowledged: synced.acknowledged,
       failed,
       sync_p50_ms: round(percentile(synced.syncMs, 50), 2),
-      federated_out: federation === undefined ? "-" : numberAt(federation, "patternsOut")
+      federated_out: federation === undefined ? "-" : federation.patternsOut
     })
     yield* progress(
       `  round ${
@@ -173,7 +209,7 @@ export const runSimulate = Effect.fn("omega.simulate")(function*(options: Simula
   yield* Effect.sleep(Duration.seconds(options.settleSeconds))
   const statuses = yield* Effect.forEach(fleet, (tv) => tv.client.status)
   const brains = yield* Effect.forEach(fleet, (tv) => tv.brain.stats)
-  const stats = options.api === undefined ? undefined : yield* callApi(options.api, "GET", "/api/v1/stats")
+  const stats = options.api === undefined ? undefined : yield* callApi(options.api, "GET", "/api/v1/stats", Stats)
   const coWatchBytes = statuses.reduce((n, s) => n + s.coWatchBytesDown, 0)
   const bytesDown = statuses.reduce((n, s) => n + s.bytesDown, 0) - coWatchBytes
   const { gain, localOnly, recommendMs, synced } = yield* scoreFleet(fleet, world)
@@ -212,10 +248,11 @@ export const runSimulate = Effect.fn("omega.simulate")(function*(options: Simula
   }
   if (stats !== undefined) {
     yield* printTable("The shard (GET /api/v1/stats)", [{
-      registered_devices: numberAt(stats, "registeredDevices"),
-      active_devices: numberAt(stats, "activeDevices"),
-      aggregated_patterns: numberAt(stats, "aggregatedPatterns"),
-      logged_deltas: numberAt(stats, "loggedDeltas")
+      registered_devices: stats.registeredDevices,
+      active_devices: stats.activeDevices,
+      deltas_accepted: stats.deltasAccepted,
+      logged_deltas: stats.loggedDeltas,
+      publishable_clusters: stats.publishableClusters
     }])
   }
   if (options.json) yield* printJson({ ...summary, failures, shard: stats ?? null })

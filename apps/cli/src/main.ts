@@ -134,8 +134,10 @@ const simulate = Command.make(
     ),
     pin: Flag.String("pin").pipe(
       Flag.withDescription(
-        "QUIC: the shard's peer id; WebTransport: its certificate's SHA-256 in hex (both in its start-up log)"
-      )
+        "QUIC: the shard's peer id; WebTransport: its certificate's SHA-256 in hex (both in its start-up log). " +
+          "Default: what --api's /api/v1/shards reports"
+      ),
+      Flag.optional
     ),
     secret: Flag.Redacted("fleet-secret").pipe(
       Flag.withDescription("The shard's FLEET_SECRET, which device tokens derive from (default: $FLEET_SECRET)"),
@@ -168,7 +170,7 @@ const simulate = Command.make(
       host: flags.host,
       port: flags.port,
       transport: flags.transport,
-      pin: flags.pin,
+      pin: Option.getOrUndefined(flags.pin),
       secret: flags.secret,
       region: flags.region,
       tvs: flags.tvs,

@@ -1,16 +1,13 @@
 /** `omega-shard`: one constellation shard, configured from the environment (see ServerConfig.ts). */
 import { NodeRuntime } from "@effect/platform-node"
-import { shardLayer, SyncServer } from "@omega/constellation"
-import { certificateSha256 } from "@omega/sync"
+import { shardLayer, syncPin, SyncServer } from "@omega/constellation"
 import { Effect, Layer } from "effect"
 import { shardOptionsFromEnv } from "./ServerConfig.ts"
 
 const program = Effect.gen(function*() {
-  const { certificate, identity, options } = yield* shardOptionsFromEnv
+  const { options } = yield* shardOptionsFromEnv
   // What a TV (or `omega simulate --pin`) pins: the QUIC peer id, or the certificate's SHA-256.
-  const pin = options.transport === "quic" ?
-    `QUIC peer id ${identity.peerId}` :
-    `certificate sha256 ${Buffer.from(certificateSha256(certificate.certificate)).toString("hex")}`
+  const pin = `${options.transport === "quic" ? "QUIC peer id" : "certificate sha256"} ${syncPin(options)}`
   return yield* Layer.launch(
     Layer.effectDiscard(Effect.gen(function*() {
       const server = yield* SyncServer

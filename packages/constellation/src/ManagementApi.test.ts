@@ -18,7 +18,7 @@ const shardLayer = shardCore({
   federationEvery: Duration.hours(1)
 }).pipe(Layer.provideMerge(Layer.mergeAll(ShardStorage.layerTest, SyncTransport.layerMemory)))
 
-const api = managementHandlers({ syncPort: 4433, region: "eu-west" }).pipe(
+const api = managementHandlers({ syncPort: 4433, region: "eu-west", transport: "quic", pin: "12D3KooWtest" }).pipe(
   Layer.provideMerge(shardLayer),
   Layer.provideMerge(HttpServer.layerServices)
 )
@@ -47,7 +47,13 @@ describe("management REST API", () => {
       assert.isTrue(stats.memory.rssMb > 0 && stats.memory.heapUsedMb > 0, "the process's memory")
       assert.isTrue(stats.memory.heapUsedMb < stats.memory.rssMb)
       const shards = yield* shard.shards()
-      assert.deepStrictEqual(shards.map((s) => [s.shardId, s.region, s.syncPort]), [["api-test", "eu-west", 4433]])
+      assert.deepStrictEqual(shards.map((s) => [s.shardId, s.region, s.syncPort, s.transport, s.pin]), [[
+        "api-test",
+        "eu-west",
+        4433,
+        "quic",
+        "12D3KooWtest"
+      ]])
     }).pipe(Effect.provide(api)), 30_000)
 
   it.live(

@@ -20,7 +20,7 @@ const Health = Schema.Struct({
   patternsStored: Schema.Number
 })
 
-const Stats = Schema.Struct({
+export const Stats = Schema.Struct({
   shardId: Schema.String,
   registeredDevices: Schema.Number,
   maxDevices: Schema.Number,
@@ -48,14 +48,29 @@ const Stats = Schema.Struct({
   })
 })
 
-const ShardInfo = Schema.Struct({
+export const ShardInfo = Schema.Struct({
   shardId: Schema.String,
   region: Schema.String,
   maxDevices: Schema.Number,
   registeredDevices: Schema.Number,
   activeDevices: Schema.Number,
-  syncPort: Schema.Number
+  syncPort: Schema.Number,
+  /** "quic", "webtransport" or "memory". */
+  transport: Schema.String,
+  /**
+   * What a client pins: the QUIC peer id, or the SHA-256 of the WebTransport certificate in hex.
+   * Public (a TV holds it too), so a test fleet inside the cluster can read it here.
+   */
+  pin: Schema.optionalKey(Schema.String)
 })
+
+/** How /api/v1/shards describes this shard's sync endpoint. */
+export interface SyncEndpointInfo {
+  readonly syncPort: number
+  readonly region: string
+  readonly transport: string
+  readonly pin?: string | undefined
+}
 
 /** A new catalog item as JSON: the embedding is an array of 384 finite numbers. */
 export const NewContent = Schema.Struct({
@@ -65,9 +80,9 @@ export const NewContent = Schema.Struct({
   embedding: EmbeddingFromNumbers
 })
 
-const ContentAccepted = Schema.Struct({ added: Schema.Number })
+export const ContentAccepted = Schema.Struct({ added: Schema.Number })
 
-const FederationRound = Schema.Struct({
+export const FederationRound = Schema.Struct({
   round: Schema.Number,
   durationMs: Schema.Number,
   patternsIn: Schema.Number,
@@ -116,8 +131,8 @@ export class ShardApiGroup extends HttpApiGroup.make("shard", { topLevel: true }
 
 export class ManagementApi extends HttpApi.make("omega-shard").add(ShardApiGroup) {}
 
-/** Handlers over the shard's services; `syncPort` and `region` describe this shard in /api/v1/shards. */
-export const managementHandlers = (info: { readonly syncPort: number; readonly region: string }) =>
+/** Handlers over the shard's services; `info` describes this shard's sync endpoint in /api/v1/shards. */
+export const managementHandlers = (info: SyncEndpointInfo) =>
   HttpApiBuilder.group(
     ManagementApi,
     "shard",
@@ -164,7 +179,9 @@ export const managementHandlers = (info: { readonly syncPort: number; readonly r
             maxDevices: shard.maxDevices,
             registeredDevices: shard.registeredDevices,
             activeDevices: shard.activeDevices,
-            syncPort: info.syncPort
+            syncPort: info.syncPort,
+            transport: info.transport,
+            ...(info.pin === undefined ? {} : { pin: info.pin })
           }]),
         addContent: ({ payload }) =>
           Effect.gen(function*() {
@@ -183,5 +200,5 @@ export const managementHandlers = (info: { readonly syncPort: number; readonly r
 
 const unavailable = (e: { readonly message: string }) => new ManagementError({ message: e.message })
 
-export const managementLayer = (info: { readonly syncPort: number; readonly region: string }) =>
+export const managementLayer = (info: SyncEndpointInfo) =>
   HttpApiBuilder.layer(ManagementApi).pipe(Layer.provide(managementHandlers(info)))

@@ -5,7 +5,7 @@
  * The server app, the demo and the load test all start a shard through this.
  */
 import { NodeHttpServer } from "@effect/platform-node"
-import { type ListenOptions, SyncTransport } from "@omega/sync"
+import { certificateSha256, type ListenOptions, SyncTransport } from "@omega/sync"
 import { Duration, Effect, Layer, Redacted } from "effect"
 import { HttpRouter } from "effect/http"
 import { PrometheusMetrics } from "effect/observability"
@@ -90,10 +90,26 @@ export const shardLayer = (options: ShardOptions) => {
   // The API reports the sync port the transport actually bound (0 in options means any free port).
   const api = Layer.unwrap(Effect.gen(function*() {
     const server = yield* SyncServer
-    return http(options.httpPort, managementLayer({ syncPort: server.port, region: options.region }))
+    return http(
+      options.httpPort,
+      managementLayer({
+        syncPort: server.port,
+        region: options.region,
+        transport: options.transport,
+        pin: syncPin(options)
+      })
+    )
   }))
   return Layer.mergeAll(api, http(options.metricsPort, PrometheusMetrics.layerHttp())).pipe(
     Layer.provideMerge(shardCore(options)),
     Layer.provide(Layer.mergeAll(storageLayer(options), transportLayer(options.transport)))
   )
 }
+
+/** What TVs pin for this shard: its QUIC peer id, or its WebTransport certificate's SHA-256 in hex. */
+export const syncPin = (options: Pick<ShardOptions, "transport" | "sync">): string | undefined =>
+  options.transport === "quic" ?
+    options.sync.identity?.peerId :
+    options.transport === "webtransport" && options.sync.certificate !== undefined ?
+    Buffer.from(certificateSha256(options.sync.certificate.certificate)).toString("hex") :
+    undefined
