@@ -23,14 +23,17 @@ import {
 import { makeQuicIdentity, SyncTransport } from "@omega/sync"
 import { Context, Duration, Effect, Exit, HashRing, Layer, PrimaryKey, Scope } from "effect"
 import {
+  awaitSessions,
+  bytesReceived,
   describeInterval,
   type FleetWorld,
   loadFleetWorld,
-  mergeFailures,
   openFleet,
-  roundCuts,
+  printQuality,
+  roundWindows,
   scoreFleet,
-  syncRound
+  syncRound,
+  SyncTally
 } from "./Fleet.ts"
 import { percentile, printJson, printTable, progress, round } from "./Report.ts"
 
@@ -141,23 +144,16 @@ export const runDemo = Effect.fn("omega.demo")(function*(options: DemoOptions) {
       }
     }
   }).pipe(Effect.provideService(SyncTransport, transport))
-  yield* Effect.forEach(fleet, (tv) => tv.client.awaitConnected, { discard: true })
+  yield* awaitSessions(fleet, 60, "the demo's shards")
   yield* progress(`  ${fleet.length} TVs connected (${fleet.filter((t) => t.shard === "shard-a").length} on shard-a)`)
 
   // Replay in rounds of global time; each round ends with every TV syncing and a federation round.
-  const cuts = roundCuts(fleet, ROUNDS)
   const rounds: Array<Record<string, string | number>> = []
   const coWatchVersions = new Map<string, number>()
-  const syncMs: Array<number> = []
-  let failures: Record<string, number> = {}
-  let bytesUp = 0
-  let syncs = 0
-  for (const [index, cut] of cuts.entries()) {
-    const synced = yield* syncRound(fleet, titles, index === 0 ? -Infinity : cuts[index - 1]!, cut)
-    syncMs.push(...synced.syncMs)
-    bytesUp += synced.bytesUp
-    syncs += synced.acknowledged
-    failures = mergeFailures(failures, synced.failures)
+  const tally = new SyncTally()
+  for (const [index, window] of roundWindows(fleet, ROUNDS).entries()) {
+    const synced = yield* syncRound(fleet, titles, window)
+    tally.add(synced)
     // The round also sends the shards a co-watch table summed over both (once k devices changed
     // since the last one), which each shard publishes to its TVs as it takes it.
     const report = yield* worker.runRound
@@ -165,7 +161,7 @@ export const runDemo = Effect.fn("omega.demo")(function*(options: DemoOptions) {
     rounds.push({
       round: index + 1,
       events: synced.events,
-      syncs,
+      syncs: tally.acknowledged,
       shards: report.shardsAnswered,
       patterns_in: report.patternsIn,
       federated_out: report.patternsOut,
@@ -178,7 +174,7 @@ export const runDemo = Effect.fn("omega.demo")(function*(options: DemoOptions) {
       `  round ${index + 1}/${ROUNDS}: ${synced.events} events replayed, federated ${report.patternsOut} patterns`
     )
   }
-  const failed = Object.entries(failures).map(([kind, n]) => `${n} ${kind}`).join(", ")
+  const failed = Object.entries(tally.failures).map(([kind, n]) => `${n} ${kind}`).join(", ")
   if (failed !== "") yield* progress(`  WARNING: syncs that were not acknowledged: ${failed}`)
   // Changed co-watch rows reach a shard's sessions spread over 10 s: wait until every TV holds its shard's last ones.
   yield* progress("  waiting for every TV to hold its shard's latest co-watch rows")
@@ -194,10 +190,7 @@ export const runDemo = Effect.fn("omega.demo")(function*(options: DemoOptions) {
   }
   const lagging = (yield* behind).length
   if (lagging > 0) yield* progress(`  WARNING: ${lagging} TVs still lack their shard's latest co-watch rows after 30 s`)
-  const statuses = yield* Effect.forEach(fleet, (tv) => tv.client.status)
-  // Co-watch rows are catalog knowledge, pushed when they change rather than per sync: counted apart.
-  const coWatchBytes = statuses.reduce((n, s) => n + s.coWatchBytesDown, 0)
-  const bytesDown = statuses.reduce((n, s) => n + s.bytesDown, 0) - coWatchBytes
+  const received = yield* bytesReceived(fleet)
   yield* progress("  stopping the constellation; scoring the TVs offline")
   yield* Scope.close(constellation, Exit.void)
 
@@ -205,10 +198,7 @@ export const runDemo = Effect.fn("omega.demo")(function*(options: DemoOptions) {
   const { gain, localOnly, recommendMs, synced: federated } = yield* scoreFleet(fleet, world)
 
   yield* printTable("Federation rounds (two shards, one worker)", rounds)
-  yield* printTable(`Recommendation quality of these ${fleet.length} TVs (HR@10 / NDCG@10 at the next good watch)`, [
-    { brain: "local-only (no sync)", hr10: round3(localOnly.hr10), ndcg10: round3(localOnly.ndcg10) },
-    { brain: "federated (this run)", hr10: round3(federated.hr10), ndcg10: round3(federated.ndcg10) }
-  ])
+  yield* printQuality(fleet.length, { localOnly, synced: federated }, "federated (this run)")
   yield* progress(
     `  federated / local-only HR@10: ${(federated.hr10 / Math.max(localOnly.hr10, 1e-9)).toFixed(2)}x (95% CI ${
       describeInterval(gain)
@@ -223,12 +213,12 @@ export const runDemo = Effect.fn("omega.demo")(function*(options: DemoOptions) {
     hr10_federated: round3(federated.hr10),
     recommend_p50_ms: round(percentile(recommendMs, 50)),
     recommend_p99_ms: round(percentile(recommendMs, 99)),
-    sync_p50_ms: round(percentile(syncMs, 50)),
-    sync_p99_ms: round(percentile(syncMs, 99)),
-    sync_errors: Object.values(failures).reduce((a, b) => a + b, 0),
-    bytes_up_per_sync: round(bytesUp / Math.max(1, syncs), 1),
-    bytes_down_per_sync: round(bytesDown / Math.max(1, syncs), 1),
-    cowatch_bytes_per_tv: round(coWatchBytes / Math.max(1, fleet.length), 0)
+    sync_p50_ms: round(percentile(tally.syncMs, 50)),
+    sync_p99_ms: round(percentile(tally.syncMs, 99)),
+    sync_errors: tally.failed,
+    bytes_up_per_sync: round(tally.bytesUp / Math.max(1, tally.acknowledged), 1),
+    bytes_down_per_sync: round(received.sync / Math.max(1, tally.acknowledged), 1),
+    cowatch_bytes_per_tv: round(received.coWatch / Math.max(1, fleet.length), 0)
   }
   yield* printTable("The fleet", [summary])
   if (options.json) {

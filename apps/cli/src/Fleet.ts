@@ -8,20 +8,21 @@ import { BrainStore, Embedder, OmegaBrain, VectorIndex } from "@omega/brain"
 import { deviceToken } from "@omega/constellation"
 import { type ContentEmbedding, type ContentId, makeWireCodec } from "@omega/protocol"
 import { type ConnectOptions, defaultSyncTiming, SyncClient, SyncTransport } from "@omega/sync"
-import { Console, Context, Duration, Effect, Exit, Layer, type Redacted, Scope } from "effect"
+import { Console, Context, Data, Duration, Effect, Exit, Layer, type Redacted, Scope } from "effect"
 import {
   embedCatalog,
   evaluate,
   hitRatioInterval,
   leaveLastPositiveOut,
   localBrainRanker,
+  type Metrics,
   metricsOfRanks,
   replay,
   type Split
 } from "./Evaluation.ts"
 import { federatedEvalConfig } from "./FederatedEvaluation.ts"
 import { contextAt, datasetPath, loadMovieLens } from "./MovieLens.ts"
-import { progress } from "./Report.ts"
+import { printTable, progress, round } from "./Report.ts"
 import { makeWorld, syntheticRatings } from "./Synthetic.ts"
 
 export interface FleetWorld {
@@ -114,9 +115,10 @@ export const openFleet = (options: FleetOptions) =>
           region: options.region,
           endpoint: home.endpoint,
           ...defaultSyncTiming,
-          // The fleet's driver syncs, round by round.
-          minInterval: Duration.hours(1),
-          maxInterval: Duration.hours(2),
+          // The fleet's driver syncs, round by round: the TVs' own timers are weeks away (a timed
+          // push would use up a rate-limit slot of the shard's and fail the next round's sync).
+          minInterval: Duration.days(20),
+          maxInterval: Duration.days(21),
           pushAfterChanges: 1_000_000,
           codec
         }).pipe(
@@ -135,22 +137,35 @@ export const openFleet = (options: FleetOptions) =>
     return fleet
   })
 
-/** The ends of `rounds` replay windows that split the fleet's viewing into equal numbers of events. */
-export const roundCuts = (fleet: ReadonlyArray<FleetTv>, rounds: number): Array<number> => {
+/**
+ * `rounds` replay windows (from, to] of global time, each holding about as many of the fleet's
+ * viewing events; the first starts at the beginning of time.
+ */
+export const roundWindows = (
+  fleet: ReadonlyArray<FleetTv>,
+  rounds: number
+): Array<{ readonly from: number; readonly to: number }> => {
   const times = fleet.flatMap((tv) => tv.split.train.map((r) => r.at)).sort((a, b) => a - b)
-  return Array.from({ length: rounds }, (_, i) => times[Math.floor(((i + 1) * (times.length - 1)) / rounds)] ?? 0)
+  const cuts = Array.from({ length: rounds }, (_, i) => times[Math.floor(((i + 1) * (times.length - 1)) / rounds)] ?? 0)
+  return cuts.map((to, i) => ({ from: i === 0 ? -Infinity : cuts[i - 1]!, to }))
 }
 
 export interface SyncRound {
   readonly events: number
   readonly acknowledged: number
-  /** Deltas the shard had already acknowledged (a replay): acknowledged again, not counted twice. */
+  /**
+   * Acknowledged deltas the shard had seen before (a replay), included in `acknowledged`; the shard
+   * acknowledged them again without counting them twice.
+   */
   readonly duplicates: number
   /** TVs that had nothing new to send (no pattern changed since their last acknowledged delta). */
   readonly idle: number
   readonly bytesUp: number
   readonly syncMs: ReadonlyArray<number>
-  /** Syncs that did not end in an acknowledgement, by kind (for example `rate-limited`, `timeout`, `offline`). */
+  /**
+   * Syncs that did not end in an acknowledgement, by kind: the shard's error code for a rejection
+   * (`rate-limited`, `unauthorized`, ...), else `timeout`, `disconnected`, `storage` or `offline`.
+   */
   readonly failures: Readonly<Record<string, number>>
 }
 
@@ -161,8 +176,7 @@ export interface SyncRound {
 export const syncRound = (
   fleet: ReadonlyArray<FleetTv>,
   titles: ReadonlyMap<ContentId, ContentEmbedding>,
-  from: number,
-  to: number
+  window: { readonly from: number; readonly to: number }
 ) =>
   Effect.gen(function*() {
     let events = 0
@@ -174,15 +188,13 @@ export const syncRound = (
     const failures: Record<string, number> = {}
     const fail = (kind: string) => failures[kind] = (failures[kind] ?? 0) + 1
     for (const tv of fleet) {
-      const window = tv.split.train.filter((r) => r.at > from && r.at <= to)
-      yield* replay(tv.brain, { titles }, window)
-      events += window.length
+      const viewing = tv.split.train.filter((r) => r.at > window.from && r.at <= window.to)
+      yield* replay(tv.brain, { titles }, viewing)
+      events += viewing.length
       const started = performance.now()
       const outcome = yield* Effect.result(tv.client.syncNow)
       if (outcome._tag === "Failure") {
-        // A rejection carries the shard's error code before the colon (for example "rate-limited: ...").
-        const error = outcome.failure
-        fail(error.reason === "rejected" ? error.message.split(":")[0]! : error.reason)
+        fail(outcome.failure.code ?? outcome.failure.reason)
       } else if (outcome.success._tag === "Acknowledged") {
         syncMs.push(performance.now() - started)
         bytesUp += outcome.success.bytes
@@ -197,15 +209,65 @@ export const syncRound = (
     return { events, acknowledged, duplicates, idle, bytesUp, syncMs, failures } satisfies SyncRound
   })
 
-/** Adds up failure counts by kind. */
-export const mergeFailures = (
-  a: Readonly<Record<string, number>>,
-  b: Readonly<Record<string, number>>
-): Record<string, number> => {
-  const merged = { ...a }
-  for (const [kind, n] of Object.entries(b)) merged[kind] = (merged[kind] ?? 0) + n
-  return merged
+/** How many syncs failed, over all kinds. */
+export const failureCount = (failures: Readonly<Record<string, number>>): number =>
+  Object.values(failures).reduce((a, b) => a + b, 0)
+
+/** Sync rounds added up. */
+export class SyncTally {
+  acknowledged = 0
+  duplicates = 0
+  idle = 0
+  bytesUp = 0
+  readonly syncMs: Array<number> = []
+  readonly failures: Record<string, number> = {}
+
+  add(synced: SyncRound): void {
+    this.acknowledged += synced.acknowledged
+    this.duplicates += synced.duplicates
+    this.idle += synced.idle
+    this.bytesUp += synced.bytesUp
+    this.syncMs.push(...synced.syncMs)
+    for (const [kind, n] of Object.entries(synced.failures)) this.failures[kind] = (this.failures[kind] ?? 0) + n
+  }
+
+  get failed(): number {
+    return failureCount(this.failures)
+  }
 }
+
+/**
+ * Bytes the fleet received: what came with its syncs (acks, global patterns and trends), and
+ * co-watch rows, which are catalog knowledge pushed when they change and counted apart.
+ */
+export const bytesReceived = (fleet: ReadonlyArray<FleetTv>) =>
+  Effect.gen(function*() {
+    const statuses = yield* Effect.forEach(fleet, (tv) => tv.client.status)
+    const coWatch = statuses.reduce((n, s) => n + s.coWatchBytesDown, 0)
+    return { sync: statuses.reduce((n, s) => n + s.bytesDown, 0) - coWatch, coWatch }
+  })
+
+export class FleetError extends Data.TaggedError("FleetError")<{ readonly message: string }> {}
+
+/**
+ * Waits up to `seconds` for every TV's session; fails when none opens (with the error the TVs saw,
+ * for example a wrong fleet secret or pin), goes on with a warning when only some do. Returns how
+ * many are open.
+ */
+export const awaitSessions = (fleet: ReadonlyArray<FleetTv>, seconds: number, target: string) =>
+  Effect.gen(function*() {
+    yield* Effect.forEach(fleet, (tv) => tv.client.awaitConnected, { concurrency: "unbounded", discard: true }).pipe(
+      Effect.timeoutOption(Duration.seconds(seconds))
+    )
+    const statuses = yield* Effect.forEach(fleet, (tv) => tv.client.status)
+    const open = statuses.filter((s) => s.connected).length
+    if (open === 0) {
+      const seen = statuses.find((s) => s.lastError !== undefined)?.lastError ?? "no answer"
+      return yield* new FleetError({ message: `no TV could open a session to ${target} in ${seconds} s: ${seen}` })
+    }
+    if (open < fleet.length) yield* progress(`  WARNING: ${fleet.length - open} TVs have no session; going on`)
+    return open
+  })
 
 /**
  * Each TV's recommendations at its next good watch (the held-out one), with recommend latency,
@@ -249,3 +311,14 @@ export const describeInterval = (gain: { readonly low: number; readonly high: nu
   !Number.isFinite(gain.low) ?
     "undefined (the baseline has no hit)" :
     `${gain.low.toFixed(2)} to ${Number.isFinite(gain.high) ? gain.high.toFixed(2) : "unbounded"}`
+
+/** The quality table both fleets print: HR@10 and NDCG@10 with and without what syncing brought. */
+export const printQuality = (
+  tvs: number,
+  quality: { readonly localOnly: Metrics; readonly synced: Metrics },
+  syncedLabel: string
+) =>
+  printTable(`Recommendation quality of these ${tvs} TVs (HR@10 / NDCG@10 at the next good watch)`, [
+    { brain: "local-only (no sync)", hr10: round(quality.localOnly.hr10), ndcg10: round(quality.localOnly.ndcg10) },
+    { brain: syncedLabel, hr10: round(quality.synced.hr10), ndcg10: round(quality.synced.ndcg10) }
+  ])

@@ -30,9 +30,9 @@ import {
 import { Cause, Deferred, Duration, Effect, Fiber, Semaphore, Stream } from "effect"
 import { spawn } from "node:child_process"
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs"
-import { createServer } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
+import { freePort } from "./FreePort.ts"
 import { percentile, printJson, printTable, progress, round } from "./Report.ts"
 
 export interface LoadTestOptions {
@@ -77,18 +77,6 @@ interface Tally {
   bytesDown: number
   latencies: Array<number>
 }
-
-/** A free TCP port on loopback (the shard's HTTP ports; UDP for QUIC is picked the same way). */
-export const freePort = () =>
-  Effect.promise(() =>
-    new Promise<number>((resolve, reject) => {
-      const server = createServer()
-      server.listen(0, "127.0.0.1", () => {
-        const address = server.address()
-        server.close(() => typeof address === "object" && address !== null ? resolve(address.port) : reject())
-      })
-    })
-  )
 
 export const runLoadTest = Effect.fn("omega.loadtest")(function*(options: LoadTestOptions) {
   const dir = mkdtempSync(join(tmpdir(), "omega-loadtest-"))

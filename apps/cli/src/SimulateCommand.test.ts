@@ -2,35 +2,37 @@ import { assert, describe, it } from "@effect/vitest"
 import { shardLayer, SyncServer } from "@omega/constellation"
 import { makeQuicIdentity, SyncTransport } from "@omega/sync"
 import { Context, Duration, Effect, Layer, Redacted } from "effect"
-import { freePort } from "./LoadTest.ts"
+import { FleetError } from "./Fleet.ts"
+import { freePort } from "./FreePort.ts"
 import { endpointOf, runSimulate, SimulateError, type SimulateOptions } from "./SimulateCommand.ts"
 
 const SECRET = "simulate-test-secret"
 
-/** A whole shard as the server app runs it (PGlite in memory, QUIC, management API), syncs not rate-limited. */
-const startShard = Effect.gen(function*() {
-  const identity = makeQuicIdentity()
-  const httpPort = yield* freePort()
-  const context = yield* Layer.build(shardLayer({
-    shardId: "simulated",
-    region: "eu-west",
-    maxDevices: 1_000,
-    fleetSecret: SECRET,
-    transport: "quic",
-    sync: { host: "127.0.0.1", port: 0, identity },
-    host: "127.0.0.1",
-    httpPort,
-    metricsPort: 0,
-    // Not rate-limited; snapshots and pushes at once rather than every minute.
-    ingestion: {
-      minSyncInterval: Duration.zero,
-      pushEvery: Duration.millis(500),
-      pushSpread: Duration.zero,
-      snapshotEvery: Duration.millis(200)
-    }
-  }))
-  return { port: Context.get(context, SyncServer).port, peerId: identity.peerId, api: `http://127.0.0.1:${httpPort}` }
-})
+/** A whole shard as the server app runs it (PGlite in memory, QUIC, management API); by default not rate-limited. */
+const startShard = (minSyncInterval: Duration.Input = Duration.zero) =>
+  Effect.gen(function*() {
+    const identity = makeQuicIdentity()
+    const httpPort = yield* freePort()
+    const context = yield* Layer.build(shardLayer({
+      shardId: "simulated",
+      region: "eu-west",
+      maxDevices: 1_000,
+      fleetSecret: SECRET,
+      transport: "quic",
+      sync: { host: "127.0.0.1", port: 0, identity },
+      host: "127.0.0.1",
+      httpPort,
+      metricsPort: 0,
+      // Snapshots and pushes at once rather than every minute.
+      ingestion: {
+        minSyncInterval,
+        pushEvery: Duration.millis(500),
+        pushSpread: Duration.zero,
+        snapshotEvery: Duration.millis(200)
+      }
+    }))
+    return { port: Context.get(context, SyncServer).port, peerId: identity.peerId, api: `http://127.0.0.1:${httpPort}` }
+  })
 
 const options = (shard: { port: number; peerId: string; api: string }): SimulateOptions => ({
   host: "127.0.0.1",
@@ -48,6 +50,7 @@ const options = (shard: { port: number; peerId: string; api: string }): Simulate
   addCatalog: true,
   settleSeconds: 2,
   connectSeconds: 20,
+  maxErrors: 0,
   json: false
 })
 
@@ -56,7 +59,7 @@ describe("omega simulate", () => {
     "runs a fleet against a running shard: every sync with news acknowledged, devices registered, patterns back",
     () =>
       Effect.gen(function*() {
-        const shard = yield* startShard
+        const shard = yield* startShard()
         // No --pin: the fleet pins the peer id the shard's API reports.
         const report = yield* runSimulate({ ...options(shard), pin: undefined }).pipe(
           Effect.provide(SyncTransport.layerQuic())
@@ -85,7 +88,7 @@ describe("omega simulate", () => {
 
   it.live("fails with the shard's answer when the fleet secret is wrong", () =>
     Effect.gen(function*() {
-      const shard = yield* startShard
+      const shard = yield* startShard()
       const error = yield* runSimulate({
         ...options(shard),
         tvs: 3,
@@ -93,10 +96,32 @@ describe("omega simulate", () => {
         addCatalog: false,
         connectSeconds: 3
       }).pipe(Effect.provide(SyncTransport.layerQuic()), Effect.flip)
-      assert.instanceOf(error, SimulateError)
+      assert.instanceOf(error, FleetError)
       assert.match(error.message, /no TV could open a session/)
       assert.match(error.message, /wrong token/)
     }), 60_000)
+
+  it.live(
+    "counts syncs the shard rate-limits by its error code, and fails the run past --max-errors",
+    () =>
+      Effect.gen(function*() {
+        // The shard's default: one sync per device per minute; the fleet's second round comes at once.
+        const shard = yield* startShard(Duration.minutes(1))
+        const quick = { ...options(shard), tvs: 12, addCatalog: false, settleSeconds: 0 }
+        const report = yield* runSimulate({ ...quick, maxErrors: 1_000 }).pipe(
+          Effect.provide(SyncTransport.layerQuic())
+        )
+        assert.deepStrictEqual(Object.keys(report.failures), ["rate-limited"])
+        assert.strictEqual(report.sync_errors, report.failures["rate-limited"])
+        assert.isAbove(report.sync_errors, 0)
+        // The first round's syncs went through; the second round's were refused, not lost.
+        assert.strictEqual(report.syncs_acknowledged + report.syncs_idle + report.sync_errors, 24)
+        const verdict = yield* runSimulate(quick).pipe(Effect.provide(SyncTransport.layerQuic()), Effect.flip)
+        assert.instanceOf(verdict, SimulateError)
+        assert.match(verdict.message, /syncs failed \(--max-errors 0\)/)
+      }),
+    90_000
+  )
 
   it.effect("rejects a pin that is not one, and bad rounds, before connecting", () =>
     Effect.gen(function*() {
@@ -121,5 +146,11 @@ describe("omega simulate", () => {
       }).pipe(Effect.provide(SyncTransport.layerMemory), Effect.flip)
       assert.instanceOf(rounds, SimulateError)
       assert.match(rounds.message, /--rounds must be at least 1/)
+      const tvs = yield* runSimulate({ ...options({ port: 1, peerId: "x", api: "" }), tvs: 0 }).pipe(
+        Effect.provide(SyncTransport.layerMemory),
+        Effect.flip
+      )
+      assert.instanceOf(tvs, SimulateError)
+      assert.match(tvs.message, /--tvs must be at least 1/)
     }))
 })

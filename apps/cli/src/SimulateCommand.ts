@@ -9,19 +9,22 @@
  * Device ids carry a random run id: a shard acknowledges a version it has seen as a duplicate, so a
  * second run under the same ids would be a replay of the first.
  */
-import { ContentAccepted, FederationRound, ShardInfo, Stats } from "@omega/constellation"
+import { ContentAccepted, FederationRound, ShardApiStats, ShardInfo } from "@omega/constellation"
 import { type ConnectOptions, SyncTransport } from "@omega/sync"
 import { Data, Duration, Effect, type Redacted, Schema } from "effect"
 import { randomBytes } from "node:crypto"
 import {
+  awaitSessions,
+  bytesReceived,
   describeInterval,
-  type FleetTv,
+  failureCount,
   loadFleetWorld,
-  mergeFailures,
   openFleet,
-  roundCuts,
+  printQuality,
+  roundWindows,
   scoreFleet,
-  syncRound
+  syncRound,
+  SyncTally
 } from "./Fleet.ts"
 import { percentile, printJson, printTable, progress, round } from "./Report.ts"
 
@@ -36,8 +39,11 @@ export interface SimulateOptions {
   readonly pin: string | undefined
   readonly secret: Redacted.Redacted<string>
   readonly region: string
-  /** TVs (viewers of the world); undefined: 50. */
-  readonly tvs: number | undefined
+  /**
+   * TVs (viewers of the world). Co-watch rows need a few hundred: a pair of items is published only
+   * once k devices stand behind it.
+   */
+  readonly tvs: number
   readonly dataset: string | undefined
   readonly rounds: number
   /** Pause between rounds; a shard accepts one sync per device per MIN_SYNC_INTERVAL_MS (60 s by default). */
@@ -53,6 +59,11 @@ export interface SimulateOptions {
   readonly settleSeconds: number
   /** How long to wait for the TVs' sessions to open. */
   readonly connectSeconds: number
+  /**
+   * Syncs that may fail (by any kind) before the run counts as failed. The run also fails when no
+   * sync is acknowledged or a TV has no session at the end, so a smoke test exits non-zero.
+   */
+  readonly maxErrors: number
   readonly json: boolean
 }
 
@@ -96,17 +107,24 @@ const callApi = <S extends Schema.Top>(
   Effect.gen(function*() {
     const fail = (why: string) => new SimulateError({ message: `${method} ${path} on ${api}: ${why}` })
     const text = yield* Effect.tryPromise({
-      try: async () => {
-        const response = await fetch(new URL(path, api), {
+      try: async (interrupted) => {
+        // `path` goes after whatever path `api` has (a proxy may serve the API under a prefix).
+        const response = await fetch(`${api.replace(/\/+$/, "")}${path}`, {
           method,
-          signal: AbortSignal.timeout(30_000),
+          signal: AbortSignal.any([interrupted, AbortSignal.timeout(30_000)]),
           ...(body === undefined ? {} : { body: JSON.stringify(body), headers: { "content-type": "application/json" } })
         })
         const answer = await response.text()
         if (!response.ok) throw new Error(`${response.status} ${answer.slice(0, 200)}`)
         return answer
       },
-      catch: (e) => fail(e instanceof Error ? e.message : String(e))
+      // fetch says only "fetch failed"; why (ECONNREFUSED, ENOTFOUND, ...) is in its cause.
+      catch: (e) =>
+        fail(
+          e instanceof Error ?
+            (e.cause instanceof Error ? `${e.message} (${e.cause.message})` : e.message) :
+            String(e)
+        )
     })
     const json = yield* Effect.try({ try: () => JSON.parse(text) as unknown, catch: () => fail("not JSON") })
     return yield* Schema.decodeUnknownEffect(schema)(json).pipe(
@@ -136,12 +154,20 @@ export const runSimulate = Effect.fn("omega.simulate")(function*(options: Simula
   if (!Number.isInteger(options.rounds) || options.rounds < 1) {
     return yield* new SimulateError({ message: `--rounds must be at least 1, got ${options.rounds}` })
   }
-  if (!(options.everySeconds >= 0)) {
-    return yield* new SimulateError({ message: `--every must be 0 or more seconds, got ${options.everySeconds}` })
+  if (!Number.isInteger(options.tvs) || options.tvs < 1) {
+    return yield* new SimulateError({ message: `--tvs must be at least 1, got ${options.tvs}` })
+  }
+  for (
+    const [flag, value] of [["every", options.everySeconds], ["settle", options.settleSeconds], [
+      "connect-timeout",
+      options.connectSeconds
+    ], ["max-errors", options.maxErrors]] as const
+  ) {
+    if (!(value >= 0)) return yield* new SimulateError({ message: `--${flag} must be 0 or more, got ${value}` })
   }
   const endpoint = yield* endpointOf({ ...options, pin: yield* pinOf(options) })
   const target = `${options.transport}://${options.host}:${options.port}`
-  const world = yield* loadFleetWorld({ dataset: options.dataset, tvs: options.tvs ?? 50 })
+  const world = yield* loadFleetWorld({ dataset: options.dataset, tvs: options.tvs })
   const titles = new Map(world.catalog.map((c) => [c.contentId, c]))
   if (options.addCatalog) {
     if (options.api === undefined) return yield* new SimulateError({ message: "--add-catalog needs --api" })
@@ -167,58 +193,51 @@ export const runSimulate = Effect.fn("omega.simulate")(function*(options: Simula
     deviceId: (split) => `sim-${run}-${split.user}`,
     home: () => ({ shard: target, endpoint })
   })
-  yield* awaitSessions(fleet, options.connectSeconds, target)
+  yield* progress(`  ${yield* awaitSessions(fleet, options.connectSeconds, target)}/${fleet.length} sessions open`)
 
-  const cuts = roundCuts(fleet, options.rounds)
   const rows: Array<Record<string, string | number>> = []
-  const syncMs: Array<number> = []
-  let failures: Record<string, number> = {}
-  let acknowledged = 0
-  let duplicates = 0
-  let idle = 0
-  let bytesUp = 0
-  for (const [index, cut] of cuts.entries()) {
+  const tally = new SyncTally()
+  let federationRounds = 0
+  let federatedOut = 0
+  for (const [index, window] of roundWindows(fleet, options.rounds).entries()) {
     if (index > 0) yield* pause(options.everySeconds)
-    const synced = yield* syncRound(fleet, titles, index === 0 ? -Infinity : cuts[index - 1]!, cut)
-    syncMs.push(...synced.syncMs)
-    acknowledged += synced.acknowledged
-    duplicates += synced.duplicates
-    idle += synced.idle
-    bytesUp += synced.bytesUp
-    failures = mergeFailures(failures, synced.failures)
+    const synced = yield* syncRound(fleet, titles, window)
+    tally.add(synced)
     const federation = options.api === undefined ?
       undefined :
       yield* callApi(options.api, "POST", "/api/v1/federation/trigger", FederationRound)
-    const failed = Object.values(synced.failures).reduce((a, b) => a + b, 0)
+    if (federation !== undefined) {
+      federationRounds += 1
+      federatedOut += federation.patternsOut
+    }
+    const failed = failureCount(synced.failures)
     rows.push({
       round: index + 1,
       events: synced.events,
       acknowledged: synced.acknowledged,
+      idle: synced.idle,
       failed,
       sync_p50_ms: round(percentile(synced.syncMs, 50), 2),
       federated_out: federation === undefined ? "-" : federation.patternsOut
     })
     yield* progress(
-      `  round ${
-        index + 1
-      }/${options.rounds}: ${synced.events} events replayed, ${synced.acknowledged} syncs acknowledged, ${failed} not`
+      `  round ${index + 1}/${options.rounds}: ${synced.events} events replayed, ${synced.acknowledged} syncs ` +
+        `acknowledged, ${synced.idle} with nothing new, ${failed} failed`
     )
   }
-  // The shard pushes what a round changed over the open sessions, every PUSH_EVERY_MS: wait for it.
-  yield* progress(`  waiting ${options.settleSeconds} s for the shard's pushes`)
+  // The shard pushes a region's changes at most once per PUSH_EVERY_MS (60 s by default): wait for them.
+  if (options.settleSeconds > 0) yield* progress(`  waiting ${options.settleSeconds} s for the shard's pushes`)
   yield* Effect.sleep(Duration.seconds(options.settleSeconds))
   const statuses = yield* Effect.forEach(fleet, (tv) => tv.client.status)
   const brains = yield* Effect.forEach(fleet, (tv) => tv.brain.stats)
-  const stats = options.api === undefined ? undefined : yield* callApi(options.api, "GET", "/api/v1/stats", Stats)
-  const coWatchBytes = statuses.reduce((n, s) => n + s.coWatchBytesDown, 0)
-  const bytesDown = statuses.reduce((n, s) => n + s.bytesDown, 0) - coWatchBytes
+  const received = yield* bytesReceived(fleet)
+  const stats = options.api === undefined
+    ? undefined
+    : yield* callApi(options.api, "GET", "/api/v1/stats", ShardApiStats)
   const { gain, localOnly, recommendMs, synced } = yield* scoreFleet(fleet, world)
 
   yield* printTable(`Rounds against ${target}`, rows)
-  yield* printTable(`Recommendation quality of these ${fleet.length} TVs (HR@10 / NDCG@10 at the next good watch)`, [
-    { brain: "local-only (no sync)", hr10: round(localOnly.hr10), ndcg10: round(localOnly.ndcg10) },
-    { brain: "synced with the shard", hr10: round(synced.hr10), ndcg10: round(synced.ndcg10) }
-  ])
+  yield* printQuality(fleet.length, { localOnly, synced }, "synced with the shard")
   yield* progress(`  synced / local-only HR@10 95% CI ${describeInterval(gain)} (paired bootstrap over the TVs)`)
   const mean = (values: ReadonlyArray<number>) => values.reduce((a, b) => a + b, 0) / Math.max(1, values.length)
   const summary = {
@@ -226,14 +245,16 @@ export const runSimulate = Effect.fn("omega.simulate")(function*(options: Simula
     tvs: fleet.length,
     tvs_connected: statuses.filter((s) => s.connected).length,
     rounds: options.rounds,
-    syncs_acknowledged: acknowledged,
-    duplicates,
-    syncs_idle: idle,
-    sync_errors: Object.values(failures).reduce((a, b) => a + b, 0),
-    sync_p50_ms: round(percentile(syncMs, 50), 2),
-    sync_p99_ms: round(percentile(syncMs, 99), 2),
-    bytes_up_per_sync: round(bytesUp / Math.max(1, acknowledged), 1),
-    bytes_down_per_sync: round(bytesDown / Math.max(1, acknowledged), 1),
+    syncs_acknowledged: tally.acknowledged,
+    duplicates: tally.duplicates,
+    syncs_idle: tally.idle,
+    sync_errors: tally.failed,
+    sync_p50_ms: round(percentile(tally.syncMs, 50), 2),
+    sync_p99_ms: round(percentile(tally.syncMs, 99), 2),
+    bytes_up_per_sync: round(tally.bytesUp / Math.max(1, tally.acknowledged), 1),
+    bytes_down_per_sync: round(received.sync / Math.max(1, tally.acknowledged), 1),
+    federation_rounds: federationRounds,
+    federated_out: federatedOut,
     global_patterns_per_tv: round(mean(brains.map((b) => b.collectivePatterns)), 1),
     trends_per_tv: round(mean(brains.map((b) => b.trends)), 1),
     cowatch_updates_per_tv: round(mean(statuses.map((s) => s.coWatchUpdates)), 2),
@@ -243,8 +264,11 @@ export const runSimulate = Effect.fn("omega.simulate")(function*(options: Simula
     hr10_synced: round(synced.hr10)
   }
   yield* printTable("The fleet", [summary])
-  if (Object.keys(failures).length > 0) {
-    yield* printTable("Syncs not acknowledged, by kind", Object.entries(failures).map(([kind, n]) => ({ kind, n })))
+  if (tally.failed > 0) {
+    yield* printTable(
+      "Syncs not acknowledged, by kind",
+      Object.entries(tally.failures).map(([kind, n]) => ({ kind, n }))
+    )
   }
   if (stats !== undefined) {
     yield* printTable("The shard (GET /api/v1/stats)", [{
@@ -255,28 +279,19 @@ export const runSimulate = Effect.fn("omega.simulate")(function*(options: Simula
       publishable_clusters: stats.publishableClusters
     }])
   }
-  if (options.json) yield* printJson({ ...summary, failures, shard: stats ?? null })
-  return { ...summary, failures, shard: stats }
+  const report = { ...summary, failures: tally.failures, shard: stats }
+  if (options.json) yield* printJson({ ...report, shard: stats ?? null })
+  // A smoke test's verdict, after the report: the exit status says whether the shard served the fleet.
+  const problems = [
+    ...(tally.acknowledged === 0 ? ["no sync was acknowledged"] : []),
+    ...(tally.failed > options.maxErrors ? [`${tally.failed} syncs failed (--max-errors ${options.maxErrors})`] : []),
+    ...(summary.tvs_connected < fleet.length ? [`${fleet.length - summary.tvs_connected} TVs lost their session`] : [])
+  ]
+  if (problems.length > 0) {
+    return yield* new SimulateError({ message: `the fleet was not served: ${problems.join("; ")}` })
+  }
+  return report
 })
-
-/**
- * Waits for every TV's session; fails when none opens (with the error the TVs saw, for example a
- * wrong fleet secret or pin), goes on with a warning when only some do.
- */
-const awaitSessions = (fleet: ReadonlyArray<FleetTv>, seconds: number, target: string) =>
-  Effect.gen(function*() {
-    yield* Effect.forEach(fleet, (tv) => tv.client.awaitConnected, { concurrency: "unbounded", discard: true }).pipe(
-      Effect.timeoutOption(Duration.seconds(seconds))
-    )
-    const statuses = yield* Effect.forEach(fleet, (tv) => tv.client.status)
-    const open = statuses.filter((s) => s.connected).length
-    if (open === 0) {
-      const seen = statuses.find((s) => s.lastError !== undefined)?.lastError ?? "no answer"
-      return yield* new SimulateError({ message: `no TV could open a session to ${target} in ${seconds} s: ${seen}` })
-    }
-    if (open < fleet.length) yield* progress(`  WARNING: ${fleet.length - open} TVs have no session; going on`)
-    yield* progress(`  ${open}/${fleet.length} sessions open`)
-  })
 
 /** Sleeps between rounds, saying so every 10 s. */
 const pause = (seconds: number) =>

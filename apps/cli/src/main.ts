@@ -143,8 +143,14 @@ const simulate = Command.make(
       Flag.withDescription("The shard's FLEET_SECRET, which device tokens derive from (default: $FLEET_SECRET)"),
       Flag.withFallbackConfig(Config.Redacted("FLEET_SECRET"))
     ),
-    region: Flag.String("region").pipe(Flag.withDefault("eu-west")),
-    tvs: Flag.Int("tvs").pipe(Flag.withDescription("TVs to simulate"), Flag.withDefault(50)),
+    region: Flag.String("region").pipe(
+      Flag.withDescription("The region the TVs say they are in (the shard aggregates per region)"),
+      Flag.withDefault("eu-west")
+    ),
+    tvs: Flag.Int("tvs").pipe(
+      Flag.withDescription("TVs to simulate (co-watch rows need a few hundred: k devices behind each pair)"),
+      Flag.withDefault(50)
+    ),
     rounds: Flag.Int("rounds").pipe(Flag.withDescription("Replay-and-sync rounds"), Flag.withDefault(3)),
     every: Flag.Int("every").pipe(
       Flag.withDescription("Seconds between rounds (the shard takes one sync per device per MIN_SYNC_INTERVAL_MS)"),
@@ -156,7 +162,15 @@ const simulate = Command.make(
     ),
     settle: Flag.Int("settle").pipe(
       Flag.withDescription("Seconds to wait after the last round for the shard's pushes (its PUSH_EVERY_MS)"),
-      Flag.withDefault(10)
+      Flag.withDefault(70)
+    ),
+    connectTimeout: Flag.Int("connect-timeout").pipe(
+      Flag.withDescription("Seconds to wait for the TVs' sessions to open"),
+      Flag.withDefault(30)
+    ),
+    maxErrors: Flag.Int("max-errors").pipe(
+      Flag.withDescription("Failed syncs allowed before the run fails (exit status 1)"),
+      Flag.withDefault(0)
     ),
     addCatalog: Flag.Boolean("add-catalog").pipe(
       Flag.withDescription("POST the simulated catalog to the API first, so the shard can decode trends (dev shards)"),
@@ -179,7 +193,8 @@ const simulate = Command.make(
       api: Option.getOrUndefined(flags.api),
       addCatalog: flags.addCatalog,
       settleSeconds: flags.settle,
-      connectSeconds: 30
+      connectSeconds: flags.connectTimeout,
+      maxErrors: flags.maxErrors
     }).pipe(Effect.scoped, Effect.provide(simulateTransport(flags.transport)))
 ).pipe(Command.withDescription("A fleet of simulated TVs syncing with a running shard, and what it got back"))
 

@@ -1,11 +1,11 @@
 import { assert, describe, it } from "@effect/vitest"
 import { EMBEDDING_DIMENSIONS } from "@omega/protocol"
-import { SyncTransport } from "@omega/sync"
+import { makeDevCertificate, makeQuicIdentity, SyncTransport } from "@omega/sync"
 import { Duration, Effect, Layer } from "effect"
 import { HttpServer } from "effect/http"
 import { HttpApiTest } from "effect/http-api"
 import { ManagementApi, managementHandlers } from "./ManagementApi.ts"
-import { shardCore } from "./Shard.ts"
+import { shardCore, syncPin } from "./Shard.ts"
 import { ShardStorage } from "./ShardStorage.ts"
 
 const shardLayer = shardCore({
@@ -94,4 +94,15 @@ describe("management REST API", () => {
       assert.strictEqual(second.round, first.round + 1)
       assert.isAtLeast(second.durationMs, 0)
     }).pipe(Effect.provide(api)), 30_000)
+})
+
+describe("syncPin", () => {
+  it.effect("is what a client pins: the QUIC peer id, or the SHA-256 of the WebTransport certificate", () =>
+    Effect.gen(function*() {
+      const certificate = yield* makeDevCertificate()
+      const identity = makeQuicIdentity()
+      assert.strictEqual(syncPin({ transport: "webtransport", sync: { certificate } }), certificate.sha256Hex)
+      assert.strictEqual(syncPin({ transport: "quic", sync: { identity } }), identity.peerId)
+      assert.isUndefined(syncPin({ transport: "memory", sync: {} }))
+    }))
 })

@@ -20,7 +20,7 @@ const Health = Schema.Struct({
   patternsStored: Schema.Number
 })
 
-export const Stats = Schema.Struct({
+export const ShardApiStats = Schema.Struct({
   shardId: Schema.String,
   registeredDevices: Schema.Number,
   maxDevices: Schema.Number,
@@ -55,8 +55,7 @@ export const ShardInfo = Schema.Struct({
   registeredDevices: Schema.Number,
   activeDevices: Schema.Number,
   syncPort: Schema.Number,
-  /** "quic", "webtransport" or "memory". */
-  transport: Schema.String,
+  transport: Schema.Literals(["webtransport", "quic", "memory"]),
   /**
    * What a client pins: the QUIC peer id, or the SHA-256 of the WebTransport certificate in hex.
    * Public (a TV holds it too), so a test fleet inside the cluster can read it here.
@@ -65,10 +64,7 @@ export const ShardInfo = Schema.Struct({
 })
 
 /** How /api/v1/shards describes this shard's sync endpoint. */
-export interface SyncEndpointInfo {
-  readonly syncPort: number
-  readonly region: string
-  readonly transport: string
+export type SyncEndpointInfo = Pick<typeof ShardInfo.Type, "syncPort" | "region" | "transport"> & {
   readonly pin?: string | undefined
 }
 
@@ -116,7 +112,7 @@ const decodeNewContent = decoder(NewContentBody, "NewContent")
 
 export class ShardApiGroup extends HttpApiGroup.make("shard", { topLevel: true }).add(
   HttpApiEndpoint.get("health", "/health", { success: Health }),
-  HttpApiEndpoint.get("stats", "/api/v1/stats", { success: Stats, error: ManagementError }),
+  HttpApiEndpoint.get("stats", "/api/v1/stats", { success: ShardApiStats, error: ManagementError }),
   HttpApiEndpoint.get("shards", "/api/v1/shards", { success: Schema.Array(ShardInfo) }),
   HttpApiEndpoint.post("addContent", "/api/v1/content", {
     payload: Schema.Unknown,

@@ -10,6 +10,7 @@ import { OmegaBrain } from "@omega/brain"
 import {
   type DeltaAck,
   type DeviceId,
+  type ErrorCode,
   makeWireCodec,
   type PatternDelta,
   PROTOCOL_VERSION,
@@ -88,6 +89,8 @@ export type SyncOutcome =
 export class SyncError extends Data.TaggedError("SyncError")<{
   readonly reason: "rejected" | "timeout" | "disconnected" | "storage"
   readonly message: string
+  /** A rejection's error code, as the shard's ErrorFrame gave it (for example "rate-limited"). */
+  readonly code?: ErrorCode
 }> {}
 
 export class SyncClient extends Context.Service<SyncClient, {
@@ -166,7 +169,7 @@ function make(config: SyncClientConfig) {
             return yield* send(active.connection, { _tag: "Pong", nonce: frame.nonce })
           case "ErrorFrame": {
             counters.lastError = `${frame.code}: ${frame.message}`
-            const error = new SyncError({ reason: "rejected", message: counters.lastError })
+            const error = new SyncError({ reason: "rejected", message: counters.lastError, code: frame.code })
             for (const waiting of active.acks.values()) yield* Deferred.fail(waiting, error)
             active.acks.clear()
             return
@@ -242,12 +245,9 @@ function make(config: SyncClientConfig) {
         counters.bytesDown += bytes.length
         const frame = yield* codec.decode(bytes)
         if (frame._tag !== "Welcome") {
-          return yield* new SyncError({
-            reason: "rejected",
-            message: frame._tag === "ErrorFrame"
-              ? `${frame.code}: ${frame.message}`
-              : `expected Welcome, got ${frame._tag}`
-          })
+          return yield* frame._tag === "ErrorFrame"
+            ? new SyncError({ reason: "rejected", message: `${frame.code}: ${frame.message}`, code: frame.code })
+            : new SyncError({ reason: "rejected", message: `expected Welcome, got ${frame._tag}` })
         }
         counters.sessions += 1
         counters.lastError = undefined
