@@ -1,7 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { type ContentEmbedding, type ContentId, EMBEDDING_DIMENSIONS, type PatternId } from "@omega/protocol"
 import { gaussian, seededRandom, unit } from "./internal/vectors.ts"
-import { defaultShardTrendsConfig, ShardTrends, type ShardTrendsConfig } from "./ShardTrends.ts"
+import { defaultShardTrendsConfig, PatternCounts, ShardTrends, type ShardTrendsConfig } from "./ShardTrends.ts"
 
 const random = seededRandom(11)
 const direction = () => unit(Array.from({ length: EMBEDDING_DIMENSIONS }, () => gaussian(random)))!
@@ -37,6 +37,22 @@ const make = (overrides: Partial<ShardTrendsConfig> = {}) => {
 
 const scores = (trends: ShardTrends, at: number) =>
   Object.fromEntries(trends.signals("eu", at, 10).map((t) => [t.contentId, t.score]))
+
+describe("PatternCounts", () => {
+  it("returns each pattern's previous count and forgets the least recently uploaded beyond its capacity", () => {
+    const counts = new PatternCounts(3)
+    const id = (s: string) => s as PatternId
+    assert.strictEqual(counts.swap(id("a"), 4), 0, "a new pattern has no previous count")
+    assert.strictEqual(counts.swap(id("b"), 2), 0)
+    assert.strictEqual(counts.swap(id("c"), 7), 0)
+    assert.strictEqual(counts.swap(id("a"), 5), 4, "a is now the newest")
+    assert.strictEqual(counts.swap(id("d"), 1), 0, "full: b, the least recently uploaded, makes room")
+    assert.strictEqual(counts.size, 3)
+    assert.strictEqual(counts.swap(id("b"), 3), 0, "b was forgotten")
+    assert.strictEqual(counts.swap(id("a"), 6), 5, "a survived, having been uploaded again")
+    assert.strictEqual(counts.swap(id("d"), 1), 1)
+  })
+})
 
 describe("ShardTrends", () => {
   it("decodes patterns built from catalog items into those items, once k devices stand behind them", () => {

@@ -121,7 +121,7 @@ export class ShardTrends {
   private matrix: CatalogMatrix | undefined
   private pending: Array<PendingUpload> = []
   private pendingPatterns = 0
-  private readonly lastCounts = new Map<string, Map<PatternId, number>>()
+  private readonly lastCounts = new Map<string, PatternCounts>()
   private decoded = 0
   private dropped = 0
   private readonly coWatch: CoWatchCounter
@@ -153,16 +153,13 @@ export class ShardTrends {
   /** Buffers one device's viewing: its shared patterns, of any quality (cheap: a map lookup per pattern, no decoding). */
   observe(region: string, deviceId: string, patterns: ReadonlyArray<SharedPattern>, at: number): void {
     let counts = this.lastCounts.get(deviceId)
-    if (counts === undefined) counts = new Map()
+    if (counts === undefined) counts = new PatternCounts(this.config.patternsPerDevice)
     else this.lastCounts.delete(deviceId)
     this.lastCounts.set(deviceId, counts)
     if (this.lastCounts.size > this.config.deviceMemory) this.lastCounts.delete(this.lastCounts.keys().next().value!)
     const grown: Array<Growth> = []
     for (const p of patterns) {
-      const before = counts.get(p.id) ?? 0
-      counts.delete(p.id)
-      counts.set(p.id, p.sampleCount)
-      if (counts.size > this.config.patternsPerDevice) counts.delete(counts.keys().next().value!)
+      const before = counts.swap(p.id, p.sampleCount)
       const growth = Math.max(0, p.sampleCount - before) * p.successRate
       if (growth > 0) grown.push({ embedding: p.embedding, growth, sampleCount: p.sampleCount })
     }
@@ -309,6 +306,60 @@ export class ShardTrends {
       coWatchRows: [...this.rows.values()].filter((r) => r.row.neighbours.length > 0).length
     }
   }
+}
+
+/**
+ * The last sample count of up to `capacity` of one device's patterns, found by a 32-bit hash of the
+ * pattern id, the least recently uploaded forgotten first. One typed array per device, outside the
+ * JS heap: a shard remembers tens of thousands of devices, and their ids as strings in Maps cost
+ * about 6 KB of heap a device (120 MB at the default bounds) for the collector to trace. Two of a
+ * device's patterns sharing a hash (about one device in a million, at 64 patterns) read each
+ * other's count, which misplaces one upload's growth.
+ */
+export class PatternCounts {
+  /** Per slot: the id's hash, its last count, and when it was last uploaded (a counter). */
+  private readonly slots: Float64Array
+  private used = 0
+  private clock = 0
+  readonly capacity: number
+
+  constructor(capacity: number) {
+    this.capacity = Math.max(1, capacity)
+    this.slots = new Float64Array(this.capacity * 3)
+  }
+
+  /** Remembers `count` for pattern `id` as its newest; returns the count remembered before (0 if none). */
+  swap(id: PatternId, count: number): number {
+    const hash = idHash(id)
+    const s = this.slots
+    this.clock += 1
+    let oldest = 0
+    for (let i = 0; i < this.used; i++) {
+      if (s[3 * i] === hash) {
+        const before = s[3 * i + 1]!
+        s[3 * i + 1] = count
+        s[3 * i + 2] = this.clock
+        return before
+      }
+      if (s[3 * i + 2]! < s[3 * oldest + 2]!) oldest = i
+    }
+    const slot = this.used < this.capacity ? this.used++ : oldest
+    s[3 * slot] = hash
+    s[3 * slot + 1] = count
+    s[3 * slot + 2] = this.clock
+    return 0
+  }
+
+  get size(): number {
+    return this.used
+  }
+}
+
+/** FNV-1a over the id's UTF-16 code units. */
+const idHash = (id: string): number => {
+  let h = 0x811c9dc5
+  for (let i = 0; i < id.length; i++) h = Math.imul(h ^ id.charCodeAt(i), 0x01000193)
+  return h >>> 0
 }
 
 /** Whether `after` has other neighbours than `before`, or a weight more than a tenth (and 20/1000) away. */
