@@ -26,6 +26,8 @@ export const ShardApiStats = Schema.Struct({
   maxDevices: Schema.Number,
   activeSessions: Schema.Number,
   activeDevices: Schema.Number,
+  /** Devices held in memory: those with a session and the most recently disconnected. */
+  cachedDevices: Schema.Number,
   devicePatterns: Schema.Number,
   aggregatedPatterns: Schema.Number,
   /** Deltas and patterns in the durable log: everything ever acknowledged. */

@@ -21,6 +21,52 @@ const manager = managerOnly(2).pipe(Layer.provideMerge(ShardStorage.layerTest))
 
 describe("ShardManager", () => {
   it.live(
+    "keeps devices with a session and the most recently disconnected in memory, and reads the rest back",
+    () =>
+      Effect.gen(function*() {
+        const storage = yield* ShardStorage
+        const shard = yield* buildManager(
+          ShardManager.layer({
+            shardId: "m",
+            defaultRegion: "eu-west",
+            maxDevices: 100,
+            fleetSecret: Redacted.make(SECRET),
+            idleDeviceMemory: 2
+          })
+        )
+        const visit = (id: string) =>
+          Effect.gen(function*() {
+            const state = yield* shard.authenticate(id, deviceToken(SECRET, id), "eu")
+            shard.sessionOpened(id)
+            return state
+          })
+        const a = yield* visit("tv-a")
+        // What ingestion does once tv-a's delta 7 is durable: the log has it, the state says so.
+        yield* storage.appendDeltas([{
+          deviceId: "tv-a",
+          version: 7,
+          region: "eu",
+          patterns: 0,
+          frame: new Uint8Array([1])
+        }])
+        a.lastVersion = 7
+        for (const id of ["tv-b", "tv-c", "tv-d"]) yield* visit(id)
+        assert.strictEqual((yield* shard.stats).cachedDevices, 4, "every device with a session")
+        for (const id of ["tv-a", "tv-b", "tv-c", "tv-d"]) shard.sessionClosed(id)
+        assert.strictEqual((yield* shard.stats).cachedDevices, 2, "the two most recently disconnected")
+        const d = yield* visit("tv-d")
+        assert.strictEqual((yield* visit("tv-d")).id, d.id)
+        // tv-a was forgotten: it comes back from storage, its version with it, and is not registered twice.
+        const back = yield* visit("tv-a")
+        assert.notStrictEqual(back, a)
+        assert.strictEqual(back.lastVersion, 7)
+        assert.strictEqual((yield* storage.counts).devices, 4)
+        assert.strictEqual((yield* shard.stats).registeredDevices, 4)
+      }).pipe(Effect.provide(ShardStorage.layerTest)),
+    30_000
+  )
+
+  it.live(
     "lets in devices with their token, registers them once, refuses forged tokens and a full shard",
     () =>
       Effect.gen(function*() {

@@ -1,6 +1,7 @@
 /**
  * Which devices a shard serves: authentication of per-device tokens, the device registry
- * (cached in memory, persisted in ShardStorage), capacity, and live statistics. A device token
+ * (persisted in ShardStorage; in memory, the devices with an open session and the most recently
+ * disconnected ones), capacity, and live statistics. A device token
  * is HMAC-SHA256(fleet secret, device id): the shard verifies it without a lookup, and a device
  * is registered on its first successful sync until the shard is full.
  */
@@ -26,7 +27,16 @@ export interface ShardConfig {
   readonly maxDevices: number
   /** Secret that device tokens derive from (provisioned to TVs at the factory). */
   readonly fleetSecret: Redacted.Redacted<string>
+  /**
+   * Devices without an open session kept in memory, the most recently disconnected; one that comes
+   * back after being forgotten is read back from storage (its last version and sync time are in the
+   * delta log). Without a bound, every device that ever synced stays: millions on a full shard.
+   */
+  readonly idleDeviceMemory?: number
 }
+
+/** How many disconnected devices a shard keeps in memory by default. */
+export const DEFAULT_IDLE_DEVICE_MEMORY = 100_000
 
 /** A device with an open session, as ingestion needs it. */
 export interface DeviceState {
@@ -44,6 +54,8 @@ export interface ShardStats {
   readonly maxDevices: number
   readonly activeSessions: number
   readonly activeDevices: number
+  /** Devices held in memory: those with a session and up to idleDeviceMemory disconnected ones. */
+  readonly cachedDevices: number
 }
 
 /** The device could not be let in; `reason` says why (and what the TV is told). */
@@ -84,8 +96,22 @@ function make(config: ShardConfig) {
   return Effect.gen(function*() {
     const storage = yield* ShardStorage
     let registered = (yield* storage.counts).devices
+    /** Devices with an open session, or admitted and about to open one. */
     const devices = new Map<string, DeviceState>()
+    /** Devices whose last session closed, least recently closed first. */
+    const idle = new Map<string, DeviceState>()
+    const idleMemory = config.idleDeviceMemory ?? DEFAULT_IDLE_DEVICE_MEMORY
     const sessions = new Map<string, number>()
+    /** The device's state if it is in memory (an idle one becomes active again). */
+    const cached = (deviceId: string): DeviceState | undefined => {
+      const active = devices.get(deviceId)
+      if (active !== undefined) return active
+      const state = idle.get(deviceId)
+      if (state === undefined) return undefined
+      idle.delete(deviceId)
+      devices.set(deviceId, state)
+      return state
+    }
     let activeSessions = 0
 
     const verify = (deviceId: string, token: string) => {
@@ -100,7 +126,7 @@ function make(config: ShardConfig) {
     const admissions = yield* Queue.unbounded<Admission>()
     const admit = (batch: ReadonlyArray<Admission>) =>
       Effect.gen(function*() {
-        const unknown = [...new Set(batch.map((a) => a.deviceId).filter((id) => !devices.has(id)))]
+        const unknown = [...new Set(batch.map((a) => a.deviceId).filter((id) => cached(id) === undefined))]
         for (const stored of yield* storage.findDevices(unknown)) {
           devices.set(stored.id, {
             id: stored.id,
@@ -158,8 +184,8 @@ function make(config: ShardConfig) {
             message: `unknown device or wrong token for ${deviceId}`
           })
         }
-        const cached = devices.get(deviceId)
-        if (cached !== undefined) return cached
+        const state = cached(deviceId)
+        if (state !== undefined) return state
         const done = yield* Deferred.make<DeviceState, AuthError | StorageError>()
         yield* Queue.offer(admissions, { deviceId, token, region, done })
         return yield* Deferred.await(done)
@@ -176,19 +202,27 @@ function make(config: ShardConfig) {
       sessionOpened: (deviceId) => {
         activeSessions += 1
         sessions.set(deviceId, (sessions.get(deviceId) ?? 0) + 1)
+        // A second session admitted while the first was closing finds its state back among the active.
+        cached(deviceId)
       },
       sessionClosed: (deviceId) => {
         activeSessions -= 1
         const open = (sessions.get(deviceId) ?? 1) - 1
-        if (open <= 0) sessions.delete(deviceId)
-        else sessions.set(deviceId, open)
+        if (open > 0) return void sessions.set(deviceId, open)
+        sessions.delete(deviceId)
+        const state = devices.get(deviceId)
+        if (state === undefined) return
+        devices.delete(deviceId)
+        idle.set(deviceId, state)
+        if (idle.size > idleMemory) idle.delete(idle.keys().next().value!)
       },
       stats: Effect.sync(() => ({
         shardId: config.shardId,
         registeredDevices: registered,
         maxDevices: config.maxDevices,
         activeSessions,
-        activeDevices: sessions.size
+        activeDevices: sessions.size,
+        cachedDevices: devices.size + idle.size
       }))
     })
   })
