@@ -1,6 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import { shardLayer, SyncServer } from "@omega/constellation"
-import { makeQuicIdentity, SyncTransport } from "@omega/sync"
+import { makeDevCertificate, makeQuicIdentity, SyncTransport } from "@omega/sync"
 import { Context, Duration, Effect, Layer, Redacted } from "effect"
 import { FleetError } from "./Fleet.ts"
 import { freePort } from "./FreePort.ts"
@@ -84,6 +84,40 @@ describe("omega simulate", () => {
         assert.isAbove(report.trends_per_tv, 0)
       }),
     120_000
+  )
+
+  it.live(
+    "runs over WebTransport (the server's default transport), pinning the certificate the API reports",
+    () =>
+      Effect.gen(function*() {
+        const certificate = yield* makeDevCertificate()
+        const httpPort = yield* freePort()
+        const context = yield* Layer.build(shardLayer({
+          shardId: "simulated-wt",
+          region: "eu-west",
+          maxDevices: 1_000,
+          fleetSecret: SECRET,
+          transport: "webtransport",
+          sync: { host: "127.0.0.1", port: 0, certificate },
+          host: "127.0.0.1",
+          httpPort,
+          metricsPort: 0,
+          ingestion: { minSyncInterval: Duration.zero }
+        }))
+        const report = yield* runSimulate({
+          ...options({ port: Context.get(context, SyncServer).port, peerId: "", api: `http://127.0.0.1:${httpPort}` }),
+          transport: "webtransport",
+          pin: undefined,
+          tvs: 12,
+          addCatalog: false,
+          settleSeconds: 0
+        }).pipe(Effect.provide(SyncTransport.layerWebTransport()))
+        assert.strictEqual(report.tvs_connected, 12)
+        assert.strictEqual(report.sync_errors, 0)
+        assert.isAtLeast(report.syncs_acknowledged, 12)
+        assert.strictEqual(report.shard?.deltasAccepted, report.syncs_acknowledged)
+      }),
+    60_000
   )
 
   it.live("fails with the shard's answer when the fleet secret is wrong", () =>
