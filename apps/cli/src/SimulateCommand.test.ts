@@ -166,14 +166,20 @@ describe("omega simulate", () => {
       assert.match(empty.message, /peer id/)
       const good = yield* endpointOf({ ...base, transport: "webtransport", pin: "ab".repeat(32) })
       assert.strictEqual(good.certificateHash?.length, 32)
-      const unpinned = yield* runSimulate({
-        ...options({ port: 1, peerId: "x", api: "" }),
-        pin: undefined,
-        api: undefined
-      })
-        .pipe(Effect.provide(SyncTransport.layerMemory), Effect.flip)
+      const refused = (changes: Partial<SimulateOptions>) =>
+        runSimulate({ ...options({ port: 1, peerId: "x", api: "http://127.0.0.1:1" }), ...changes }).pipe(
+          Effect.provide(SyncTransport.layerMemory),
+          Effect.flip
+        )
+      const unpinned = yield* refused({ pin: undefined, api: undefined, addCatalog: false })
       assert.instanceOf(unpinned, SimulateError)
       assert.match(unpinned.message, /--pin is needed without --api/)
+      const catalogWithoutApi = yield* refused({ api: undefined })
+      assert.instanceOf(catalogWithoutApi, SimulateError)
+      assert.match(catalogWithoutApi.message, /--add-catalog needs --api/)
+      const negative = yield* refused({ settleSeconds: -1 })
+      assert.instanceOf(negative, SimulateError)
+      assert.match(negative.message, /--settle must be 0 or more/)
       const rounds = yield* runSimulate({
         ...options({ port: 1, peerId: "x", api: "http://127.0.0.1:1" }),
         rounds: 0

@@ -10,6 +10,7 @@
  * second run under the same ids would be a replay of the first.
  */
 import { ContentAccepted, FederationRound, ShardApiStats, ShardInfo } from "@omega/constellation"
+import type { ContentEmbedding } from "@omega/protocol"
 import { type ConnectOptions, SyncTransport } from "@omega/sync"
 import { Data, Duration, Effect, type Redacted, Schema } from "effect"
 import { randomBytes } from "node:crypto"
@@ -150,30 +151,30 @@ const pinOf = (options: SimulateOptions) =>
     return shard.pin
   })
 
-export const runSimulate = Effect.fn("omega.simulate")(function*(options: SimulateOptions) {
+/** Why `options` cannot run, or undefined when they can. */
+const optionsProblem = (options: SimulateOptions): string | undefined => {
   if (!Number.isInteger(options.rounds) || options.rounds < 1) {
-    return yield* new SimulateError({ message: `--rounds must be at least 1, got ${options.rounds}` })
+    return `--rounds must be at least 1, got ${options.rounds}`
   }
-  if (!Number.isInteger(options.tvs) || options.tvs < 1) {
-    return yield* new SimulateError({ message: `--tvs must be at least 1, got ${options.tvs}` })
+  if (!Number.isInteger(options.tvs) || options.tvs < 1) return `--tvs must be at least 1, got ${options.tvs}`
+  const nonNegative = {
+    every: options.everySeconds,
+    settle: options.settleSeconds,
+    "connect-timeout": options.connectSeconds,
+    "max-errors": options.maxErrors
   }
-  for (
-    const [flag, value] of [["every", options.everySeconds], ["settle", options.settleSeconds], [
-      "connect-timeout",
-      options.connectSeconds
-    ], ["max-errors", options.maxErrors]] as const
-  ) {
-    if (!(value >= 0)) return yield* new SimulateError({ message: `--${flag} must be 0 or more, got ${value}` })
+  for (const [flag, value] of Object.entries(nonNegative)) {
+    if (!(value >= 0)) return `--${flag} must be 0 or more, got ${value}`
   }
-  const endpoint = yield* endpointOf({ ...options, pin: yield* pinOf(options) })
-  const target = `${options.transport}://${options.host}:${options.port}`
-  const world = yield* loadFleetWorld({ dataset: options.dataset, tvs: options.tvs })
-  const titles = new Map(world.catalog.map((c) => [c.contentId, c]))
-  if (options.addCatalog) {
-    if (options.api === undefined) return yield* new SimulateError({ message: "--add-catalog needs --api" })
-    const api = options.api
-    for (let at = 0; at < world.catalog.length; at += CONTENT_PER_REQUEST) {
-      const items = world.catalog.slice(at, at + CONTENT_PER_REQUEST).map((item) => ({
+  if (options.addCatalog && options.api === undefined) return "--add-catalog needs --api"
+  return undefined
+}
+
+/** What POST /api/v1/content does for each item: the shard stores it and decodes uploads against it. */
+const postCatalog = (api: string, catalog: ReadonlyArray<ContentEmbedding>) =>
+  Effect.gen(function*() {
+    for (let at = 0; at < catalog.length; at += CONTENT_PER_REQUEST) {
+      const items = catalog.slice(at, at + CONTENT_PER_REQUEST).map((item) => ({
         contentId: item.contentId,
         title: item.title,
         genres: item.genres,
@@ -181,8 +182,17 @@ export const runSimulate = Effect.fn("omega.simulate")(function*(options: Simula
       }))
       yield* callApi(api, "POST", "/api/v1/content", ContentAccepted, items)
     }
-    yield* progress(`  posted ${world.catalog.length} catalog items to ${api}/api/v1/content`)
-  }
+    yield* progress(`  posted ${catalog.length} catalog items to ${api}/api/v1/content`)
+  })
+
+export const runSimulate = Effect.fn("omega.simulate")(function*(options: SimulateOptions) {
+  const problem = optionsProblem(options)
+  if (problem !== undefined) return yield* new SimulateError({ message: problem })
+  const endpoint = yield* endpointOf({ ...options, pin: yield* pinOf(options) })
+  const target = `${options.transport}://${options.host}:${options.port}`
+  const world = yield* loadFleetWorld({ dataset: options.dataset, tvs: options.tvs })
+  const titles = new Map(world.catalog.map((c) => [c.contentId, c]))
+  if (options.addCatalog && options.api !== undefined) yield* postCatalog(options.api, world.catalog)
   const run = randomBytes(3).toString("hex")
   yield* progress(`simulate: ${world.splits.length} TVs (run ${run}) from ${world.source} against ${target}`)
 
