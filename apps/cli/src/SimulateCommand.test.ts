@@ -8,18 +8,29 @@ import { endpointOf, runSimulate, SimulateError, type SimulateOptions } from "./
 
 const SECRET = "simulate-test-secret"
 
-/** A whole shard as the server app runs it (PGlite in memory, QUIC, management API); by default not rate-limited. */
-const startShard = (minSyncInterval: Duration.Input = Duration.zero) =>
+/**
+ * A whole shard as the server app runs it (PGlite in memory, QUIC or WebTransport, management API);
+ * by default not rate-limited.
+ */
+const startShard = (
+  { minSyncInterval = Duration.zero, transport = "quic" }: {
+    readonly minSyncInterval?: Duration.Input
+    readonly transport?: "quic" | "webtransport"
+  } = {}
+) =>
   Effect.gen(function*() {
     const identity = makeQuicIdentity()
+    const certificate = yield* makeDevCertificate()
     const httpPort = yield* freePort()
     const context = yield* Layer.build(shardLayer({
       shardId: "simulated",
       region: "eu-west",
       maxDevices: 1_000,
       fleetSecret: SECRET,
-      transport: "quic",
-      sync: { host: "127.0.0.1", port: 0, identity },
+      transport,
+      sync: transport === "quic" ?
+        { host: "127.0.0.1", port: 0, identity } :
+        { host: "127.0.0.1", port: 0, certificate },
       host: "127.0.0.1",
       httpPort,
       metricsPort: 0,
@@ -31,14 +42,19 @@ const startShard = (minSyncInterval: Duration.Input = Duration.zero) =>
         snapshotEvery: Duration.millis(200)
       }
     }))
-    return { port: Context.get(context, SyncServer).port, peerId: identity.peerId, api: `http://127.0.0.1:${httpPort}` }
+    return {
+      port: Context.get(context, SyncServer).port,
+      // What a TV pins, as the shard's log prints it.
+      pin: transport === "quic" ? identity.peerId : certificate.sha256Hex,
+      api: `http://127.0.0.1:${httpPort}`
+    }
   })
 
-const options = (shard: { port: number; peerId: string; api: string }): SimulateOptions => ({
+const options = (shard: { port: number; pin: string; api: string }): SimulateOptions => ({
   host: "127.0.0.1",
   port: shard.port,
   transport: "quic",
-  pin: shard.peerId,
+  pin: shard.pin,
   secret: Redacted.make(SECRET),
   region: "eu-west",
   tvs: 40,
@@ -90,22 +106,9 @@ describe("omega simulate", () => {
     "runs over WebTransport (the server's default transport), pinning the certificate the API reports",
     () =>
       Effect.gen(function*() {
-        const certificate = yield* makeDevCertificate()
-        const httpPort = yield* freePort()
-        const context = yield* Layer.build(shardLayer({
-          shardId: "simulated-wt",
-          region: "eu-west",
-          maxDevices: 1_000,
-          fleetSecret: SECRET,
-          transport: "webtransport",
-          sync: { host: "127.0.0.1", port: 0, certificate },
-          host: "127.0.0.1",
-          httpPort,
-          metricsPort: 0,
-          ingestion: { minSyncInterval: Duration.zero }
-        }))
+        const shard = yield* startShard({ transport: "webtransport" })
         const report = yield* runSimulate({
-          ...options({ port: Context.get(context, SyncServer).port, peerId: "", api: `http://127.0.0.1:${httpPort}` }),
+          ...options(shard),
           transport: "webtransport",
           pin: undefined,
           tvs: 12,
@@ -140,7 +143,7 @@ describe("omega simulate", () => {
     () =>
       Effect.gen(function*() {
         // The shard's default: one sync per device per minute; the fleet's second round comes at once.
-        const shard = yield* startShard(Duration.minutes(1))
+        const shard = yield* startShard({ minSyncInterval: Duration.minutes(1) })
         const quick = { ...options(shard), tvs: 12, addCatalog: false, settleSeconds: 0 }
         const report = yield* runSimulate({ ...quick, maxErrors: 1_000 }).pipe(
           Effect.provide(SyncTransport.layerQuic())
@@ -167,7 +170,7 @@ describe("omega simulate", () => {
       const good = yield* endpointOf({ ...base, transport: "webtransport", pin: "ab".repeat(32) })
       assert.strictEqual(good.certificateHash?.length, 32)
       const refused = (changes: Partial<SimulateOptions>) =>
-        runSimulate({ ...options({ port: 1, peerId: "x", api: "http://127.0.0.1:1" }), ...changes }).pipe(
+        runSimulate({ ...options({ port: 1, pin: "x", api: "http://127.0.0.1:1" }), ...changes }).pipe(
           Effect.provide(SyncTransport.layerMemory),
           Effect.flip
         )
