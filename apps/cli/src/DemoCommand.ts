@@ -63,7 +63,6 @@ const ROUNDS = 3
 
 export const runDemo = Effect.fn("omega.demo")(function*(options: DemoOptions) {
   const world: FleetWorld = yield* loadFleetWorld(options)
-  const titles = new Map(world.catalog.map((c) => [c.contentId, c]))
   yield* progress(
     `demo: ${world.splits.length} TVs replaying viewers from ${world.source}; TVs run omega eval's federated fleet`
   )
@@ -152,7 +151,7 @@ export const runDemo = Effect.fn("omega.demo")(function*(options: DemoOptions) {
   const coWatchVersions = new Map<string, number>()
   const tally = new SyncTally()
   for (const [index, window] of roundWindows(fleet, ROUNDS).entries()) {
-    const synced = yield* syncRound(fleet, titles, window)
+    const synced = yield* syncRound(fleet, world, window)
     tally.add(synced)
     // The round also sends the shards a co-watch table summed over both (once k devices changed
     // since the last one), which each shard publishes to its TVs as it takes it.
@@ -190,7 +189,7 @@ export const runDemo = Effect.fn("omega.demo")(function*(options: DemoOptions) {
   }
   const lagging = (yield* behind).length
   if (lagging > 0) yield* progress(`  WARNING: ${lagging} TVs still lack their shard's latest co-watch rows after 30 s`)
-  const received = yield* bytesReceived(fleet)
+  const received = bytesReceived(yield* Effect.forEach(fleet, (tv) => tv.client.status))
   yield* progress("  stopping the constellation; scoring the TVs offline")
   yield* Scope.close(constellation, Exit.void)
 

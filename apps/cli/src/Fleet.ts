@@ -7,7 +7,7 @@
 import { BrainStore, Embedder, OmegaBrain, VectorIndex } from "@omega/brain"
 import { deviceToken } from "@omega/constellation"
 import { type ContentEmbedding, type ContentId, makeWireCodec } from "@omega/protocol"
-import { type ConnectOptions, defaultSyncTiming, SyncClient, SyncTransport } from "@omega/sync"
+import { type ConnectOptions, defaultSyncTiming, SyncClient, type SyncStatus, SyncTransport } from "@omega/sync"
 import { Console, Context, Data, Duration, Effect, Exit, Layer, type Redacted, Scope } from "effect"
 import {
   embedCatalog,
@@ -28,8 +28,21 @@ import { makeWorld, syntheticRatings } from "./Synthetic.ts"
 export interface FleetWorld {
   readonly source: string
   readonly catalog: ReadonlyArray<ContentEmbedding>
+  /** The catalog by content id, for the replay and the report. */
+  readonly titles: ReadonlyMap<ContentId, ContentEmbedding>
   readonly splits: ReadonlyArray<Split>
 }
+
+const worldOf = (
+  source: string,
+  catalog: ReadonlyArray<ContentEmbedding>,
+  splits: ReadonlyArray<Split>
+): FleetWorld => ({
+  source,
+  catalog,
+  titles: new Map(catalog.map((c) => [c.contentId, c])),
+  splits
+})
 
 /**
  * The federated fleet of `omega eval`, whose settings were chosen on MovieLens' validation split
@@ -54,19 +67,18 @@ export const loadFleetWorld = (options: { readonly dataset: string | undefined; 
         Effect.provide(Embedder.layerHashingWith(tvSettings.embedder))
       )
       const splits = leaveLastPositiveOut(ml.value).slice(0, options.tvs ?? 200)
-      const source = `MovieLens 100K (${ml.value.movies.length} movies)`
-      return { source, catalog, splits } satisfies FleetWorld
+      return worldOf(`MovieLens 100K (${ml.value.movies.length} movies)`, catalog, splits)
     }
     yield* progress("MovieLens not found (set OMEGA_DATASET); using a synthetic catalog and viewers")
     // Twice MovieLens' TVs: a hidden circle needs enough viewers for k-anonymous co-watch rows.
     const world = makeWorld({ items: 1_000, viewers: options.tvs ?? 400, seed: 3 })
     const ratings = syntheticRatings(world, 120, 17)
     const catalog = yield* embedCatalog(ratings).pipe(Effect.provide(Embedder.layerHashingWith(tvSettings.embedder)))
-    return {
-      source: `synthetic (${catalog.length} items, ${world.byCircle.length} hidden audience circles)`,
+    return worldOf(
+      `synthetic (${catalog.length} items, ${world.byCircle.length} hidden audience circles)`,
       catalog,
-      splits: leaveLastPositiveOut(ratings)
-    } satisfies FleetWorld
+      leaveLastPositiveOut(ratings)
+    )
   })
 
 export interface FleetTv {
@@ -175,7 +187,7 @@ export interface SyncRound {
  */
 export const syncRound = (
   fleet: ReadonlyArray<FleetTv>,
-  titles: ReadonlyMap<ContentId, ContentEmbedding>,
+  world: FleetWorld,
   window: { readonly from: number; readonly to: number }
 ) =>
   Effect.gen(function*() {
@@ -189,7 +201,7 @@ export const syncRound = (
     const fail = (kind: string) => failures[kind] = (failures[kind] ?? 0) + 1
     for (const tv of fleet) {
       const viewing = tv.split.train.filter((r) => r.at > window.from && r.at <= window.to)
-      yield* replay(tv.brain, { titles }, viewing)
+      yield* replay(tv.brain, world, viewing)
       events += viewing.length
       const started = performance.now()
       const outcome = yield* Effect.result(tv.client.syncNow)
@@ -240,12 +252,10 @@ export class SyncTally {
  * Bytes the fleet received: what came with its syncs (acks, global patterns and trends), and
  * co-watch rows, which are catalog knowledge pushed when they change and counted apart.
  */
-export const bytesReceived = (fleet: ReadonlyArray<FleetTv>) =>
-  Effect.gen(function*() {
-    const statuses = yield* Effect.forEach(fleet, (tv) => tv.client.status)
-    const coWatch = statuses.reduce((n, s) => n + s.coWatchBytesDown, 0)
-    return { sync: statuses.reduce((n, s) => n + s.bytesDown, 0) - coWatch, coWatch }
-  })
+export const bytesReceived = (statuses: ReadonlyArray<SyncStatus>) => {
+  const coWatch = statuses.reduce((n, s) => n + s.coWatchBytesDown, 0)
+  return { sync: statuses.reduce((n, s) => n + s.bytesDown, 0) - coWatch, coWatch }
+}
 
 export class FleetError extends Data.TaggedError("FleetError")<{ readonly message: string }> {}
 
@@ -276,7 +286,6 @@ export const awaitSessions = (fleet: ReadonlyArray<FleetTv>, seconds: number, ta
  */
 export const scoreFleet = (fleet: ReadonlyArray<FleetTv>, world: FleetWorld, shown = 2) =>
   Effect.gen(function*() {
-    const titles = new Map(world.catalog.map((c) => [c.contentId, c]))
     const recommendMs: Array<number> = []
     const ranks: Array<number> = []
     for (const [n, tv] of fleet.entries()) {
@@ -289,7 +298,7 @@ export const scoreFleet = (fleet: ReadonlyArray<FleetTv>, world: FleetWorld, sho
       if (n < shown) {
         yield* Console.log(
           `\nTV ${tv.split.user} (${tv.shard}), ${context.dayType} ${context.timeOfDay}; next good watch: "${
-            titles.get(tv.split.heldOut.contentId)?.title
+            world.titles.get(tv.split.heldOut.contentId)?.title
           }"`
         )
         for (const rec of recs.slice(0, 5)) {

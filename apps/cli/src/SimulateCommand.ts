@@ -191,7 +191,6 @@ export const runSimulate = Effect.fn("omega.simulate")(function*(options: Simula
   const endpoint = yield* endpointOf({ ...options, pin: yield* pinOf(options) })
   const target = `${options.transport}://${options.host}:${options.port}`
   const world = yield* loadFleetWorld({ dataset: options.dataset, tvs: options.tvs })
-  const titles = new Map(world.catalog.map((c) => [c.contentId, c]))
   if (options.addCatalog && options.api !== undefined) yield* postCatalog(options.api, world.catalog)
   const run = randomBytes(3).toString("hex")
   yield* progress(`simulate: ${world.splits.length} TVs (run ${run}) from ${world.source} against ${target}`)
@@ -211,7 +210,7 @@ export const runSimulate = Effect.fn("omega.simulate")(function*(options: Simula
   let federatedOut = 0
   for (const [index, window] of roundWindows(fleet, options.rounds).entries()) {
     if (index > 0) yield* pause(options.everySeconds)
-    const synced = yield* syncRound(fleet, titles, window)
+    const synced = yield* syncRound(fleet, world, window)
     tally.add(synced)
     const federation = options.api === undefined ?
       undefined :
@@ -240,7 +239,7 @@ export const runSimulate = Effect.fn("omega.simulate")(function*(options: Simula
   yield* Effect.sleep(Duration.seconds(options.settleSeconds))
   const statuses = yield* Effect.forEach(fleet, (tv) => tv.client.status)
   const brains = yield* Effect.forEach(fleet, (tv) => tv.brain.stats)
-  const received = yield* bytesReceived(fleet)
+  const received = bytesReceived(statuses)
   const stats = options.api === undefined
     ? undefined
     : yield* callApi(options.api, "GET", "/api/v1/stats", ShardApiStats)
