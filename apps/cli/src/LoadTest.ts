@@ -16,6 +16,7 @@ import {
   type PatternId,
   PROTOCOL_VERSION,
   seededRandom,
+  seededUuid,
   type SharedPattern,
   type SyncFrame
 } from "@omega/protocol"
@@ -167,7 +168,7 @@ export const runLoadTest = Effect.fn("omega.loadtest")(function*(options: LoadTe
           version: v,
           added: Array.from({ length: options.patternsPerSync }, (): SharedPattern => ({
             // A TV's brain names its patterns with random UUIDs (the wire's 16-byte form).
-            id: seededUuid(random),
+            id: seededUuid(random) as PatternId,
             embedding: pool[Math.floor(random() * pool.length)]!,
             // TVs share abandoned patterns too: on MovieLens a heavy viewer's shared patterns are
             // about 40% quality ones (10 of 27), the ones the shard aggregates and stores.
@@ -458,15 +459,6 @@ const histogramQuantiles = (name: string, percentiles: ReadonlyArray<number>) =>
     const bucket = buckets.find((b) => b.count >= (p / 100) * total)
     return bucket === undefined || !Number.isFinite(bucket.le) ? undefined : bucket.le * 1000
   })
-}
-
-/** A version-4 UUID from a seeded generator, so runs send the same ids. */
-const seededUuid = (random: () => number): PatternId => {
-  const hex = Array.from({ length: 32 }, () => Math.floor(random() * 16).toString(16))
-  hex[12] = "4"
-  hex[16] = "89ab"[Math.floor(random() * 4)]!
-  const h = hex.join("")
-  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}` as PatternId
 }
 
 const randomUnit = (random: () => number) =>

@@ -14,7 +14,7 @@ import type {
 } from "../Pattern.ts"
 import type { ContentId } from "../Viewing.ts"
 import type { DeltaUpload, GlobalUpdate } from "./Frame.ts"
-import { gaussian, seededRandom } from "./internal/random.ts"
+import { gaussian, seededRandom, seededUuid } from "./internal/random.ts"
 
 export { seededRandom }
 
@@ -106,14 +106,6 @@ export const hashingPatterns = (n: number, seed: number): Array<Float32Array> =>
 
 const pick = <A>(random: () => number, from: ReadonlyArray<A>): A => from[Math.floor(random() * from.length)]!
 
-const uuid = (random: () => number): string => {
-  const hex = Array.from({ length: 32 }, () => Math.floor(random() * 16).toString(16))
-  hex[12] = "4"
-  return `${hex.slice(0, 8).join("")}-${hex.slice(8, 12).join("")}-${hex.slice(12, 16).join("")}-${
-    hex.slice(16, 20).join("")
-  }-${hex.slice(20).join("")}`
-}
-
 const context = (random: () => number): PatternContext => ({
   ...(random() < 0.8 ? { timeOfDay: pick(random, ["morning", "afternoon", "evening", "night"] as const) } : {}),
   ...(random() < 0.6 ? { dayType: pick(random, ["weekday", "weekend"] as const) } : {}),
@@ -122,7 +114,7 @@ const context = (random: () => number): PatternContext => ({
 
 /** A quality pattern as a TV shares it: UUID id (as the brain mints them), success rate >= 0.7, decayed count. */
 export const sharedPattern = (random: () => number, embedding: Float32Array): SharedPattern => ({
-  id: uuid(random) as PatternId,
+  id: seededUuid(random) as PatternId,
   embedding,
   successRate: 0.7 + 0.3 * random(),
   sampleCount: 1 + 40 * random(),
@@ -141,7 +133,7 @@ export const deltaUpload = (random: () => number, patterns: ReadonlyArray<Float3
       version: baseVersion + shared.length,
       added: shared.slice(0, added),
       updated: shared.slice(added),
-      removed: Array.from({ length: Math.floor(random() * 4) }, () => uuid(random) as PatternId)
+      removed: Array.from({ length: Math.floor(random() * 4) }, () => seededUuid(random) as PatternId)
     }
   }
 }

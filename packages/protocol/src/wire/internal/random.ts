@@ -17,3 +17,12 @@ export const gaussian = (random: () => number): number => {
   while (u === 0) u = random()
   return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * random())
 }
+
+/** A UUID (version nibble 4) drawn from a seeded generator: the same ids on every run. */
+export const seededUuid = (random: () => number): string => {
+  const hex = Array.from({ length: 32 }, () => Math.floor(random() * 16).toString(16))
+  hex[12] = "4"
+  return `${hex.slice(0, 8).join("")}-${hex.slice(8, 12).join("")}-${hex.slice(12, 16).join("")}-${
+    hex.slice(16, 20).join("")
+  }-${hex.slice(20).join("")}`
+}
