@@ -9,12 +9,12 @@
  */
 import {
   EMBEDDING_DIMENSIONS,
+  fnv1a,
   type GlobalPattern,
   type PatternContext,
   type PatternId,
   type SharedPattern
 } from "@omega/protocol"
-import { idHash } from "./internal/hash.ts"
 import { dot, unit } from "./internal/vectors.ts"
 
 export interface AggregatorConfig {
@@ -94,7 +94,7 @@ export class Aggregator {
 
   /** Folds one device's shared patterns in; returns how many were taken. */
   add(region: string, deviceId: string, patterns: ReadonlyArray<SharedPattern>, now: number): number {
-    const device = idHash(deviceId)
+    const device = fnv1a(deviceId)
     let taken = 0
     for (const pattern of patterns) {
       const samples = Math.min(pattern.sampleCount, this.config.maxSamplesPerPattern)
@@ -340,12 +340,8 @@ export class DeviceHashes {
 
 const keyOf = (c: PatternContext): string => `${c.timeOfDay ?? "*"}|${c.dayType ?? "*"}|${c.mood ?? "*"}`
 
-const hashString = (s: string): number => {
-  let h = 0x811c9dc5
-  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193)
-  // Context keys are spread over the high bits so they do not collide with the embedding hash.
-  return (h >>> 0) & 0x7fff0000
-}
+// Context keys are spread over the high bits so they do not collide with the embedding hash.
+const hashString = (s: string): number => fnv1a(s) & 0x7fff0000
 
 const RENORMALIZE_EVERY = 64
 

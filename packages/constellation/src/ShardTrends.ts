@@ -18,6 +18,7 @@ import {
   type CoWatchCount,
   type CoWatchRow,
   type EmbeddingBasis,
+  fnv1a,
   type PatternId,
   type SharedPattern,
   toRotatedBasis,
@@ -34,7 +35,6 @@ import {
   type TrendConfig,
   TrendDetector
 } from "./federation/Trends.ts"
-import { idHash } from "./internal/hash.ts"
 
 export interface ShardTrendsConfig {
   /** Decay, k (distinct devices per reported item) and the bound on one device's evidence per upload. */
@@ -331,7 +331,7 @@ export class PatternCounts {
 
   /** Remembers `count` for pattern `id` as its newest; returns the count remembered before (0 if none). */
   swap(id: PatternId, count: number): number {
-    const hash = idHash(id)
+    const hash = fnv1a(id)
     const s = this.slots
     this.clock += 1
     let oldest = 0

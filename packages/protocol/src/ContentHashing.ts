@@ -86,7 +86,8 @@ const contentTokens = (item: ContentText, weights: HashingWeights): Array<Token>
 const words = (text: string): Array<string> =>
   text.toLowerCase().split(/[^\p{L}\p{N}]+/u).filter((w) => w.length > 1 && !STOP_WORDS.has(w))
 
-const fnv1a = (text: string): number => {
+/** FNV-1a, 32 bits, over the text's UTF-16 code units: the feature hash here, and a compact id hash. */
+export const fnv1a = (text: string): number => {
   let h = 0x811c9dc5
   for (let i = 0; i < text.length; i++) {
     h ^= text.charCodeAt(i)
