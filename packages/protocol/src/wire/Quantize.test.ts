@@ -168,6 +168,21 @@ describe("recall@10 of decoded vectors (original query, decoded database)", () =
     assert.closeTo(cosine(toRotatedBasis(v), dequantizeRotated(quantize(v, QuantizerPresets.fine))), 0.995, 0.01)
   })
 
+  it("rotated-basis vectors share memory in slabs, yet each is its own: later decodes and writes leave it alone", () => {
+    const vectors = clusteredVectors(100, 21, 8)
+    const codes = vectors.map((v, i) => quantize(v, i % 2 === 0 ? QuantizerPresets.compact : QuantizerPresets.precise))
+    const first = codes.map(dequantizeRotated)
+    const copies = first.map((v) => Float32Array.from(v))
+    assert.isTrue(first.every((v) => v.length === EMBEDDING_DIMENSIONS))
+    // Decoding more (across several slabs) and scribbling on the new vectors changes none of the first.
+    for (const v of codes.map(dequantizeRotated)) v.fill(7)
+    first.forEach((v, i) => assert.deepStrictEqual(v, copies[i]))
+    // Nor does writing to one of them touch its neighbours in the slab.
+    first[10]!.fill(0)
+    assert.deepStrictEqual(first[9], copies[9])
+    assert.deepStrictEqual(first[11], copies[11])
+  })
+
   it("a rotated-basis schema reads every preset and writes codes a default decoder reads", () => {
     const v = clusteredVectors(1, 5, 1)[0]!
     const rotatedSchema = QuantizedEmbedding(QuantizerPresets.precise, "rotated")
