@@ -22,6 +22,7 @@ import { seededRandom } from "@omega/protocol"
 import type { ContentId } from "@omega/protocol"
 import { Effect } from "effect"
 import type { Ranker, Split } from "./Evaluation.ts"
+import { shuffleFront } from "./Shuffle.ts"
 
 export interface AlsConfig {
   readonly factors: number
@@ -303,11 +304,6 @@ const sample = (rows: Int32Array, size: number, random: () => number): Int32Arra
   if (!Number.isInteger(size) || size < 0) throw new RangeError(`a sample size is a whole number, got ${size}`)
   if (rows.length <= size) return rows
   const pool = Int32Array.from(rows)
-  for (let i = 0; i < size; i++) {
-    const j = i + Math.floor(random() * (pool.length - i))
-    const swap = pool[i]!
-    pool[i] = pool[j]!
-    pool[j] = swap
-  }
+  shuffleFront(pool, size, random)
   return pool.subarray(0, size)
 }

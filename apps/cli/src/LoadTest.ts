@@ -35,6 +35,7 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { freePort } from "./FreePort.ts"
 import { percentile, printJson, printTable, progress, round } from "./Report.ts"
+import { shuffleFront } from "./Shuffle.ts"
 
 export interface LoadTestOptions {
   readonly sessions: number
@@ -461,17 +462,11 @@ const readUntil = <E>(
     }
   })
 
-/** `count` different items of `from` (a partial Fisher-Yates shuffle of a copy). */
+/** `count` different items of `from`, in random order. */
 const distinct = <A>(from: ReadonlyArray<A>, count: number, random: () => number): Array<A> => {
   const items = [...from]
-  const n = Math.min(count, items.length)
-  for (let i = 0; i < n; i++) {
-    const j = i + Math.floor(random() * (items.length - i))
-    const t = items[i]!
-    items[i] = items[j]!
-    items[j] = t
-  }
-  return items.slice(0, n)
+  shuffleFront(items, count, random)
+  return items.slice(0, count)
 }
 
 /** `base` moved by a small random step: the same taste as another TV holds it (cosine ~0.99). */
