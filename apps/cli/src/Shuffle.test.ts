@@ -13,7 +13,7 @@ describe("shuffleFront", () => {
 
   it("draws every item about equally often, and handles typed arrays and counts beyond the length", () => {
     const random = seededRandom(11)
-    const drawn = new Array<number>(20).fill(0)
+    const drawn = Array.from({ length: 20 }, () => 0)
     for (let r = 0; r < 4_000; r++) {
       const pool = Int32Array.from({ length: 20 }, (_, i) => i)
       shuffleFront(pool, 5, random)
