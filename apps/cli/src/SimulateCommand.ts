@@ -11,7 +11,7 @@
  */
 import { ContentAccepted, FederationRound, ShardApiStats, ShardInfo } from "@omega/constellation"
 import type { ContentEmbedding } from "@omega/protocol"
-import { type ConnectOptions, SyncTransport } from "@omega/sync"
+import type { ConnectOptions } from "@omega/sync"
 import { Data, Duration, Effect, type Redacted, Schema } from "effect"
 import { randomBytes } from "node:crypto"
 import {
@@ -310,7 +310,3 @@ const pause = (seconds: number) =>
       yield* Effect.sleep(Duration.seconds(Math.min(10, left)))
     }
   })
-
-/** The transport layer `omega simulate` needs. */
-export const simulateTransport = (transport: SimulateOptions["transport"]) =>
-  transport === "quic" ? SyncTransport.layerQuic() : SyncTransport.layerWebTransport()

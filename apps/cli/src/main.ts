@@ -1,13 +1,13 @@
 /** `omega`: the command-line entry point for demos, evaluation and benchmarks. */
 import { NodeRuntime, NodeServices } from "@effect/platform-node"
-import { SyncTransport } from "@omega/sync"
+import { transportLayer } from "@omega/constellation"
 import { Config, Effect, Option } from "effect"
 import { Command, Flag } from "effect/cli"
 import { runBrainBench } from "./BrainBench.ts"
 import { runDemo } from "./DemoCommand.ts"
 import { runEval } from "./EvalCommand.ts"
 import { runLoadTest } from "./LoadTest.ts"
-import { runSimulate, simulateTransport } from "./SimulateCommand.ts"
+import { runSimulate } from "./SimulateCommand.ts"
 
 const json = Flag.Boolean("json").pipe(
   Flag.withDescription("End with one JSON line of results"),
@@ -117,7 +117,7 @@ const loadtest = Command.make(
       killAt: flags.killAt
     }).pipe(
       Effect.scoped,
-      Effect.provide(flags.transport === "quic" ? SyncTransport.layerQuic() : SyncTransport.layerWebTransport())
+      Effect.provide(transportLayer(flags.transport))
     )
 ).pipe(Command.withDescription("Sessions syncing against a shard of its own; checks nothing acknowledged was lost"))
 
@@ -195,7 +195,7 @@ const simulate = Command.make(
       settleSeconds: flags.settle,
       connectSeconds: flags.connectTimeout,
       maxErrors: flags.maxErrors
-    }).pipe(Effect.scoped, Effect.provide(simulateTransport(flags.transport)))
+    }).pipe(Effect.scoped, Effect.provide(transportLayer(flags.transport)))
 ).pipe(Command.withDescription("A fleet of simulated TVs syncing with a running shard, and what it got back"))
 
 const omega = Command.make("omega").pipe(

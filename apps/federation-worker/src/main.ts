@@ -4,9 +4,9 @@ import {
   defaultCoWatchConfig,
   defaultCrossShardConfig,
   federateAcrossShards,
-  FederationWorker
+  FederationWorker,
+  transportLayer
 } from "@omega/constellation"
-import { SyncTransport } from "@omega/sync"
 import { Duration, Effect, Layer, Redacted } from "effect"
 import { HttpRouter } from "effect/http"
 import { PrometheusMetrics } from "effect/observability"
@@ -30,7 +30,7 @@ const program = Effect.gen(function*() {
     // The same k for co-watch pairs as for pattern groups.
     coWatch: { ...defaultCoWatchConfig, minDevices: config.minDevices }
   }).pipe(
-    Layer.provide(config.transport === "quic" ? SyncTransport.layerQuic() : SyncTransport.layerWebTransport())
+    Layer.provide(transportLayer(config.transport))
   )
   const metrics = HttpRouter.serve(PrometheusMetrics.layerHttp(), { disableLogger: true, disableListenLog: true }).pipe(
     Layer.provide(NodeHttpServer.layer(createServer, { port: config.metricsPort, host: config.host }))
