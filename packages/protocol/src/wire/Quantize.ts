@@ -149,9 +149,7 @@ export const dequantizeRotated = (code: Uint8Array): Float32Array => {
     return out
   }
   placeLevels(code, levelScratch)
-  const out = slabVector()
-  out.set(toUnitFloat32(levelScratch))
-  return out
+  return toUnitFloat32(levelScratch, slabVector())
 }
 
 /**
@@ -207,10 +205,10 @@ const placeLevels = (code: Uint8Array, y: Float64Array): void => {
   }
 }
 
-const toUnitFloat32 = (x: Float64Array): Float32Array => {
+/** `x` scaled to unit length, written to `out` (a fresh, zeroed vector; zero stays zero). */
+const toUnitFloat32 = (x: Float64Array, out: Float32Array = new Float32Array(EMBEDDING_DIMENSIONS)): Float32Array => {
   let norm = 0
   for (let i = 0; i < x.length; i++) norm += x[i]! * x[i]!
-  const out = new Float32Array(EMBEDDING_DIMENSIONS)
   if (norm === 0) return out
   const inv = 1 / Math.sqrt(norm)
   for (let i = 0; i < x.length; i++) out[i] = x[i]! * inv
