@@ -5,7 +5,7 @@
  * acknowledged pattern must be stored. Optionally kills the shard mid-run (SIGKILL) and
  * restarts it, with the sessions reconnecting. Prints a table and one JSON line.
  */
-import { deviceToken } from "@omega/constellation"
+import { deviceToken, ShardApiStats } from "@omega/constellation"
 import {
   type DeviceId,
   EMBEDDING_DIMENSIONS,
@@ -28,13 +28,14 @@ import {
   makeQuicIdentity,
   SyncTransport
 } from "@omega/sync"
-import { Cause, Deferred, Duration, Effect, Fiber, Semaphore, Stream } from "effect"
+import { Cause, Deferred, Duration, Effect, Fiber, Option, Semaphore, Stream } from "effect"
 import { spawn } from "node:child_process"
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { freePort } from "./FreePort.ts"
 import { percentile, printJson, printTable, progress, round } from "./Report.ts"
+import { callShardApi } from "./ShardApi.ts"
 import { shuffleFront } from "./Shuffle.ts"
 
 export interface LoadTestOptions {
@@ -332,18 +333,11 @@ export const runLoadTest = Effect.fn("omega.loadtest")(function*(options: LoadTe
   const shardCpuMs = killed || shardCpuAtStart === undefined || shardCpuAtEnd === undefined ?
     undefined :
     shardCpuAtEnd - shardCpuAtStart
-  const serverStats = yield* Effect.promise(() =>
-    fetch(`http://127.0.0.1:${httpPort}/api/v1/stats`)
-      .then((r) =>
-        r.json() as Promise<{
-          memory?: { heapUsedMb: number; externalMb: number }
-          deltasAccepted?: number
-          batches?: number
-        }>
-      )
-      .catch(() => ({ memory: undefined, deltasAccepted: undefined, batches: undefined }))
+  const api = `http://127.0.0.1:${httpPort}`
+  // Memory and commits as the shard reports them; "n/a" in the report if it does not answer.
+  const serverStats = Option.getOrUndefined(
+    yield* Effect.option(callShardApi(api, "GET", "/api/v1/stats", ShardApiStats))
   )
-  const serverMemory = serverStats.memory
   // The shard's own view: delta received to ack sent, from its latency histogram (bucket bounds).
   const serverLatency = yield* Effect.promise(() =>
     fetch(`http://127.0.0.1:${metricsPort}/metrics`).then((r) => r.text(), () => "")
@@ -363,10 +357,7 @@ export const runLoadTest = Effect.fn("omega.loadtest")(function*(options: LoadTe
   }
   shard.kill("SIGKILL")
   shard = yield* startShard(env, httpPort)
-  const stats = yield* Effect.promise(() =>
-    fetch(`http://127.0.0.1:${httpPort}/api/v1/stats`).then((r) => r.json() as Promise<{ loggedPatterns: number }>)
-  )
-  const stored = stats.loggedPatterns
+  const stored = (yield* callShardApi(api, "GET", "/api/v1/stats", ShardApiStats)).loggedPatterns
   const lost = Math.max(0, tally.ackedPatterns - stored)
 
   const result = {
@@ -395,10 +386,10 @@ export const runLoadTest = Effect.fn("omega.loadtest")(function*(options: LoadTe
     server_rss_mb: serverRss,
     server_cpu_ms_per_sync: shardCpuMs === undefined ? "n/a" : round(shardCpuMs / Math.max(1, tally.acked), 3),
     client_cpu_ms_per_sync: round((clientCpu.user + clientCpu.system) / 1000 / Math.max(1, tally.acked), 3),
-    server_heap_mb: serverMemory?.heapUsedMb ?? "n/a",
-    server_external_mb: serverMemory?.externalMb ?? "n/a",
+    server_heap_mb: serverStats?.memory.heapUsedMb ?? "n/a",
+    server_external_mb: serverStats?.memory.externalMb ?? "n/a",
     // Deltas per group commit (one database statement each): larger under load.
-    deltas_per_commit: serverStats.batches === undefined || serverStats.deltasAccepted === undefined ?
+    deltas_per_commit: serverStats === undefined ?
       "n/a" :
       round(serverStats.deltasAccepted / Math.max(1, serverStats.batches), 1),
     bytes_up_per_sync: round(tally.bytesUp / Math.max(1, tally.syncs), 1),

@@ -28,6 +28,7 @@ import {
   SyncTally
 } from "./Fleet.ts"
 import { percentile, printJson, printTable, progress, round } from "./Report.ts"
+import { callShardApi } from "./ShardApi.ts"
 
 export interface SimulateOptions {
   readonly host: string
@@ -94,44 +95,14 @@ export const endpointOf = (
     )
 }
 
-/**
- * Calls the management API and decodes its answer with the API's own schema; anything but a 2xx
- * answer of that shape is a SimulateError naming the call.
- */
+/** A management API call (see `callShardApi`) whose failure is the run's: a SimulateError naming the call. */
 const callApi = <S extends Schema.Top>(
   api: string,
   method: "GET" | "POST",
   path: string,
   schema: S,
   body?: unknown
-) =>
-  Effect.gen(function*() {
-    const fail = (why: string) => new SimulateError({ message: `${method} ${path} on ${api}: ${why}` })
-    const text = yield* Effect.tryPromise({
-      try: async (interrupted) => {
-        // `path` goes after whatever path `api` has (a proxy may serve the API under a prefix).
-        const response = await fetch(`${api.replace(/\/+$/, "")}${path}`, {
-          method,
-          signal: AbortSignal.any([interrupted, AbortSignal.timeout(30_000)]),
-          ...(body === undefined ? {} : { body: JSON.stringify(body), headers: { "content-type": "application/json" } })
-        })
-        const answer = await response.text()
-        if (!response.ok) throw new Error(`${response.status} ${answer.slice(0, 200)}`)
-        return answer
-      },
-      // fetch says only "fetch failed"; why (ECONNREFUSED, ENOTFOUND, ...) is in its cause.
-      catch: (e) =>
-        fail(
-          e instanceof Error ?
-            (e.cause instanceof Error ? `${e.message} (${e.cause.message})` : e.message) :
-            String(e)
-        )
-    })
-    const json = yield* Effect.try({ try: () => JSON.parse(text) as unknown, catch: () => fail("not JSON") })
-    return yield* Schema.decodeUnknownEffect(schema)(json).pipe(
-      Effect.mapError((e) => fail(`unexpected answer: ${e.message}`))
-    ) as Effect.Effect<S["Type"], SimulateError>
-  })
+) => Effect.mapError(callShardApi(api, method, path, schema, body), (e) => new SimulateError({ message: e.message }))
 
 /** The pin given, or else the one the shard's API reports for its sync endpoint on the same transport. */
 const pinOf = (options: SimulateOptions) =>
