@@ -125,6 +125,7 @@ describe("federated evaluation", () => {
           assert.strictEqual(frame._tag, "DeltaUpload")
           for (const leaf of leaves(frame)) assert.isFalse(forbidden.has(leaf), `upload carries ${leaf}`)
         }
+        assert.isAbove(redistributed.length, 0, "the federation redistributed patterns")
         for (const p of redistributed) assert.isAtLeast(p.deviceCount, config.federation.minDevices)
         // The five horror fans' shared patterns decode to the horrors they all watched: a published pair.
         assert.include(coWatch.get("ml-41") ?? [], "ml-42")
@@ -169,6 +170,7 @@ describe("federated evaluation", () => {
       assert.isAtLeast(als.hr10, 6 / 11)
       assert.isAtLeast(knn.hr10, 6 / 11)
       const validation = validationSplits(splits)
+      assert.isAbove(validation.length, 0)
       for (const v of validation) {
         const split = splits.find((s) => s.user === v.user)!
         assert.isBelow(v.heldOut.at, split.heldOut.at)

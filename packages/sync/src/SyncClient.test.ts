@@ -1,6 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import { defaultBrainConfig, OmegaBrain } from "@omega/brain"
-import { decodeFrame, encodeFrame, type ViewingEvent } from "@omega/protocol"
+import { decodeFrame, encodeFrame, hashContent, type ViewingEvent } from "@omega/protocol"
 import { Context, Duration, Effect, Exit, Layer, Scope, Stream } from "effect"
 import { defaultSyncTiming, SyncClient } from "./SyncClient.ts"
 import { SyncTransport } from "./SyncTransport.ts"
@@ -84,10 +84,18 @@ describe("SyncClient", () => {
         )
         const brain = Context.get(tv, OmegaBrain)
         const sync = Context.get(tv, SyncClient)
+        // Two dramas the TV has not watched yet, for it to recommend.
+        yield* brain.addContent(["Harbor Lights (2001)", "Winter Signal (2003)"].map((title, i) => ({
+          contentId: `new-${i}` as ViewingEvent["contentId"],
+          title,
+          genres: ["Drama"],
+          embedding: hashContent({ title, genres: ["Drama"] })
+        })))
         for (let n = 0; n < 6; n++) yield* brain.observe(watch(n))
         assert.deepStrictEqual(yield* sync.syncNow, { _tag: "Offline" })
+        // Recommending never depends on the network: the brain's own patterns answer offline.
         const recs = yield* brain.recommend(evening, 3)
-        assert.isArray(recs, "recommending never depends on the network")
+        assert.isAbove(recs.length, 0)
         assert.isFalse((yield* sync.status).connected)
 
         // The shard comes up; the client reconnects by itself (backoff) and pushes what changed.
