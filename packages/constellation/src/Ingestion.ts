@@ -73,8 +73,9 @@ export interface IngestionConfig {
   readonly pushSpread: Duration.Input
   /**
    * How often changed snapshots are written to the database, where a restarted shard starts from
-   * them. Kept off the refresh: on PGlite, which shares the shard's thread, writing 100
-   * HNSW-indexed patterns stalls it ~230 ms. Snapshot versions are numbered here, at least the
+   * them. Kept off the refresh: writing 100 HNSW-indexed patterns took ~230 ms on PGlite (when it
+   * still shared the shard's thread; it now has a worker thread of its own, where the write still
+   * holds up the group commits queued behind it). Snapshot versions are numbered here, at least the
    * clock in ms, so they keep rising across restarts.
    */
   readonly persistEvery: Duration.Input
@@ -90,8 +91,9 @@ export interface IngestionConfig {
   readonly coWatchEvery: Duration.Input
   /**
    * How often logged deltas are applied to device_patterns, off the acknowledgement path; undefined
-   * leaves them in the log only. On PGlite, which shares the shard's thread, each pass stalls
-   * ingestion for as long as it writes, so the embedded default keeps it off.
+   * leaves them in the log only. Each pass writes pattern rows into an HNSW index; on PGlite (one
+   * connection, on its own worker thread) the group commits wait behind it, so the default keeps
+   * it off.
    */
   readonly materializeEvery: Duration.Input | undefined
   /** Logged deltas applied per pass. */

@@ -12,7 +12,10 @@ export const SUCCESS_WATCH_SHARE = 0.7
 /** Upper bound on patterns a TV keeps in its skills tier. */
 export const MAX_SKILL_PATTERNS = 10_000
 
-/** Upper bound on patterns one delta may carry (keeps uploads near 1 KB on the wire). */
+/**
+ * Upper bound on patterns one delta may carry: a hard schema bound (about 3 KB on the wire). The
+ * brain sends at most its `maxDeltaPatterns` (20, about 1 KB) per delta.
+ */
 export const MAX_DELTA_PATTERNS = 64
 
 /** Upper bound on global patterns in one download. */
