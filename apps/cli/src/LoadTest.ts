@@ -135,6 +135,9 @@ export const runLoadTest = Effect.fn("omega.loadtest")(function*(options: LoadTe
   // Every session is opened first (not timed); the timed phase starts when all are up.
   let deadline = Number.POSITIVE_INFINITY
   const go = yield* Deferred.make<void>()
+  /** Done when the timed phase is over and no sync is waiting for its ack: sessions may close. */
+  const settled = yield* Deferred.make<void>()
+  let inFlight = 0
   const connectSlots = yield* Semaphore.make(64)
   let connected = 0
   let killed = false
@@ -247,13 +250,16 @@ export const runLoadTest = Effect.fn("omega.loadtest")(function*(options: LoadTe
             const started = performance.now()
             version += 1
             const bytes = prepared[version - 1] ?? deltaFrame(version)
-            yield* connection.send(bytes)
-            tally.syncs += 1
-            tally.bytesUp += bytes.length
-            // A shard that went away without closing (killed) is noticed here rather than at the QUIC idle timeout.
-            const ack = yield* readUntil(pull, (tag) => tag === "DeltaAck" || tag === "ErrorFrame", tally).pipe(
-              Effect.timeout(Duration.seconds(5))
-            )
+            inFlight += 1
+            const ack = yield* Effect.gen(function*() {
+              yield* connection.send(bytes)
+              tally.syncs += 1
+              tally.bytesUp += bytes.length
+              // A shard that went away without closing (killed) is noticed here rather than at the QUIC idle timeout.
+              return yield* readUntil(pull, (tag) => tag === "DeltaAck" || tag === "ErrorFrame", tally).pipe(
+                Effect.timeout(Duration.seconds(5))
+              )
+            }).pipe(Effect.ensuring(Effect.sync(() => inFlight -= 1)))
             if (ack._tag !== "DeltaAck") {
               countError(tally, ack._tag === "ErrorFrame" ? `refused (${ack.code})` : ack._tag)
               continue
@@ -263,6 +269,9 @@ export const runLoadTest = Effect.fn("omega.loadtest")(function*(options: LoadTe
             tally.latencies.push(performance.now() - started)
             if (perSessionMs > 0) yield* sleepUntilDeadline(perSessionMs - (performance.now() - started))
           }
+          // The session stays open until every session's last sync is answered: 2,000 sessions
+          // closing at once stall this process for 150-350 ms, which would land on syncs in flight.
+          yield* Deferred.await(settled)
         }))
         const result = yield* Effect.exit(attempt)
         if (result._tag === "Failure" && Date.now() < deadline) {
@@ -326,10 +335,18 @@ export const runLoadTest = Effect.fn("omega.loadtest")(function*(options: LoadTe
       }
     }
   }))
-  yield* Effect.forEach(fibers, Fiber.join, { discard: true })
-  yield* Fiber.interrupt(reporter)
+  yield* sleepUntilDeadline(Number.POSITIVE_INFINITY)
+  // The last syncs' acks (each times out after 5 s), then the sessions close.
+  while (Date.now() < deadline + 6_000) {
+    // Sessions' fibers count down inFlight as their acks come.
+    if (inFlight === 0) break
+    yield* Effect.sleep(Duration.millis(5))
+  }
   loopDelay.disable()
   const elapsed = (Date.now() - started) / 1000
+  yield* Deferred.succeed(settled, undefined)
+  yield* Effect.forEach(fibers, Fiber.join, { discard: true })
+  yield* Fiber.interrupt(reporter)
   const udpDrops = udpDropsInRun()
 
   const serverRss = rssMb(shard.pid)
