@@ -54,6 +54,8 @@ export interface LoadTestOptions {
   readonly transport: "webtransport" | "quic"
   /** Kill the shard (SIGKILL) this many seconds in and restart it; 0 disables. */
   readonly killAt: number
+  /** PostgreSQL for the shard (a schema of its own per run); undefined: PGlite in a temporary folder. */
+  readonly databaseUrl: string | undefined
   readonly json: boolean
 }
 
@@ -93,7 +95,7 @@ export const runLoadTest = Effect.fn("omega.loadtest")(function*(options: LoadTe
   const identity = makeQuicIdentity()
   writeFileSync(join(dir, "quic.key"), identity.privateKey)
   const [syncPort, httpPort, metricsPort] = [yield* freePort(), yield* freePort(), yield* freePort()]
-  const databaseUrl = (process.env["OMEGA_DATABASE_URL"] || process.env["POSTGRES_URL"]) || undefined
+  const databaseUrl = options.databaseUrl
   const schema = `loadtest_${process.pid}_${Date.now()}`
   const env: Record<string, string> = {
     ...process.env as Record<string, string>,

@@ -114,7 +114,8 @@ const loadtest = Command.make(
       patternsPerSync: flags.patterns,
       tastes: flags.tastes,
       transport: flags.transport,
-      killAt: flags.killAt
+      killAt: flags.killAt,
+      databaseUrl: (process.env["OMEGA_DATABASE_URL"] || process.env["POSTGRES_URL"]) || undefined
     }).pipe(
       Effect.scoped,
       Effect.provide(transportLayer(flags.transport))
