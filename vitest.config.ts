@@ -16,6 +16,7 @@ export default defineConfig({
       project("sync", "packages/sync"),
       project("cli", "apps/cli"),
       project("constellation-server", "apps/constellation-server"),
+      project("federation-worker", "apps/federation-worker"),
       project("e2e", "test")
     ]
   }

@@ -4,19 +4,38 @@
  * for WebTransport or the shard's peer id for QUIC.
  */
 import { defaultCrossShardConfig, type ShardEndpoint } from "@omega/constellation"
-import { Config, Data, Duration, Effect } from "effect"
+import { Config, Data, Duration, Effect, Option } from "effect"
 
+/** A setting the worker cannot start without, or cannot use. */
 export class WorkerConfigError extends Data.TaggedError("WorkerConfigError")<{ readonly message: string }> {}
 
 export const workerConfig = Config.all({
   workerId: Config.String("WORKER_ID").pipe(Config.withDefault("worker-0")),
-  fleetSecret: Config.Redacted("FLEET_SECRET"),
-  shards: Config.String("SHARDS"),
+  fleetSecret: Config.Redacted("FLEET_SECRET").pipe(Config.option),
+  shards: Config.String("SHARDS").pipe(Config.option),
   transport: Config.Literals(["webtransport", "quic"], "TRANSPORT").pipe(Config.withDefault("webtransport" as const)),
   everyMs: Config.Int("ROUND_EVERY_MS").pipe(Config.withDefault(60_000)),
   minDevices: Config.Int("MIN_DEVICES").pipe(Config.withDefault(defaultCrossShardConfig.averaging.minDevices)),
   metricsPort: Config.Port("METRICS_PORT").pipe(Config.withDefault(9465)),
   host: Config.String("HOST").pipe(Config.withDefault("127.0.0.1"))
+})
+
+/** The worker's settings from the environment: FLEET_SECRET and SHARDS have no default. */
+export const workerSettingsFromEnv = Effect.gen(function*() {
+  const env = yield* workerConfig
+  if (Option.isNone(env.fleetSecret)) {
+    return yield* new WorkerConfigError({
+      message: "FLEET_SECRET must be set (it has no default): the worker authenticates to the shards with it"
+    })
+  }
+  if (Option.isNone(env.shards)) {
+    return yield* new WorkerConfigError({
+      message: "SHARDS must be set (it has no default): the shards to federate, as id=host:port#pin separated by commas"
+    })
+  }
+  const shards = yield* parseShards(env.shards.value, env.transport)
+  if (shards.length === 0) return yield* new WorkerConfigError({ message: "SHARDS names no shard" })
+  return { ...env, fleetSecret: env.fleetSecret.value, shards }
 })
 
 /** Parses SHARDS into endpoints; a malformed entry is a typed error naming it. */

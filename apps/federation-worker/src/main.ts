@@ -11,11 +11,11 @@ import { Duration, Effect, Layer, Redacted } from "effect"
 import { HttpRouter } from "effect/http"
 import { PrometheusMetrics } from "effect/observability"
 import { createServer } from "node:http"
-import { parseShards, workerConfig } from "./WorkerConfig.ts"
+import { workerSettingsFromEnv } from "./WorkerConfig.ts"
 
 const program = Effect.gen(function*() {
-  const config = yield* workerConfig
-  const shards = yield* parseShards(config.shards, config.transport)
+  const config = yield* workerSettingsFromEnv
+  const shards = config.shards
   const worker = FederationWorker.layer({
     workerId: config.workerId,
     fleetSecret: Redacted.value(config.fleetSecret),
