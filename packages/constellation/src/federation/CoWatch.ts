@@ -52,8 +52,8 @@ export type CoWatchRowConfig = Pick<CoWatchConfig, "minDevices" | "neighbours" |
  *
  * popularityPenalty 0.7 was chosen on MovieLens' validation split (federated HR@10, one run each;
  * differences under ~0.015 are noise between settings, see docs/tuning-log.md): 0.3 0.139,
- * 0.5 (cosine) 0.148, 0.6 0.144, 0.7 0.156, 0.85 0.127, 1.0 0.075. On the test split it moved federated HR@10 from 0.1476 to 0.1486 (NDCG@10
- * 0.0787 to 0.0813): within one run's noise.
+ * 0.5 (cosine) 0.148, 0.6 0.144, 0.7 0.156, 0.85 0.127, 1.0 0.075. On the test split it moved
+ * federated HR@10 from 0.1476 to 0.1486 (NDCG@10 0.0787 to 0.0813): within one run's noise.
  */
 export const defaultCoWatchConfig: CoWatchConfig = {
   minDevices: 3,
