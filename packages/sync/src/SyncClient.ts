@@ -11,6 +11,7 @@ import {
   type DeltaAck,
   type DeviceId,
   type ErrorCode,
+  type ErrorFrame,
   makeWireCodec,
   type PatternDelta,
   PROTOCOL_VERSION,
@@ -93,6 +94,10 @@ export class SyncError extends Data.TaggedError("SyncError")<{
   readonly code?: ErrorCode
 }> {}
 
+/** The shard refused: its ErrorFrame as a SyncError ("code: message"), the code kept for callers that count by it. */
+const rejection = (frame: ErrorFrame) =>
+  new SyncError({ reason: "rejected", message: `${frame.code}: ${frame.message}`, code: frame.code })
+
 export class SyncClient extends Context.Service<SyncClient, {
   /** Pushes what changed now (over the open session) and waits for the acknowledgement. */
   readonly syncNow: Effect.Effect<SyncOutcome, SyncError>
@@ -168,8 +173,8 @@ function make(config: SyncClientConfig) {
           case "Ping":
             return yield* send(active.connection, { _tag: "Pong", nonce: frame.nonce })
           case "ErrorFrame": {
-            counters.lastError = `${frame.code}: ${frame.message}`
-            const error = new SyncError({ reason: "rejected", message: counters.lastError, code: frame.code })
+            const error = rejection(frame)
+            counters.lastError = error.message
             for (const waiting of active.acks.values()) yield* Deferred.fail(waiting, error)
             active.acks.clear()
             return
@@ -246,7 +251,7 @@ function make(config: SyncClientConfig) {
         const frame = yield* codec.decode(bytes)
         if (frame._tag !== "Welcome") {
           return yield* frame._tag === "ErrorFrame"
-            ? new SyncError({ reason: "rejected", message: `${frame.code}: ${frame.message}`, code: frame.code })
+            ? rejection(frame)
             : new SyncError({ reason: "rejected", message: `expected Welcome, got ${frame._tag}` })
         }
         counters.sessions += 1
