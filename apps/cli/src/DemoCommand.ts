@@ -167,7 +167,7 @@ export const runDemo = Effect.fn("omega.demo")(function*(options: DemoOptions) {
       trends_on_tv: (yield* fleet[0]!.brain.stats).trends,
       cowatch_rows: report.coWatchRows,
       round_ms: report.durationMs,
-      convergence: round3(report.convergence)
+      convergence: round(report.convergence)
     })
     yield* progress(
       `  round ${index + 1}/${ROUNDS}: ${synced.events} events replayed, federated ${report.patternsOut} patterns`
@@ -208,8 +208,8 @@ export const runDemo = Effect.fn("omega.demo")(function*(options: DemoOptions) {
     tvs: fleet.length,
     shards: shards.length,
     rounds: ROUNDS,
-    hr10_local: round3(localOnly.hr10),
-    hr10_federated: round3(federated.hr10),
+    hr10_local: round(localOnly.hr10),
+    hr10_federated: round(federated.hr10),
     recommend_p50_ms: round(percentile(recommendMs, 50)),
     recommend_p99_ms: round(percentile(recommendMs, 99)),
     sync_p50_ms: round(percentile(tally.syncMs, 50)),
@@ -228,5 +228,3 @@ export const runDemo = Effect.fn("omega.demo")(function*(options: DemoOptions) {
   }
   // The TVs' sessions close with the scope (the constellation closed above); nothing is left running.
 })
-
-const round3 = (x: number) => round(x, 3)

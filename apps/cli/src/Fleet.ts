@@ -22,7 +22,7 @@ import {
 } from "./Evaluation.ts"
 import { federatedEvalConfig } from "./FederatedEvaluation.ts"
 import { contextAt, datasetPath, loadMovieLens } from "./MovieLens.ts"
-import { printTable, progress, round } from "./Report.ts"
+import { addCount, printTable, progress, round, totalCount } from "./Report.ts"
 import { makeWorld, syntheticRatings } from "./Synthetic.ts"
 
 export interface FleetWorld {
@@ -198,7 +198,6 @@ export const syncRound = (
     let bytesUp = 0
     const syncMs: Array<number> = []
     const failures: Record<string, number> = {}
-    const fail = (kind: string) => failures[kind] = (failures[kind] ?? 0) + 1
     for (const tv of fleet) {
       const viewing = tv.split.train.filter((r) => r.at > window.from && r.at <= window.to)
       yield* replay(tv.brain, world, viewing)
@@ -206,24 +205,20 @@ export const syncRound = (
       const started = performance.now()
       const outcome = yield* Effect.result(tv.client.syncNow)
       if (outcome._tag === "Failure") {
-        fail(outcome.failure.code ?? outcome.failure.reason)
+        addCount(failures, outcome.failure.code ?? outcome.failure.reason)
       } else if (outcome.success._tag === "Acknowledged") {
         syncMs.push(performance.now() - started)
         bytesUp += outcome.success.bytes
         acknowledged += 1
         if (outcome.success.ack.duplicate) duplicates += 1
       } else if (outcome.success._tag === "Offline") {
-        fail("offline")
+        addCount(failures, "offline")
       } else {
         idle += 1
       }
     }
     return { events, acknowledged, duplicates, idle, bytesUp, syncMs, failures } satisfies SyncRound
   })
-
-/** How many syncs failed, over all kinds. */
-export const failureCount = (failures: Readonly<Record<string, number>>): number =>
-  Object.values(failures).reduce((a, b) => a + b, 0)
 
 /** Sync rounds added up. */
 export class SyncTally {
@@ -240,11 +235,11 @@ export class SyncTally {
     this.idle += synced.idle
     this.bytesUp += synced.bytesUp
     this.syncMs.push(...synced.syncMs)
-    for (const [kind, n] of Object.entries(synced.failures)) this.failures[kind] = (this.failures[kind] ?? 0) + n
+    for (const [kind, n] of Object.entries(synced.failures)) addCount(this.failures, kind, n)
   }
 
   get failed(): number {
-    return failureCount(this.failures)
+    return totalCount(this.failures)
   }
 }
 

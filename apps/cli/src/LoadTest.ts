@@ -35,7 +35,7 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { monitorEventLoopDelay } from "node:perf_hooks"
 import { freePort } from "./FreePort.ts"
-import { percentile, printJson, printTable, progress, round } from "./Report.ts"
+import { addCount, percentile, printJson, printTable, progress, round, totalCount } from "./Report.ts"
 import { callShardApi } from "./ShardApi.ts"
 import { shuffleFront } from "./Shuffle.ts"
 
@@ -64,6 +64,8 @@ const SESSIONS_PER_ENDPOINT = 250
 /** Syncs per second assumed when preparing deltas for a closed loop (no --rate). */
 const CLOSED_LOOP_GUESS = 4_000
 const MAX_PREPARED_PER_SESSION = 2_000
+/** How long a session waits for an ack: a shard killed without closing is noticed this soon. */
+const ACK_TIMEOUT_MS = 5_000
 /** Embeddings per session, per pattern of a delta: deltas draw different mixes of them. */
 const POOL_PER_PATTERN = 4
 const CONTEXTS: ReadonlyArray<PatternContext> = [
@@ -259,11 +261,11 @@ export const runLoadTest = Effect.fn("omega.loadtest")(function*(options: LoadTe
               tally.bytesUp += bytes.length
               // A shard that went away without closing (killed) is noticed here rather than at the QUIC idle timeout.
               return yield* readUntil(pull, (tag) => tag === "DeltaAck" || tag === "ErrorFrame", tally).pipe(
-                Effect.timeout(Duration.seconds(5))
+                Effect.timeout(Duration.millis(ACK_TIMEOUT_MS))
               )
             }).pipe(Effect.ensuring(Effect.sync(() => inFlight -= 1)))
             if (ack._tag !== "DeltaAck") {
-              countError(tally, ack._tag === "ErrorFrame" ? `refused (${ack.code})` : ack._tag)
+              addCount(tally.errorKinds, ack._tag === "ErrorFrame" ? `refused (${ack.code})` : ack._tag)
               continue
             }
             tally.acked += 1
@@ -280,7 +282,7 @@ export const runLoadTest = Effect.fn("omega.loadtest")(function*(options: LoadTe
           if (killed || restarting) tally.interrupted += 1
           // Before the timed phase: a session that could not open yet and tries again (not an error of the run).
           else if (deadline === Number.POSITIVE_INFINITY) tally.connectRetries += 1
-          else countError(tally, failureKind(Cause.squash(result.cause)))
+          else addCount(tally.errorKinds, failureKind(Cause.squash(result.cause)))
           yield* Effect.sleep(Duration.millis(200 + random() * 300))
         }
       }
@@ -330,7 +332,7 @@ export const runLoadTest = Effect.fn("omega.loadtest")(function*(options: LoadTe
       if (Math.floor(elapsed) % 5 === 0) {
         yield* progress(
           `  ${elapsed.toFixed(0)} s: ${tally.acked} acked (${((tally.acked - last) / 5).toFixed(0)}/s), ${
-            errorCount(tally)
+            totalCount(tally.errorKinds)
           } errors`
         )
         last = tally.acked
@@ -338,8 +340,8 @@ export const runLoadTest = Effect.fn("omega.loadtest")(function*(options: LoadTe
     }
   }))
   yield* sleepUntilDeadline(Number.POSITIVE_INFINITY)
-  // The last syncs' acks (each times out after 5 s), then the sessions close.
-  while (Date.now() < deadline + 6_000) {
+  // The last syncs' acks (each times out after ACK_TIMEOUT_MS), then the sessions close.
+  while (Date.now() < deadline + ACK_TIMEOUT_MS + 1_000) {
     // Sessions' fibers count down inFlight as their acks come.
     if (inFlight === 0) break
     yield* Effect.sleep(Duration.millis(5))
@@ -402,7 +404,7 @@ export const runLoadTest = Effect.fn("omega.loadtest")(function*(options: LoadTe
     // Beyond the 10 ms sampling interval (the histogram is in ns).
     client_loop_delay_p99_ms: round(Math.max(0, loopDelay.percentile(99) / 1e6 - 10)),
     client_loop_delay_max_ms: round(Math.max(0, loopDelay.max / 1e6 - 10)),
-    errors: errorCount(tally),
+    errors: totalCount(tally.errorKinds),
     // Datagrams the kernel dropped at full socket buffers during the timed phase (Linux).
     udp_drops: udpDrops ?? "n/a",
     rmem_default: defaultReceiveBufferBytes() ?? "n/a",
@@ -428,12 +430,6 @@ export const runLoadTest = Effect.fn("omega.loadtest")(function*(options: LoadTe
   if (options.json) yield* printJson(result)
   return result
 })
-
-const countError = (tally: Tally, kind: string) => {
-  tally.errorKinds[kind] = (tally.errorKinds[kind] ?? 0) + 1
-}
-
-const errorCount = (tally: Tally) => Object.values(tally.errorKinds).reduce((sum, n) => sum + n, 0)
 
 /** A session's failure in a few words: an ack or a handshake that timed out, a transport error, a refusal. */
 const failureKind = (failure: unknown): string => {

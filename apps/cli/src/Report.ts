@@ -37,5 +37,14 @@ export const percentile = (values: ReadonlyArray<number>, p: number): number => 
   return sorted[rank]!
 }
 
+/** Counts by kind (errors, failed syncs): adds `n` to `kind`'s count. */
+export const addCount = (counts: Record<string, number>, kind: string, n = 1): void => {
+  counts[kind] = (counts[kind] ?? 0) + n
+}
+
+/** The sum of counts by kind. */
+export const totalCount = (counts: Readonly<Record<string, number>>): number =>
+  Object.values(counts).reduce((sum, n) => sum + n, 0)
+
 /** Rounds for reports: enough digits to compare, not more. */
 export const round = (value: number, digits = 3): number => Number(value.toFixed(digits))

@@ -18,7 +18,6 @@ import {
   awaitSessions,
   bytesReceived,
   describeInterval,
-  failureCount,
   loadFleetWorld,
   openFleet,
   printQuality,
@@ -27,7 +26,7 @@ import {
   syncRound,
   SyncTally
 } from "./Fleet.ts"
-import { percentile, printJson, printTable, progress, round } from "./Report.ts"
+import { percentile, printJson, printTable, progress, round, totalCount } from "./Report.ts"
 import { callShardApi } from "./ShardApi.ts"
 
 export interface SimulateOptions {
@@ -190,7 +189,7 @@ export const runSimulate = Effect.fn("omega.simulate")(function*(options: Simula
       federationRounds += 1
       federatedOut += federation.patternsOut
     }
-    const failed = failureCount(synced.failures)
+    const failed = totalCount(synced.failures)
     rows.push({
       round: index + 1,
       events: synced.events,
