@@ -1,7 +1,14 @@
 import { assert, describe, it } from "@effect/vitest"
-import { transportLayer } from "@omega/constellation"
+import { databaseUrlFromEnv, ShardStorage, transportLayer } from "@omega/constellation"
 import { Effect } from "effect"
 import { runLoadTest } from "./LoadTest.ts"
+
+const DATABASE_URL = databaseUrlFromEnv()
+if (DATABASE_URL === undefined) {
+  console.log(
+    "omega loadtest: the PostgreSQL case is skipped because OMEGA_DATABASE_URL (or POSTGRES_URL) is not set"
+  )
+}
 
 describe("omega loadtest", () => {
   // The promise the load test's numbers rest on, small: a shard process (PGlite on disk) killed
@@ -33,5 +40,32 @@ describe("omega loadtest", () => {
         assert.isAtLeast(result.stored_patterns, result.acked_patterns)
       }),
     90_000
+  )
+
+  it.live.skipIf(DATABASE_URL === undefined)(
+    "on PostgreSQL: every acknowledged pattern is stored, and the run's schema is dropped afterwards",
+    () =>
+      Effect.gen(function*() {
+        const url = DATABASE_URL!
+        const result = yield* runLoadTest({
+          sessions: 20,
+          seconds: 3,
+          rate: 20,
+          patternsPerSync: 15,
+          tastes: 8,
+          transport: "quic",
+          killAt: 0,
+          json: false,
+          databaseUrl: url
+        }).pipe(Effect.scoped, Effect.provide(transportLayer("quic")))
+        assert.strictEqual(result.storage, "PostgreSQL")
+        assert.strictEqual(result.errors, 0, result.error_kinds)
+        assert.isAbove(result.acked_patterns, 0)
+        assert.strictEqual(result.lost, 0)
+        assert.match(result.database_schema, /^loadtest_/)
+        // Nothing left to drop: the load test dropped its schema itself.
+        assert.deepStrictEqual(yield* ShardStorage.dropPgSchemas(url, [result.database_schema]), [])
+      }),
+    60_000
   )
 })

@@ -3,9 +3,10 @@
  * PostgreSQL when OMEGA_DATABASE_URL / POSTGRES_URL is set), opens N long-lived sessions on
  * loopback and syncs at a chosen rate for a bounded time, then checks the database: every
  * acknowledged pattern must be stored. Optionally kills the shard mid-run (SIGKILL) and
- * restarts it, with the sessions reconnecting. Prints a table and one JSON line.
+ * restarts it, with the sessions reconnecting. Prints a table and one JSON line. On PostgreSQL
+ * the run writes to a schema of its own, dropped once the counts are read.
  */
-import { deviceToken, ShardApiStats } from "@omega/constellation"
+import { deviceToken, ShardApiStats, ShardStorage } from "@omega/constellation"
 import {
   type DeviceId,
   EMBEDDING_DIMENSIONS,
@@ -29,7 +30,7 @@ import {
   SyncTransport
 } from "@omega/sync"
 import { Cause, Deferred, Duration, Effect, Fiber, Option, Semaphore, Stream } from "effect"
-import { spawn } from "node:child_process"
+import { type ChildProcess, spawn } from "node:child_process"
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
@@ -122,7 +123,19 @@ export const runLoadTest = Effect.fn("omega.loadtest")(function*(options: LoadTe
   )
 
   let shard = yield* startShard(env, httpPort)
-  yield* Effect.addFinalizer(() => Effect.sync(() => shard.kill("SIGKILL")))
+  // However the run ends: the shard goes, then (on PostgreSQL) the run's schema, once no shard uses it.
+  let schemaDropped = false
+  const dropSchema = Effect.gen(function*() {
+    if (databaseUrl === undefined || schemaDropped) return
+    yield* ShardStorage.dropPgSchemas(databaseUrl, [schema])
+    schemaDropped = true
+  })
+  yield* Effect.addFinalizer(() =>
+    killShard(shard).pipe(
+      Effect.andThen(dropSchema),
+      Effect.catch((error) => progress(`loadtest: could not drop schema ${schema}: ${error.message}`))
+    )
+  )
 
   const transport = yield* SyncTransport
   const tally: Tally = {
@@ -168,8 +181,9 @@ export const runLoadTest = Effect.fn("omega.loadtest")(function*(options: LoadTe
     const deviceId = `lt-${n}`
     const random = seededRandom(n + 1)
     // A pool of embedding objects per session (the codec quantizes each once), drawn from 8 tastes.
-    // A delta never holds one embedding twice: a TV's patterns differ, and repeated codes would
-    // let the frame deflate, which real uploads do not (the shard would inflate every one).
+    // A delta never holds one embedding twice (a TV's patterns differ), but two noisy copies of one
+    // taste share most of their code, so every upload deflates by about 8% and the shard inflates
+    // it; real uploads deflate about half the time.
     const tastes = Array.from(
       { length: 8 },
       () => fleetTastes.length === 0 ? randomUnit(random) : fleetTastes[Math.floor(random() * fleetTastes.length)]!
@@ -386,6 +400,9 @@ export const runLoadTest = Effect.fn("omega.loadtest")(function*(options: LoadTe
   shard = yield* startShard(env, httpPort)
   const stored = (yield* callShardApi(api, "GET", "/api/v1/stats", ShardApiStats)).loggedPatterns
   const lost = Math.max(0, tally.ackedPatterns - stored)
+  // Counted: nothing of the run is kept.
+  yield* killShard(shard)
+  yield* dropSchema
 
   const result = {
     sessions: options.sessions,
@@ -395,6 +412,8 @@ export const runLoadTest = Effect.fn("omega.loadtest")(function*(options: LoadTe
     seconds: round(elapsed, 1),
     transport: options.transport,
     storage,
+    // On PostgreSQL, the schema the run wrote to; dropped once the counts were read.
+    database_schema: databaseUrl === undefined ? "n/a" : schema,
     tastes: options.tastes,
     syncs_per_s: round(tally.acked / elapsed, 1),
     p50_ms: round(percentile(tally.latencies, 50)),
@@ -540,6 +559,16 @@ const rssMb = (pid: number | undefined): number => {
 
 /** OMEGA_SHARD_NODE_ARGS: Node flags for the shard only (for example --cpu-prof to profile it). */
 const shardNodeArgs = () => (process.env["OMEGA_SHARD_NODE_ARGS"] ?? "").split(" ").filter((arg) => arg !== "")
+
+/** Kills the shard (SIGKILL) and waits until it has exited. */
+const killShard = (child: ChildProcess) =>
+  Effect.promise(() =>
+    new Promise<void>((resolve) => {
+      if (child.exitCode !== null || child.signalCode !== null) return resolve()
+      child.once("exit", () => resolve())
+      child.kill("SIGKILL")
+    })
+  )
 
 /** Starts the shard server as a child process and waits until /health answers. */
 const startShard = (env: Record<string, string>, httpPort: number) =>

@@ -1,6 +1,6 @@
 /** `omega`: the command-line entry point for demos, evaluation and benchmarks. */
 import { NodeRuntime, NodeServices } from "@effect/platform-node"
-import { transportLayer } from "@omega/constellation"
+import { databaseUrlFromEnv, transportLayer } from "@omega/constellation"
 import { Config, Effect, Option } from "effect"
 import { Command, Flag } from "effect/cli"
 import { runBrainBench } from "./BrainBench.ts"
@@ -115,7 +115,7 @@ const loadtest = Command.make(
       tastes: flags.tastes,
       transport: flags.transport,
       killAt: flags.killAt,
-      databaseUrl: (process.env["OMEGA_DATABASE_URL"] || process.env["POSTGRES_URL"]) || undefined
+      databaseUrl: databaseUrlFromEnv()
     }).pipe(
       Effect.scoped,
       Effect.provide(transportLayer(flags.transport))

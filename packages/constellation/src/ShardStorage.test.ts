@@ -1,4 +1,3 @@
-import { PgClient } from "@effect/sql-pg"
 import { assert, describe, layer, type Vitest } from "@effect/vitest"
 import {
   type ContentEmbedding,
@@ -9,12 +8,11 @@ import {
   type SharedPattern,
   type TrendSignal
 } from "@omega/protocol"
-import { Effect, Exit, Layer, Option, Redacted } from "effect"
-import { Reactivity } from "effect/reactivity"
+import { Effect, Exit, Layer, Option } from "effect"
 import { TestClock } from "effect/testing"
-import { ShardStorage, StorageError, type StoredDevicePattern } from "./ShardStorage.ts"
+import { databaseUrlFromEnv, ShardStorage, StorageError, type StoredDevicePattern } from "./ShardStorage.ts"
 
-const DATABASE_URL = process.env["OMEGA_DATABASE_URL"] ?? process.env["POSTGRES_URL"]
+const DATABASE_URL = databaseUrlFromEnv()
 if (DATABASE_URL === undefined) {
   console.log(
     "ShardStorage: PostgreSQL cases skipped because OMEGA_DATABASE_URL (or POSTGRES_URL) is not set; " +
@@ -476,15 +474,11 @@ layer(ShardStorage.layerPglite({ ownThread: true }), { timeout: 30_000, excludeT
 describe.skipIf(DATABASE_URL === undefined)("ShardStorage on PostgreSQL", () => {
   const url = DATABASE_URL ?? ""
   const run = `omega_test_${process.pid}_${Date.now().toString(36)}`
-  /** Drops the run's schemas when the suite ends, so a shared database keeps nothing behind. */
-  const dropSchemas = (...schemas: Array<string>) =>
-    Layer.effectDiscard(Effect.addFinalizer(() =>
-      Effect.gen(function*() {
-        const sql = yield* PgClient.make({ url: Redacted.make(url), maxConnections: 1 })
-        for (const schema of schemas) yield* sql.unsafe(`drop schema if exists "${schema}" cascade`)
-      }).pipe(Effect.scoped, Effect.provide(Reactivity.layer), Effect.orDie)
-    ))
-  const main = Layer.merge(ShardStorage.layerPg({ url, schema: run }), dropSchemas(run, `${run}_fresh`))
+  // The run's schemas go when the suite ends, so a shared database keeps nothing behind.
+  const main = Layer.merge(
+    ShardStorage.layerPg({ url, schema: run }),
+    ShardStorage.layerDropPgSchemas(url, [run, `${run}_fresh`])
+  )
   const fresh = ShardStorage.layerPg({ url, schema: `${run}_fresh`, migrate: false })
   layer(main, { timeout: 30_000, excludeTestServices: true })((it) => suite(it, fresh))
 })

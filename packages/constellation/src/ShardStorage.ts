@@ -235,7 +235,46 @@ export class ShardStorage extends Context.Service<ShardStorage, {
 
   /** An in-memory PGlite, migrated, for tests. */
   static readonly layerTest = ShardStorage.layerPglite()
+
+  /**
+   * Drops PostgreSQL schemas and everything in them: what a run in a throw-away schema (a test
+   * suite, a benchmark, a load test) leaves behind on a shared database. Returns the schemas that
+   * existed, in the order given.
+   */
+  static readonly dropPgSchemas = (url: string, schemas: ReadonlyArray<string>) =>
+    Effect.gen(function*() {
+      const bad = schemas.find((schema) => !SCHEMA_NAME.test(schema))
+      if (bad !== undefined) {
+        return yield* new StorageError({ operation: "dropSchemas", message: `invalid schema name ${bad}` })
+      }
+      const sql = yield* PgClient.make({ url: Redacted.make(url), maxConnections: 1 })
+      const dropped: Array<string> = []
+      for (const schema of schemas) {
+        const found = yield* sql<
+          { readonly nspname: string }
+        >`select nspname from pg_namespace where nspname = ${schema}`
+        if (found.length === 0) continue
+        yield* sql.unsafe(`drop schema if exists "${schema}" cascade`)
+        dropped.push(schema)
+      }
+      return dropped
+    }).pipe(
+      Effect.mapError((error) => error instanceof StorageError ? error : fromSqlError("dropSchemas", error)),
+      Effect.scoped,
+      Effect.provide(Reactivity.layer)
+    )
+
+  /** A layer that drops `schemas` when it is released (see `dropPgSchemas`). */
+  static readonly layerDropPgSchemas = (url: string, schemas: ReadonlyArray<string>) =>
+    Layer.effectDiscard(Effect.addFinalizer(() => Effect.orDie(ShardStorage.dropPgSchemas(url, schemas))))
 }
+
+/**
+ * The PostgreSQL that tests, benchmarks and the load test use when one is configured:
+ * OMEGA_DATABASE_URL, else POSTGRES_URL (empty counts as unset); undefined means PGlite.
+ */
+export const databaseUrlFromEnv = (env: Record<string, string | undefined> = process.env): string | undefined =>
+  env["OMEGA_DATABASE_URL"] || env["POSTGRES_URL"] || undefined
 
 /** The database failed or refused the input; `operation` names what was being done. Nothing partial was committed. */
 export class StorageError extends Schema.TaggedError<StorageError>()("StorageError", {

@@ -5,11 +5,9 @@
  * (or POSTGRES_URL) is set, on PostgreSQL in a throw-away schema. Prints JSON.
  *   scripts/node packages/constellation/src/bench/StorageBatchBench.ts
  */
-import { PgClient } from "@effect/sql-pg"
 import { EMBEDDING_DIMENSIONS, type PatternId, type SharedPattern } from "@omega/protocol"
-import { Effect, Layer, Redacted } from "effect"
-import { Reactivity } from "effect/reactivity"
-import { ShardStorage, type StorageError } from "../ShardStorage.ts"
+import { Effect, Layer } from "effect"
+import { databaseUrlFromEnv, ShardStorage, type StorageError } from "../ShardStorage.ts"
 
 const ROWS = 1_000
 const ROUNDS = 3
@@ -70,21 +68,17 @@ const run = Effect.gen(function*() {
   }
 })
 
-const url = process.env["OMEGA_DATABASE_URL"] ?? process.env["POSTGRES_URL"]
+const url = databaseUrlFromEnv()
 const schema = `omega_bench_${process.pid}`
-const dropSchema = Layer.effectDiscard(Effect.addFinalizer(() =>
-  Effect.gen(function*() {
-    const sql = yield* PgClient.make({ url: Redacted.make(url ?? ""), maxConnections: 1 })
-    yield* sql.unsafe(`drop schema if exists "${schema}" cascade`)
-  }).pipe(Effect.scoped, Effect.provide(Reactivity.layer), Effect.orDie)
-))
 
 const main = Effect.gen(function*() {
   const results: Record<string, unknown> = { rowsPerCall: ROWS, rounds: ROUNDS }
   results["pglite"] = yield* run.pipe(Effect.provide(ShardStorage.layerPglite()))
   results["postgres"] = url === undefined
     ? "skipped: set OMEGA_DATABASE_URL"
-    : yield* run.pipe(Effect.provide(Layer.merge(ShardStorage.layerPg({ url, schema }), dropSchema)))
+    : yield* run.pipe(
+      Effect.provide(Layer.merge(ShardStorage.layerPg({ url, schema }), ShardStorage.layerDropPgSchemas(url, [schema])))
+    )
   console.log(JSON.stringify(results, null, 2))
 })
 
