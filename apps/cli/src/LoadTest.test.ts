@@ -1,7 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { databaseUrlFromEnv, ShardStorage, transportLayer } from "@omega/constellation"
 import { Effect } from "effect"
-import { runLoadTest } from "./LoadTest.ts"
+import { type LoadTestOptions, runLoadTest } from "./LoadTest.ts"
 
 const DATABASE_URL = databaseUrlFromEnv()
 if (DATABASE_URL === undefined) {
@@ -9,6 +9,18 @@ if (DATABASE_URL === undefined) {
     "omega loadtest: the PostgreSQL case is skipped because OMEGA_DATABASE_URL (or POSTGRES_URL) is not set"
   )
 }
+
+/** A small load test on QUIC: 15 patterns per sync from a fleet of 8 tastes, on PGlite unless told. */
+const smallLoadTest = (options: Pick<LoadTestOptions, "sessions" | "seconds" | "rate"> & Partial<LoadTestOptions>) =>
+  runLoadTest({
+    patternsPerSync: 15,
+    tastes: 8,
+    transport: "quic",
+    killAt: 0,
+    json: false,
+    databaseUrl: undefined,
+    ...options
+  }).pipe(Effect.scoped, Effect.provide(transportLayer("quic")))
 
 describe("omega loadtest", () => {
   // The promise the load test's numbers rest on, small: a shard process (PGlite on disk) killed
@@ -18,17 +30,7 @@ describe("omega loadtest", () => {
     "kills the shard mid-run and restarts it: every acknowledged pattern is stored",
     () =>
       Effect.gen(function*() {
-        const result = yield* runLoadTest({
-          sessions: 40,
-          seconds: 12,
-          rate: 40,
-          patternsPerSync: 15,
-          tastes: 8,
-          transport: "quic",
-          killAt: 2,
-          json: false,
-          databaseUrl: undefined
-        }).pipe(Effect.scoped, Effect.provide(transportLayer("quic")))
+        const result = yield* smallLoadTest({ sessions: 40, seconds: 12, rate: 40, killAt: 2 })
         assert.strictEqual(result.killed_and_restarted, "yes")
         assert.strictEqual(result.sessions_open, 40)
         assert.strictEqual(result.errors, 0, result.error_kinds)
@@ -47,17 +49,7 @@ describe("omega loadtest", () => {
     () =>
       Effect.gen(function*() {
         const url = DATABASE_URL!
-        const result = yield* runLoadTest({
-          sessions: 20,
-          seconds: 3,
-          rate: 20,
-          patternsPerSync: 15,
-          tastes: 8,
-          transport: "quic",
-          killAt: 0,
-          json: false,
-          databaseUrl: url
-        }).pipe(Effect.scoped, Effect.provide(transportLayer("quic")))
+        const result = yield* smallLoadTest({ sessions: 20, seconds: 3, rate: 20, databaseUrl: url })
         assert.strictEqual(result.storage, "PostgreSQL")
         assert.strictEqual(result.errors, 0, result.error_kinds)
         assert.isAbove(result.acked_patterns, 0)
