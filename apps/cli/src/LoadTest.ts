@@ -4,7 +4,7 @@
  * loopback and syncs at a chosen rate for a bounded time, then checks the database: every
  * acknowledged pattern must be stored. Optionally kills the shard mid-run (SIGKILL) and
  * restarts it, with the sessions reconnecting. Prints a table and one JSON line. On PostgreSQL
- * the run writes to a schema of its own, dropped once the counts are read.
+ * the run writes to a schema of its own, dropped when the run ends.
  */
 import { deviceToken, ShardApiStats, ShardStorage } from "@omega/constellation"
 import {
@@ -124,15 +124,9 @@ export const runLoadTest = Effect.fn("omega.loadtest")(function*(options: LoadTe
 
   let shard = yield* startShard(env, httpPort)
   // However the run ends: the shard goes, then (on PostgreSQL) the run's schema, once no shard uses it.
-  let schemaDropped = false
-  const dropSchema = Effect.gen(function*() {
-    if (databaseUrl === undefined || schemaDropped) return
-    yield* ShardStorage.dropPgSchemas(databaseUrl, [schema])
-    schemaDropped = true
-  })
   yield* Effect.addFinalizer(() =>
     killShard(shard).pipe(
-      Effect.andThen(dropSchema),
+      Effect.andThen(databaseUrl === undefined ? Effect.void : ShardStorage.dropPgSchemas(databaseUrl, [schema])),
       Effect.catch((error) => progress(`loadtest: could not drop schema ${schema}: ${error.message}`))
     )
   )
@@ -400,9 +394,6 @@ export const runLoadTest = Effect.fn("omega.loadtest")(function*(options: LoadTe
   shard = yield* startShard(env, httpPort)
   const stored = (yield* callShardApi(api, "GET", "/api/v1/stats", ShardApiStats)).loggedPatterns
   const lost = Math.max(0, tally.ackedPatterns - stored)
-  // Counted: nothing of the run is kept.
-  yield* killShard(shard)
-  yield* dropSchema
 
   const result = {
     sessions: options.sessions,
@@ -412,7 +403,7 @@ export const runLoadTest = Effect.fn("omega.loadtest")(function*(options: LoadTe
     seconds: round(elapsed, 1),
     transport: options.transport,
     storage,
-    // On PostgreSQL, the schema the run wrote to; dropped once the counts were read.
+    // On PostgreSQL, the schema the run wrote to; dropped when the run ends.
     database_schema: databaseUrl === undefined ? "n/a" : schema,
     tastes: options.tastes,
     syncs_per_s: round(tally.acked / elapsed, 1),
