@@ -125,7 +125,7 @@ export const runLoadTest = Effect.fn("omega.loadtest")(function*(options: LoadTe
   let shard = yield* startShard(env, httpPort)
   // However the run ends: the shard goes, then (on PostgreSQL) the run's schema, once no shard uses it.
   yield* Effect.addFinalizer(() =>
-    killShard(shard).pipe(
+    stopShard(shard).pipe(
       Effect.andThen(databaseUrl === undefined ? Effect.void : ShardStorage.dropPgSchemas(databaseUrl, [schema])),
       Effect.catch((error) => progress(`loadtest: could not drop schema ${schema}: ${error.message}`))
     )
@@ -333,7 +333,7 @@ export const runLoadTest = Effect.fn("omega.loadtest")(function*(options: LoadTe
         killed = true
         restarting = true
         yield* progress(`  ${elapsed.toFixed(0)} s: killing the shard (SIGKILL) and restarting it`)
-        shard.kill("SIGKILL")
+        yield* stopShard(shard)
         shard = yield* startShard(env, httpPort)
         restarting = false
       }
@@ -379,18 +379,8 @@ export const runLoadTest = Effect.fn("omega.loadtest")(function*(options: LoadTe
   ).pipe(Effect.map(histogramQuantiles("omega_sync_latency_seconds", [50, 99])))
   // The database is the judge: restart the shard so only what was committed is counted.
   yield* progress("  verifying: restarting the shard and reading its stored counts")
-  if (shardNodeArgs().some((arg) => arg.startsWith("--cpu-prof"))) {
-    // A profiled shard is stopped gently so that it writes its profile.
-    const stopping = shard
-    yield* Effect.promise(() =>
-      new Promise<void>((resolve) => {
-        stopping.once("exit", () => resolve())
-        stopping.kill("SIGINT")
-        setTimeout(() => stopping.kill("SIGKILL"), 15_000).unref()
-      })
-    )
-  }
-  shard.kill("SIGKILL")
+  // A profiled shard is stopped gently so that it writes its profile.
+  yield* stopShard(shard, shardNodeArgs().some((arg) => arg.startsWith("--cpu-prof")) ? "SIGINT" : "SIGKILL")
   shard = yield* startShard(env, httpPort)
   const stored = (yield* callShardApi(api, "GET", "/api/v1/stats", ShardApiStats)).loggedPatterns
   const lost = Math.max(0, tally.ackedPatterns - stored)
@@ -551,13 +541,14 @@ const rssMb = (pid: number | undefined): number => {
 /** OMEGA_SHARD_NODE_ARGS: Node flags for the shard only (for example --cpu-prof to profile it). */
 const shardNodeArgs = () => (process.env["OMEGA_SHARD_NODE_ARGS"] ?? "").split(" ").filter((arg) => arg !== "")
 
-/** Kills the shard (SIGKILL) and waits until it has exited. */
-const killShard = (child: ChildProcess) =>
+/** Stops the shard with `signal` and waits until it has exited; one that outlives SIGINT by 15 s is killed. */
+const stopShard = (child: ChildProcess, signal: "SIGKILL" | "SIGINT" = "SIGKILL") =>
   Effect.promise(() =>
     new Promise<void>((resolve) => {
       if (child.exitCode !== null || child.signalCode !== null) return resolve()
       child.once("exit", () => resolve())
-      child.kill("SIGKILL")
+      child.kill(signal)
+      if (signal !== "SIGKILL") setTimeout(() => child.kill("SIGKILL"), 15_000).unref()
     })
   )
 
