@@ -11,7 +11,7 @@
  */
 import { ContentAccepted, FederationRound, ShardApiStats, ShardInfo } from "@omega/constellation"
 import type { ContentEmbedding } from "@omega/protocol"
-import type { ConnectOptions } from "@omega/sync"
+import { type ConnectOptions, pinnedEndpoint } from "@omega/sync"
 import { Data, Duration, Effect, type Redacted, Schema } from "effect"
 import { randomBytes } from "node:crypto"
 import {
@@ -76,23 +76,8 @@ export class SimulateError extends Data.TaggedError("SimulateError")<{ readonly 
 /** The pin as the transport wants it, or why it is not one. */
 export const endpointOf = (
   options: Pick<SimulateOptions, "host" | "port" | "transport"> & { readonly pin: string }
-): Effect.Effect<ConnectOptions, SimulateError> => {
-  const pin = options.pin.trim()
-  if (options.transport === "quic") {
-    return pin === "" ?
-      Effect.fail(
-        new SimulateError({ message: "--pin must be the shard's QUIC peer id (its start-up log prints it)" })
-      ) :
-      Effect.succeed({ host: options.host, port: options.port, serverPeerId: pin })
-  }
-  return /^[0-9a-f]{64}$/i.test(pin) ?
-    Effect.succeed({ host: options.host, port: options.port, certificateHash: Buffer.from(pin, "hex") }) :
-    Effect.fail(
-      new SimulateError({
-        message: "--pin must be the SHA-256 of the shard's certificate as 64 hex digits (its start-up log prints it)"
-      })
-    )
-}
+): Effect.Effect<ConnectOptions, SimulateError> =>
+  Effect.mapError(pinnedEndpoint(options), (e) => new SimulateError({ message: `--pin: ${e.message}` }))
 
 /** A management API call (see `callShardApi`) whose failure is the run's: a SimulateError naming the call. */
 const callApi = <S extends Schema.Top>(

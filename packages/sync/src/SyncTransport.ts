@@ -139,3 +139,30 @@ const load = <A>(name: string, f: () => Promise<A>) =>
         message: `the ${name} transport failed to load: ${cause instanceof Error ? cause.message : String(cause)}`
       })
   })
+
+/** The two network transports a TV picks between (the in-memory one is for tests). */
+export type NetworkTransport = "quic" | "webtransport"
+
+/**
+ * Where a TV connects, from the pin its shard prints at start-up: on QUIC the shard's peer id,
+ * on WebTransport the SHA-256 of its certificate as 64 hex digits.
+ */
+export const pinnedEndpoint = (options: {
+  readonly transport: NetworkTransport
+  readonly host: string
+  readonly port: number
+  readonly pin: string
+}): Effect.Effect<ConnectOptions, TransportError> => {
+  const pin = options.pin.trim()
+  const invalid = (message: string) => Effect.fail(new TransportError({ reason: "invalid-options", message }))
+  if (options.transport === "quic") {
+    return pin === "" ?
+      invalid("a QUIC pin is the shard's peer id (its start-up log prints it)") :
+      Effect.succeed({ host: options.host, port: options.port, serverPeerId: pin })
+  }
+  return /^[0-9a-f]{64}$/i.test(pin) ?
+    Effect.succeed({ host: options.host, port: options.port, certificateHash: Buffer.from(pin, "hex") }) :
+    invalid(
+      "a WebTransport pin is the SHA-256 of the shard's certificate as 64 hex digits (its start-up log prints it)"
+    )
+}
