@@ -149,7 +149,8 @@ export class OmegaBrain extends Context.Service<OmegaBrain, {
 
   /**
    * A TV's brain as deployed: usearch HNSW, SQLite at `path`, and the ONNX sentence-transformer
-   * when `modelDir` is given (else the weight-free hashing embedder).
+   * when `modelDir` is given (else the weight-free hashing embedder). The Embedder is provided as
+   * well, so that catalog items can be embedded exactly as the brain embeds what is watched.
    */
   static readonly layerLive = (options: {
     readonly path: string
@@ -159,10 +160,12 @@ export class OmegaBrain extends Context.Service<OmegaBrain, {
   }) =>
     OmegaBrain.layer(options.config ?? defaultBrainConfig).pipe(
       Layer.provide(Layer.mergeAll(
-        options.modelDir === undefined ? Embedder.layerHashing : OnnxEmbedder.layer({ modelDir: options.modelDir }),
         VectorIndex.layer,
         BrainStore.layer({ path: options.path, synchronous: options.synchronous ?? "normal" })
-      ))
+      )),
+      Layer.provideMerge(
+        options.modelDir === undefined ? Embedder.layerHashing : OnnxEmbedder.layer({ modelDir: options.modelDir })
+      )
     )
 
   /** A complete in-memory brain: hashing embedder, brute-force index, SQLite in memory. */
