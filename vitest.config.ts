@@ -14,6 +14,7 @@ export default defineConfig({
       project("brain", "packages/brain"),
       project("constellation", "packages/constellation"),
       project("sync", "packages/sync"),
+      project("sdk", "packages/sdk"),
       project("cli", "apps/cli"),
       project("constellation-server", "apps/constellation-server"),
       project("federation-worker", "apps/federation-worker"),

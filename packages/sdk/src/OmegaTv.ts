@@ -1,0 +1,305 @@
+/**
+ * One TV for integrators who do not use Effect: the brain (SQLite, usearch, the hashing embedder
+ * or an ONNX model) and, when a shard is configured, the long-lived sync session, behind plain
+ * promises. Every input is validated by the protocol schemas; every rejection is an OmegaError.
+ *
+ * ```ts
+ * const tv = await OmegaTv.open({ path: "/data/omega/brain.db", shard: { ... } })
+ * await tv.observe({ contentId, title, genres, watchedAt, watchShare, context })
+ * const suggestions = await tv.recommend({ timeOfDay: "evening", dayType: "weekday", recentWatches: [] })
+ * await tv.close()
+ * ```
+ */
+import { type BrainStats, defaultBrainConfig, Embedder, type ObserveResult, OmegaBrain } from "@omega/brain"
+import {
+  ContentEmbedding,
+  type DayType,
+  decoder,
+  type Mood,
+  type Recommendation,
+  Region,
+  type TimeOfDay
+} from "@omega/protocol"
+import {
+  defaultSyncTiming,
+  pinnedEndpoint,
+  quicIdentityFromPrivateKey,
+  SyncClient,
+  type SyncClientConfig,
+  type SyncStatus,
+  SyncTransport
+} from "@omega/sync"
+import { Duration, Effect, Layer, ManagedRuntime, Option, Schema } from "effect"
+import { OmegaError, valueOrThrow } from "./OmegaError.ts"
+
+const Millis = Schema.Finite.check(Schema.isGreaterThan(0))
+
+/** When the TV pushes, and how it waits; every field is optional (the defaults are a deployed TV's). */
+export const SyncTimingOptions = Schema.Struct({
+  /** Timed pushes happen at a random moment between these (default 5 and 15 minutes). */
+  minIntervalMs: Schema.optionalKey(Millis),
+  maxIntervalMs: Schema.optionalKey(Millis),
+  /** Push early once this many pattern changes are unacknowledged (default 25). */
+  pushAfterChanges: Schema.optionalKey(Schema.Int.check(Schema.isGreaterThanOrEqualTo(1))),
+  /** How often the change count is looked at (default 30 s). */
+  changeCheckMs: Schema.optionalKey(Millis),
+  /** How long a push waits for its acknowledgement (default 10 s). */
+  ackTimeoutMs: Schema.optionalKey(Millis),
+  /** Reconnects back off exponentially, with jitter, from the first to the second (default 0.5 s, 5 min). */
+  reconnectBaseMs: Schema.optionalKey(Millis),
+  reconnectMaxMs: Schema.optionalKey(Millis)
+}).check(Schema.makeFilter((t) =>
+  (t.minIntervalMs ?? 0) <= (t.maxIntervalMs ?? Infinity) ||
+  `minIntervalMs ${t.minIntervalMs} is above maxIntervalMs ${t.maxIntervalMs}`
+))
+
+/** The shard this TV syncs with, and the credentials it was provisioned with. */
+export const ShardOptions = Schema.Struct({
+  transport: Schema.Literals(["quic", "webtransport"]),
+  host: Schema.String.check(Schema.isNonEmpty()),
+  port: Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 65_535 })),
+  /** QUIC: the shard's peer id. WebTransport: the SHA-256 of its certificate, 64 hex digits. */
+  pin: Schema.String,
+  deviceId: Schema.String.check(Schema.isBetweenLength(1, 128)),
+  /** The device token the fleet was provisioned with (an HMAC of the fleet secret and the device id). Secret. */
+  token: Schema.String.check(Schema.isBetweenLength(1, 4096)),
+  region: Region,
+  /** QUIC: this device's Ed25519 key (libp2p encoding) to keep its peer id across restarts; default a new one. */
+  quicPrivateKey: Schema.optionalKey(Schema.Uint8Array),
+  timing: Schema.optionalKey(SyncTimingOptions)
+})
+export type ShardOptions = typeof ShardOptions.Type
+
+export const OmegaTvOptions = Schema.Struct({
+  /** The brain's SQLite file (created when missing); ":memory:" keeps nothing across restarts. */
+  path: Schema.String.check(Schema.isNonEmpty()),
+  /** A MiniLM-class ONNX sentence-transformer; without it the weight-free hashing embedder. */
+  modelDir: Schema.optionalKey(Schema.String.check(Schema.isNonEmpty())),
+  /** Without a shard the TV learns and recommends alone, and its deltas wait in the outbox. */
+  shard: Schema.optionalKey(ShardOptions),
+  /** Run the session-scale and daily learning loops on their schedules (default true). */
+  learningLoops: Schema.optionalKey(Schema.Boolean)
+})
+export type OmegaTvOptions = typeof OmegaTvOptions.Type
+
+/** When and how the TV is being watched: the protocol's ViewContext, with plain string ids. */
+export interface ViewContextInput {
+  readonly timeOfDay: TimeOfDay
+  readonly dayType: DayType
+  /** Content ids of what was watched last, newest first (at most MAX_RECENT_WATCHES). */
+  readonly recentWatches: ReadonlyArray<string>
+  readonly mood?: Mood
+}
+
+/** One thing watched: the protocol's ViewingEvent, with plain string ids (the schema checks them). */
+export interface ViewingEventInput {
+  readonly contentId: string
+  readonly title: string
+  readonly genres: ReadonlyArray<string>
+  /** Epoch milliseconds. */
+  readonly watchedAt: number
+  /** Share of the item that was watched, 0..1. */
+  readonly watchShare: number
+  readonly context: ViewContextInput
+}
+
+/** A catalog item; without an embedding the brain embeds its title and genres with its own Embedder. */
+export interface ContentInput {
+  readonly contentId: string
+  readonly title: string
+  readonly genres: ReadonlyArray<string>
+  readonly embedding?: Float32Array
+}
+
+/** What `syncNow` did. */
+export type SyncResult =
+  | {
+    readonly status: "acknowledged"
+    /** The delta's version, now durable on the shard. */
+    readonly version: number
+    /** Patterns the shard took from it. */
+    readonly accepted: number
+    /** The shard had counted this delta before (a replay). */
+    readonly duplicate: boolean
+    readonly bytes: number
+  }
+  | { readonly status: "nothing-to-send" }
+  /** No session is open right now; the TV reconnects by itself and the outbox keeps the delta. */
+  | { readonly status: "offline" }
+
+export interface TvStatus {
+  readonly brain: BrainStats
+  /** Undefined on a TV opened without a shard. */
+  readonly sync: SyncStatus | undefined
+}
+
+const decodeOptions = Schema.decodeUnknownEffect(OmegaTvOptions)
+const decodeContent = decoder(
+  Schema.Array(ContentEmbedding.mapFields((f) => ({ ...f, embedding: Schema.optionalKey(f.embedding) }))),
+  "ContentInput[]"
+)
+
+/** The sync client's settings from the validated shard options. */
+const syncConfig = (shard: ShardOptions) =>
+  Effect.gen(function*() {
+    const invalid = (option: string) => (e: { readonly message: string }) =>
+      new OmegaError("invalid-options", `OmegaTv options: shard.${option}: ${e.message}`)
+    const endpoint = yield* Effect.mapError(pinnedEndpoint(shard), invalid("pin"))
+    const identity = shard.quicPrivateKey === undefined ?
+      undefined :
+      yield* Effect.mapError(quicIdentityFromPrivateKey(shard.quicPrivateKey), invalid("quicPrivateKey"))
+    const t = shard.timing ?? {}
+    const ms = (value: number | undefined, otherwise: Duration.Input) =>
+      value === undefined ? otherwise : Duration.millis(value)
+    return {
+      deviceId: shard.deviceId,
+      token: shard.token,
+      region: shard.region,
+      endpoint: identity === undefined ? endpoint : { ...endpoint, identity },
+      minInterval: ms(t.minIntervalMs, defaultSyncTiming.minInterval),
+      maxInterval: ms(t.maxIntervalMs, defaultSyncTiming.maxInterval),
+      pushAfterChanges: t.pushAfterChanges ?? defaultSyncTiming.pushAfterChanges,
+      changeCheckEvery: ms(t.changeCheckMs, defaultSyncTiming.changeCheckEvery),
+      ackTimeout: ms(t.ackTimeoutMs, defaultSyncTiming.ackTimeout),
+      reconnectBase: ms(t.reconnectBaseMs, defaultSyncTiming.reconnectBase),
+      reconnectMax: ms(t.reconnectMaxMs, defaultSyncTiming.reconnectMax)
+    } satisfies SyncClientConfig
+  })
+
+/** The brain, and the sync client over the shard's transport when there is a shard. */
+const tvLayer = (options: OmegaTvOptions) => {
+  const brain = OmegaBrain.layerLive({
+    path: options.path,
+    modelDir: options.modelDir,
+    config: { ...defaultBrainConfig, runLearningLoops: options.learningLoops ?? true }
+  })
+  const shard = options.shard
+  if (shard === undefined) return brain
+  const transport = shard.transport === "quic" ? SyncTransport.layerQuic() : SyncTransport.layerWebTransport()
+  return Layer.unwrap(Effect.map(syncConfig(shard), SyncClient.layer)).pipe(
+    Layer.provideMerge(brain),
+    Layer.provide(transport)
+  )
+}
+
+export class OmegaTv {
+  readonly #runtime: ManagedRuntime.ManagedRuntime<OmegaBrain | Embedder, unknown>
+  #closed = false
+
+  private constructor(runtime: ManagedRuntime.ManagedRuntime<OmegaBrain | Embedder, unknown>) {
+    this.#runtime = runtime
+  }
+
+  /**
+   * Opens the brain (restoring what its SQLite file holds) and, with a shard, starts the session:
+   * it connects in the background and keeps reconnecting, so a shard that is down does not fail
+   * this call. Rejects with "invalid-options", or the code of what could not start.
+   */
+  static async open(options: OmegaTvOptions): Promise<OmegaTv> {
+    const decoded = await Effect.runPromiseExit(Effect.mapError(
+      decodeOptions(options),
+      (e) => new OmegaError("invalid-options", `OmegaTv options: ${e.message}`)
+    ))
+    const runtime = ManagedRuntime.make(tvLayer(valueOrThrow(decoded)))
+    const started = await runtime.runPromiseExit(Effect.void)
+    if (started._tag === "Failure") await runtime.dispose()
+    valueOrThrow(started)
+    return new OmegaTv(runtime)
+  }
+
+  /** Learns from one viewing event; rejects with "invalid-input" (nothing stored) when it is not one. */
+  observe(event: ViewingEventInput): Promise<ObserveResult> {
+    return this.#run(OmegaBrain.use((brain) => brain.observe(event)))
+  }
+
+  /** Up to `limit` ranked suggestions for a viewing context, with their reasons; works offline. */
+  recommend(context: ViewContextInput, limit = 10): Promise<ReadonlyArray<Recommendation>> {
+    return this.#run(OmegaBrain.use((brain) => brain.recommend(context, limit)))
+  }
+
+  /**
+   * Adds or updates catalog items the TV can recommend; rejects with "invalid-input" (nothing
+   * stored) when one is not a catalog item.
+   */
+  addContent(items: ReadonlyArray<ContentInput>): Promise<void> {
+    return this.#run(Effect.gen(function*() {
+      const embedder = yield* Embedder
+      const embedded = yield* Effect.forEach(yield* decodeContent(items), (item) =>
+        item.embedding !== undefined ?
+          Effect.succeed({ ...item, embedding: item.embedding }) :
+          Effect.map(embedder.embedContent(item), (embedding) => ({ ...item, embedding })))
+      yield* OmegaBrain.use((brain) => brain.addContent(embedded))
+    }))
+  }
+
+  /** Pushes what changed now over the open session and waits for the shard's acknowledgement. */
+  syncNow(): Promise<SyncResult> {
+    return this.#run(Effect.gen(function*() {
+      const client = yield* syncClient
+      const outcome = yield* client.syncNow
+      switch (outcome._tag) {
+        case "Acknowledged":
+          return {
+            status: "acknowledged",
+            version: outcome.ack.version,
+            accepted: outcome.ack.accepted,
+            duplicate: outcome.ack.duplicate,
+            bytes: outcome.bytes
+          } as const
+        case "NothingToSend":
+          return { status: "nothing-to-send" } as const
+        case "Offline":
+          return { status: "offline" } as const
+      }
+    }))
+  }
+
+  /** Resolves once a session to the shard is open; rejects with "timeout" after `timeoutMs`. */
+  connected(timeoutMs = 10_000): Promise<void> {
+    return this.#run(Effect.gen(function*() {
+      const client = yield* syncClient
+      yield* client.awaitConnected.pipe(
+        Effect.timeoutOrElse({
+          duration: Duration.millis(timeoutMs),
+          orElse: () => Effect.fail(new OmegaError("timeout", `no session to the shard within ${timeoutMs} ms`))
+        })
+      )
+    }))
+  }
+
+  /** What the brain holds and how its sync session is doing. */
+  status(): Promise<TvStatus> {
+    return this.#run(Effect.gen(function*() {
+      const brain = yield* OmegaBrain
+      const client = yield* Effect.serviceOption(SyncClient)
+      return {
+        brain: yield* brain.stats,
+        sync: Option.isSome(client) ? yield* client.value.status : undefined
+      }
+    }))
+  }
+
+  /** Ends the session (delivering what was sent), saves the indexes and closes the store. Idempotent. */
+  async close(): Promise<void> {
+    if (this.#closed) return
+    this.#closed = true
+    await this.#runtime.dispose()
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close()
+  }
+
+  async #run<A, E>(effect: Effect.Effect<A, E, OmegaBrain | Embedder>): Promise<A> {
+    if (this.#closed) throw new OmegaError("closed", "this TV is closed")
+    return valueOrThrow(await this.#runtime.runPromiseExit(effect))
+  }
+}
+
+const syncClient = Effect.flatMap(
+  Effect.serviceOption(SyncClient),
+  Option.match({
+    onNone: () => Effect.fail(new OmegaError("no-shard", "this TV was opened without a shard")),
+    onSome: Effect.succeed
+  })
+)

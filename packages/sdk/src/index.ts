@@ -1,0 +1,2 @@
+export * from "./OmegaError.ts"
+export * from "./OmegaTv.ts"
