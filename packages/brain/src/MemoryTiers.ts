@@ -258,7 +258,8 @@ function make(limits: TierLimits) {
         if (success) outcomes[source].successes += 1
         return source
       },
-      outcomes: () => outcomes
+      // A copy: the counts change with every watch, and a caller's stats must not move with them.
+      outcomes: () => structuredClone(outcomes)
     }
 
     return MemoryTiers.of({ limits, episodes, skills, collective, causal })

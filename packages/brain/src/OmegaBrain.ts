@@ -101,7 +101,7 @@ export type BrainError = StoreError | IndexError | EmbedError
 export class OmegaBrain extends Context.Service<OmegaBrain, {
   /** Learns from one viewing event (validated against the protocol schema). */
   readonly observe: (event: unknown) => Effect.Effect<ObserveResult, ProtocolDecodeError | BrainError>
-  /** Ranked suggestions for a context; works offline and never fails on storage. */
+  /** Up to `limit` (1..MAX_RECOMMENDATIONS) ranked suggestions for a context; works offline, never fails on storage. */
   readonly recommend: (
     context: unknown,
     limit?: number
@@ -177,6 +177,9 @@ export class OmegaBrain extends Context.Service<OmegaBrain, {
 
 const decodeEvent = decoder(ViewingEvent, "ViewingEvent")
 const decodeContext = decoder(ViewContext, "ViewContext")
+/** At most this many recommendations per call (a screen shows a row or two). */
+export const MAX_RECOMMENDATIONS = 1_000
+const decodeLimit = decoder(Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: MAX_RECOMMENDATIONS })), "limit")
 const decodeGlobal = decoder(GlobalPatterns, "GlobalPatterns")
 const decodeContent = decoder(Schema.Array(ContentEmbedding), "ContentEmbedding[]")
 const decodeCoWatch = decoder(
@@ -275,9 +278,9 @@ function make(config: BrainConfig) {
       return ids.length
     })
 
-    const recommend = Effect.fn("OmegaBrain.recommend")(function*(input: unknown, limit = 10) {
+    const recommend = Effect.fn("OmegaBrain.recommend")(function*(input: unknown, limit: unknown = 10) {
       const context = yield* decodeContext(input)
-      return yield* recommender.recommend(context, limit)
+      return yield* recommender.recommend(context, yield* decodeLimit(limit))
     })
 
     const prepareSyncDelta = Effect.fn("OmegaBrain.prepareSyncDelta")(function*(sinceVersion?: number) {
