@@ -15,6 +15,9 @@ export interface QuicIdentity {
   readonly peerId: string
 }
 
+/** Whether `text` reads as an Ed25519 peer id: every one is 52 base58 characters starting "12D3KooW". */
+export const isQuicPeerId = (text: string): boolean => /^12D3KooW[1-9A-HJ-NP-Za-km-z]{44}$/.test(text)
+
 /** A new random identity. */
 export const makeQuicIdentity = (): QuicIdentity => {
   const key = Crypto.generateKeyPairSync("ed25519")

@@ -14,7 +14,7 @@ import { Context, Effect, Layer } from "effect"
 import type { Scope, Stream } from "effect"
 import { make as makeMemory } from "./internal/Memory.ts"
 export { MAX_FRAME_BYTES } from "./internal/Framing.ts"
-import type { QuicIdentity } from "./QuicIdentity.ts"
+import { isQuicPeerId, type QuicIdentity } from "./QuicIdentity.ts"
 import { TransportError } from "./TransportError.ts"
 
 /** Who is at the other end, as far as the transport knows. */
@@ -129,17 +129,6 @@ export class SyncTransport extends Context.Service<SyncTransport, {
   static readonly layerTest = SyncTransport.layerMemory
 }
 
-// Transports are loaded on first use, so importing this package loads no native binding.
-const load = <A>(name: string, f: () => Promise<A>) =>
-  Effect.tryPromise({
-    try: f,
-    catch: (cause) =>
-      new TransportError({
-        reason: "unavailable",
-        message: `the ${name} transport failed to load: ${cause instanceof Error ? cause.message : String(cause)}`
-      })
-  })
-
 /** The two network transports a TV picks between (the in-memory one is for tests). */
 export type NetworkTransport = "quic" | "webtransport"
 
@@ -156,9 +145,9 @@ export const pinnedEndpoint = (options: {
   const pin = options.pin.trim()
   const invalid = (message: string) => Effect.fail(new TransportError({ reason: "invalid-options", message }))
   if (options.transport === "quic") {
-    return pin === "" ?
-      invalid("a QUIC pin is the shard's peer id (its start-up log prints it)") :
-      Effect.succeed({ host: options.host, port: options.port, serverPeerId: pin })
+    return isQuicPeerId(pin) ?
+      Effect.succeed({ host: options.host, port: options.port, serverPeerId: pin }) :
+      invalid("a QUIC pin is the shard's peer id, \"12D3KooW\" and 44 more characters (its start-up log prints it)")
   }
   return /^[0-9a-f]{64}$/i.test(pin) ?
     Effect.succeed({ host: options.host, port: options.port, certificateHash: Buffer.from(pin, "hex") }) :
@@ -166,3 +155,14 @@ export const pinnedEndpoint = (options: {
       "a WebTransport pin is the SHA-256 of the shard's certificate as 64 hex digits (its start-up log prints it)"
     )
 }
+
+// Transports are loaded on first use, so importing this package loads no native binding.
+const load = <A>(name: string, f: () => Promise<A>) =>
+  Effect.tryPromise({
+    try: f,
+    catch: (cause) =>
+      new TransportError({
+        reason: "unavailable",
+        message: `the ${name} transport failed to load: ${cause instanceof Error ? cause.message : String(cause)}`
+      })
+  })

@@ -28,8 +28,13 @@ export const PROTOCOL_VERSION = 3
 /** Upper bound on catalog items announced in one ContentUpdate. */
 export const MAX_CONTENT_ITEMS = 64
 
-export const DeviceId = Schema.String.check(Schema.isBetweenLength(1, 128)).pipe(Schema.brand("DeviceId"))
+/** A device id as plain text; `DeviceId` is its branded form. */
+export const DeviceIdText = Schema.String.check(Schema.isBetweenLength(1, 128))
+export const DeviceId = DeviceIdText.pipe(Schema.brand("DeviceId"))
 export type DeviceId = typeof DeviceId.Type
+
+/** A device's bearer credential (the fleet issues it; the shard checks it); never logged. */
+export const DeviceToken = Schema.String.check(Schema.isBetweenLength(1, 4096))
 
 export const SessionId = Schema.String.check(Schema.isBetweenLength(1, 128)).pipe(Schema.brand("SessionId"))
 export type SessionId = typeof SessionId.Type
@@ -105,8 +110,7 @@ export const makeSyncFrame = (
   /** First frame of a session, TV to shard. */
   const Hello = Schema.TaggedStruct("Hello", {
     deviceId: DeviceId,
-    /** Bearer credential checked by the shard; never logged. */
-    token: Schema.String.check(Schema.isBetweenLength(1, 4096)),
+    token: DeviceToken,
     region: Region,
     protocolVersion: Schema.Int.check(Schema.isGreaterThanOrEqualTo(1)),
     resume: Schema.optionalKey(Resume)
