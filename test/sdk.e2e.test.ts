@@ -73,9 +73,13 @@ describe("the Promise SDK against a shard over QUIC", () => {
           // Syncs are driven by the test; the timed ones are an hour away.
           timing: { minIntervalMs: 3_600_000, maxIntervalMs: 7_200_000, reconnectBaseMs: 50, reconnectMaxMs: 1_000 }
         })
+        // Each TV is closed with the test's scope, so a failed assertion leaves no session or file open.
         const open = (n: number) =>
-          Effect.promise(() =>
-            OmegaTv.open({ path: join(directory, `tv-${n}.db`), learningLoops: false, shard: shard(`tv-${n}`) })
+          Effect.acquireRelease(
+            Effect.promise(() =>
+              OmegaTv.open({ path: join(directory, `tv-${n}.db`), learningLoops: false, shard: shard(`tv-${n}`) })
+            ),
+            (tv) => Effect.promise(() => tv.close())
           )
 
         // Four TVs whose viewers watch comedies, each twice: a pattern worth sharing on every TV.
@@ -134,7 +138,6 @@ describe("the Promise SDK against a shard over QUIC", () => {
           reopened.recommend({ timeOfDay: "evening", dayType: "weekday", recentWatches: ["comedy-0"] }, 3)
         )
         assert.lengthOf(suggestions, 3)
-        yield* Effect.promise(() => Promise.all(tvs.map((tv) => tv.close())))
       }),
     60_000
   )

@@ -1,7 +1,8 @@
 import { afterEach, assert, describe, it } from "@effect/vitest"
-import { mkdtempSync, rmSync } from "node:fs"
+import { makeQuicIdentity } from "@omega/sync"
+import { mkdtempSync, readdirSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
-import { join } from "node:path"
+import { dirname, join } from "node:path"
 import { OmegaError, type OmegaErrorCode } from "./OmegaError.ts"
 import { type ContentInput, OmegaTv, type OmegaTvOptions, type ViewContextInput } from "./OmegaTv.ts"
 
@@ -62,6 +63,8 @@ describe("OmegaTv (Promise API)", () => {
     assert.strictEqual(before.brain.catalogItems, catalog.length)
     assert.isAbove(before.brain.patterns, 0)
     assert.isUndefined(before.sync)
+    const morning = { timeOfDay: "morning", dayType: "weekend", recentWatches: [] } as const
+    const ranked = await tv.recommend(morning, 5)
     await tv.close()
 
     await using reopened = await OmegaTv.open({ path, ...quiet })
@@ -69,13 +72,15 @@ describe("OmegaTv (Promise API)", () => {
     assert.strictEqual(after.brain.patterns, before.brain.patterns)
     assert.strictEqual(after.brain.catalogItems, catalog.length)
     assert.deepStrictEqual(after.brain.versions, before.brain.versions)
+    const again = await reopened.recommend(morning, 5)
+    assert.deepStrictEqual(again.map((r) => r.contentId), ranked.map((r) => r.contentId))
   })
 
   it("refuses bad input with invalid-input and keeps everything stored", async () => {
     await using tv = await OmegaTv.open({ path: ":memory:", ...quiet })
     await tv.addContent(catalog)
     await tv.observe(watch("horror-2", 1_700_000_000_000))
-    const before = await tv.status()
+    const before = structuredClone(await tv.status())
 
     const badEvent = await rejection(tv.observe({ ...watch("horror-1", 1), watchShare: 1.5 }), "invalid-input")
     assert.match(badEvent.message, /watchShare/)
@@ -89,7 +94,13 @@ describe("OmegaTv (Promise API)", () => {
     ]
     const badItem = await rejection(tv.addContent(badItems), "invalid-input")
     assert.match(badItem.message, /384 dimensions/)
+    for (const limit of [0, -1, 1.5, Number.NaN, Infinity]) {
+      assert.match((await rejection(tv.recommend(evening, limit), "invalid-input")).message, /limit/)
+    }
 
+    // status() is a snapshot: changing what it returned changes nothing in the brain.
+    const snapshot = await tv.status()
+    ;(snapshot.brain.outcomes.local as { watched: number }).watched = 999
     assert.deepStrictEqual(await tv.status(), before)
   })
 
@@ -103,18 +114,42 @@ describe("OmegaTv (Promise API)", () => {
       token: "secret",
       region: "eu-west"
     } as const
-    const refused = (options: OmegaTvOptions) => rejection(OmegaTv.open(options), "invalid-options")
-    assert.match((await refused({ path: "" })).message, /path/)
-    assert.match((await refused({ path: ":memory:", shard: { ...shard, port: 0 } })).message, /port/)
-    assert.match((await refused({ path: ":memory:", shard: { ...shard, pin: "abc" } })).message, /shard\.pin.*64 hex/)
-    const timing = { minIntervalMs: 60_000, maxIntervalMs: 1_000 }
-    assert.match((await refused({ path: ":memory:", shard: { ...shard, timing } })).message, /minIntervalMs/)
-    const key = new Uint8Array(12)
-    const badKey = await refused({
-      path: ":memory:",
-      shard: { ...shard, transport: "quic", pin: "peer", quicPrivateKey: key }
-    })
-    assert.match(badKey.message, /quicPrivateKey/)
+    // Every refusal comes before the brain opens: its directory stays empty.
+    const path = brainPath()
+    const refused = async (options: OmegaTvOptions, pattern: RegExp) => {
+      assert.match((await rejection(OmegaTv.open(options), "invalid-options")).message, pattern)
+      assert.deepStrictEqual(readdirSync(dirname(path)), [])
+    }
+    await refused({ path: "" }, /path/)
+    await refused({ path, learningLoop: false } as OmegaTvOptions, /learningLoop/)
+    await refused({ path, shard: { ...shard, port: 0 } }, /port/)
+    await refused({ path, shard: { ...shard, pin: "abc" } }, /shard\.pin.*64 hex/)
+    await refused({ path, shard: { ...shard, transport: "quic", pin: "ab".repeat(32) } }, /shard\.pin.*12D3KooW/)
+    await refused({ path, shard: { ...shard, timing: { minIntervalMs: 60_000, maxIntervalMs: 1_000 } } }, /minimum/)
+    // Against the defaults too: a 1 s maximum is below the default 5 minute minimum.
+    await refused({ path, shard: { ...shard, timing: { maxIntervalMs: 1_000 } } }, /minimum \(300000 ms\)/)
+    await refused({ path, shard: { ...shard, timing: { reconnectBaseMs: 10_000, reconnectMaxMs: 10 } } }, /reconnect/)
+    const quic = { ...shard, transport: "quic", pin: makeQuicIdentity().peerId } as const
+    await refused({ path, shard: { ...quic, quicPrivateKey: new Uint8Array(12) } }, /quicPrivateKey/)
+    const key = makeQuicIdentity().privateKey
+    await refused({ path, shard: { ...shard, quicPrivateKey: key } }, /quicPrivateKey.*webtransport/)
+  })
+
+  it("close lets a write in flight finish, and every close resolves once the store is closed", async () => {
+    const path = brainPath()
+    const tv = await OmegaTv.open({ path, ...quiet })
+    // Big enough to span many turns of the event loop, so the close really lands in the middle of it.
+    const many = Array.from(
+      { length: 3_000 },
+      (_, i) => ({ contentId: `film-${i}`, title: `Film ${i}`, genres: ["Drama"] })
+    )
+    const written = tv.addContent(many)
+    const closes = [tv.close(), tv.close()]
+    await written
+    await Promise.all(closes)
+    await rejection(tv.observe(watch("horror-3", 1_700_000_060_000)), "closed")
+    await using reopened = await OmegaTv.open({ path, ...quiet })
+    assert.strictEqual((await reopened.status()).brain.catalogItems, many.length)
   })
 
   it("without a shard: syncNow and connected say so; after close every call rejects with closed", async () => {
@@ -149,9 +184,14 @@ describe("OmegaTv (Promise API)", () => {
     assert.lengthOf(await tv.recommend(evening), catalog.length - 1, "everything not watched, offline")
     assert.deepStrictEqual(await tv.syncNow(), { status: "offline" })
     await rejection(tv.connected(100), "timeout")
-    const status = await tv.status()
+    await rejection(tv.connected(-1), "invalid-input")
+    let status = await tv.status()
+    for (let i = 0; i < 100 && status.sync?.lastError === undefined; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 20))
+      status = await tv.status()
+    }
     assert.isFalse(status.sync!.connected)
     assert.strictEqual(status.sync!.sessions, 0)
-    assert.isString(status.sync!.lastError)
+    assert.isString(status.sync!.lastError, "the failed connects are reported")
   })
 })

@@ -15,6 +15,8 @@ import {
   ContentEmbedding,
   type DayType,
   decoder,
+  DeviceIdText,
+  DeviceToken,
   type Mood,
   type Recommendation,
   Region,
@@ -30,28 +32,26 @@ import {
   SyncTransport
 } from "@omega/sync"
 import { Duration, Effect, Layer, ManagedRuntime, Option, Schema } from "effect"
-import { OmegaError, valueOrThrow } from "./OmegaError.ts"
+import { fromFailure, valueOrThrow } from "./internal/failures.ts"
+import { OmegaError } from "./OmegaError.ts"
 
-const Millis = Schema.Finite.check(Schema.isGreaterThan(0))
+const PositiveMillis = Schema.Finite.check(Schema.isGreaterThan(0))
 
 /** When the TV pushes, and how it waits; every field is optional (the defaults are a deployed TV's). */
 export const SyncTimingOptions = Schema.Struct({
   /** Timed pushes happen at a random moment between these (default 5 and 15 minutes). */
-  minIntervalMs: Schema.optionalKey(Millis),
-  maxIntervalMs: Schema.optionalKey(Millis),
+  minIntervalMs: Schema.optionalKey(PositiveMillis),
+  maxIntervalMs: Schema.optionalKey(PositiveMillis),
   /** Push early once this many pattern changes are unacknowledged (default 25). */
   pushAfterChanges: Schema.optionalKey(Schema.Int.check(Schema.isGreaterThanOrEqualTo(1))),
   /** How often the change count is looked at (default 30 s). */
-  changeCheckMs: Schema.optionalKey(Millis),
+  changeCheckMs: Schema.optionalKey(PositiveMillis),
   /** How long a push waits for its acknowledgement (default 10 s). */
-  ackTimeoutMs: Schema.optionalKey(Millis),
+  ackTimeoutMs: Schema.optionalKey(PositiveMillis),
   /** Reconnects back off exponentially, with jitter, from the first to the second (default 0.5 s, 5 min). */
-  reconnectBaseMs: Schema.optionalKey(Millis),
-  reconnectMaxMs: Schema.optionalKey(Millis)
-}).check(Schema.makeFilter((t) =>
-  (t.minIntervalMs ?? 0) <= (t.maxIntervalMs ?? Infinity) ||
-  `minIntervalMs ${t.minIntervalMs} is above maxIntervalMs ${t.maxIntervalMs}`
-))
+  reconnectBaseMs: Schema.optionalKey(PositiveMillis),
+  reconnectMaxMs: Schema.optionalKey(PositiveMillis)
+})
 
 /** The shard this TV syncs with, and the credentials it was provisioned with. */
 export const ShardOptions = Schema.Struct({
@@ -60,16 +60,17 @@ export const ShardOptions = Schema.Struct({
   port: Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 65_535 })),
   /** QUIC: the shard's peer id. WebTransport: the SHA-256 of its certificate, 64 hex digits. */
   pin: Schema.String,
-  deviceId: Schema.String.check(Schema.isBetweenLength(1, 128)),
+  deviceId: DeviceIdText,
   /** The device token the fleet was provisioned with (an HMAC of the fleet secret and the device id). Secret. */
-  token: Schema.String.check(Schema.isBetweenLength(1, 4096)),
+  token: DeviceToken,
   region: Region,
-  /** QUIC: this device's Ed25519 key (libp2p encoding) to keep its peer id across restarts; default a new one. */
+  /** QUIC only: this device's Ed25519 key (libp2p encoding), to keep its peer id across restarts. */
   quicPrivateKey: Schema.optionalKey(Schema.Uint8Array),
   timing: Schema.optionalKey(SyncTimingOptions)
 })
 export type ShardOptions = typeof ShardOptions.Type
 
+/** What `OmegaTv.open` takes; unknown keys are refused, so a misspelt option does not pass unnoticed. */
 export const OmegaTvOptions = Schema.Struct({
   /** The brain's SQLite file (created when missing); ":memory:" keeps nothing across restarts. */
   path: Schema.String.check(Schema.isNonEmpty()),
@@ -127,80 +128,35 @@ export type SyncResult =
   /** No session is open right now; the TV reconnects by itself and the outbox keeps the delta. */
   | { readonly status: "offline" }
 
+/** What the brain holds and how the session is doing. */
 export interface TvStatus {
   readonly brain: BrainStats
   /** Undefined on a TV opened without a shard. */
   readonly sync: SyncStatus | undefined
 }
 
-const decodeOptions = Schema.decodeUnknownEffect(OmegaTvOptions)
-const decodeContent = decoder(
-  Schema.Array(ContentEmbedding.mapFields((f) => ({ ...f, embedding: Schema.optionalKey(f.embedding) }))),
-  "ContentInput[]"
-)
+type TvServices = OmegaBrain | Embedder
 
-/** The sync client's settings from the validated shard options. */
-const syncConfig = (shard: ShardOptions) =>
-  Effect.gen(function*() {
-    const invalid = (option: string) => (e: { readonly message: string }) =>
-      new OmegaError("invalid-options", `OmegaTv options: shard.${option}: ${e.message}`)
-    const endpoint = yield* Effect.mapError(pinnedEndpoint(shard), invalid("pin"))
-    const identity = shard.quicPrivateKey === undefined ?
-      undefined :
-      yield* Effect.mapError(quicIdentityFromPrivateKey(shard.quicPrivateKey), invalid("quicPrivateKey"))
-    const t = shard.timing ?? {}
-    const ms = (value: number | undefined, otherwise: Duration.Input) =>
-      value === undefined ? otherwise : Duration.millis(value)
-    return {
-      deviceId: shard.deviceId,
-      token: shard.token,
-      region: shard.region,
-      endpoint: identity === undefined ? endpoint : { ...endpoint, identity },
-      minInterval: ms(t.minIntervalMs, defaultSyncTiming.minInterval),
-      maxInterval: ms(t.maxIntervalMs, defaultSyncTiming.maxInterval),
-      pushAfterChanges: t.pushAfterChanges ?? defaultSyncTiming.pushAfterChanges,
-      changeCheckEvery: ms(t.changeCheckMs, defaultSyncTiming.changeCheckEvery),
-      ackTimeout: ms(t.ackTimeoutMs, defaultSyncTiming.ackTimeout),
-      reconnectBase: ms(t.reconnectBaseMs, defaultSyncTiming.reconnectBase),
-      reconnectMax: ms(t.reconnectMaxMs, defaultSyncTiming.reconnectMax)
-    } satisfies SyncClientConfig
-  })
-
-/** The brain, and the sync client over the shard's transport when there is a shard. */
-const tvLayer = (options: OmegaTvOptions) => {
-  const brain = OmegaBrain.layerLive({
-    path: options.path,
-    modelDir: options.modelDir,
-    config: { ...defaultBrainConfig, runLearningLoops: options.learningLoops ?? true }
-  })
-  const shard = options.shard
-  if (shard === undefined) return brain
-  const transport = shard.transport === "quic" ? SyncTransport.layerQuic() : SyncTransport.layerWebTransport()
-  return Layer.unwrap(Effect.map(syncConfig(shard), SyncClient.layer)).pipe(
-    Layer.provideMerge(brain),
-    Layer.provide(transport)
-  )
-}
-
+/** One TV's brain and sync session; open it with `OmegaTv.open`, end it with `close`. */
 export class OmegaTv {
-  readonly #runtime: ManagedRuntime.ManagedRuntime<OmegaBrain | Embedder, unknown>
-  #closed = false
+  readonly #runtime: ManagedRuntime.ManagedRuntime<TvServices, unknown>
+  /** Calls that change the brain: `close` lets them finish, so none stops halfway. */
+  readonly #writes = new Set<Promise<unknown>>()
+  #closing: Promise<void> | undefined
 
-  private constructor(runtime: ManagedRuntime.ManagedRuntime<OmegaBrain | Embedder, unknown>) {
+  private constructor(runtime: ManagedRuntime.ManagedRuntime<TvServices, unknown>) {
     this.#runtime = runtime
   }
 
   /**
    * Opens the brain (restoring what its SQLite file holds) and, with a shard, starts the session:
    * it connects in the background and keeps reconnecting, so a shard that is down does not fail
-   * this call. Rejects with "invalid-options", or the code of what could not start.
+   * this call. Rejects with "invalid-options" before touching any file, or with the code of what
+   * could not start.
    */
   static async open(options: OmegaTvOptions): Promise<OmegaTv> {
-    const decoded = await Effect.runPromiseExit(Effect.mapError(
-      decodeOptions(options),
-      (e) => new OmegaError("invalid-options", `OmegaTv options: ${e.message}`)
-    ))
-    const runtime = ManagedRuntime.make(tvLayer(valueOrThrow(decoded)))
+    const settings = valueOrThrow(await Effect.runPromiseExit(settingsOf(options)))
+    const runtime = ManagedRuntime.make(tvLayer(settings))
     const started = await runtime.runPromiseExit(Effect.void)
     if (started._tag === "Failure") await runtime.dispose()
     valueOrThrow(started)
@@ -209,7 +165,7 @@ export class OmegaTv {
 
   /** Learns from one viewing event; rejects with "invalid-input" (nothing stored) when it is not one. */
   observe(event: ViewingEventInput): Promise<ObserveResult> {
-    return this.#run(OmegaBrain.use((brain) => brain.observe(event)))
+    return this.#write(OmegaBrain.use((brain) => brain.observe(event)))
   }
 
   /** Up to `limit` ranked suggestions for a viewing context, with their reasons; works offline. */
@@ -222,7 +178,7 @@ export class OmegaTv {
    * stored) when one is not a catalog item.
    */
   addContent(items: ReadonlyArray<ContentInput>): Promise<void> {
-    return this.#run(Effect.gen(function*() {
+    return this.#write(Effect.gen(function*() {
       const embedder = yield* Embedder
       const embedded = yield* Effect.forEach(yield* decodeContent(items), (item) =>
         item.embedding !== undefined ?
@@ -235,8 +191,7 @@ export class OmegaTv {
   /** Pushes what changed now over the open session and waits for the shard's acknowledgement. */
   syncNow(): Promise<SyncResult> {
     return this.#run(Effect.gen(function*() {
-      const client = yield* syncClient
-      const outcome = yield* client.syncNow
+      const outcome = yield* (yield* syncClient).syncNow
       switch (outcome._tag) {
         case "Acknowledged":
           return {
@@ -258,16 +213,17 @@ export class OmegaTv {
   connected(timeoutMs = 10_000): Promise<void> {
     return this.#run(Effect.gen(function*() {
       const client = yield* syncClient
+      const ms = yield* decodeTimeout(timeoutMs)
       yield* client.awaitConnected.pipe(
         Effect.timeoutOrElse({
-          duration: Duration.millis(timeoutMs),
-          orElse: () => Effect.fail(new OmegaError("timeout", `no session to the shard within ${timeoutMs} ms`))
+          duration: Duration.millis(ms),
+          orElse: () => Effect.fail(new OmegaError("timeout", `no session to the shard within ${ms} ms`))
         })
       )
     }))
   }
 
-  /** What the brain holds and how its sync session is doing. */
+  /** What the brain holds and how its sync session is doing (a snapshot). */
   status(): Promise<TvStatus> {
     return this.#run(Effect.gen(function*() {
       const brain = yield* OmegaBrain
@@ -279,21 +235,119 @@ export class OmegaTv {
     }))
   }
 
-  /** Ends the session (delivering what was sent), saves the indexes and closes the store. Idempotent. */
-  async close(): Promise<void> {
-    if (this.#closed) return
-    this.#closed = true
-    await this.#runtime.dispose()
+  /**
+   * Lets calls that change the brain finish, interrupts waits (a sync's acknowledgement, `connected`),
+   * ends the session (delivering what was sent), saves the indexes and closes the store. Every call
+   * resolves once all of that is done.
+   */
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      await Promise.allSettled(this.#writes)
+      try {
+        await this.#runtime.dispose()
+      } catch (error) {
+        throw fromFailure(error)
+      }
+    })()
+    return this.#closing
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close()
   }
 
-  async #run<A, E>(effect: Effect.Effect<A, E, OmegaBrain | Embedder>): Promise<A> {
-    if (this.#closed) throw new OmegaError("closed", "this TV is closed")
+  async #run<A, E>(effect: Effect.Effect<A, E, TvServices>): Promise<A> {
+    if (this.#closing !== undefined) throw new OmegaError("closed", "this TV is closed")
     return valueOrThrow(await this.#runtime.runPromiseExit(effect))
   }
+
+  async #write<A, E>(effect: Effect.Effect<A, E, TvServices>): Promise<A> {
+    const running = this.#run(effect)
+    this.#writes.add(running)
+    try {
+      return await running
+    } finally {
+      this.#writes.delete(running)
+    }
+  }
+}
+
+const invalidOptions = (message: string) => new OmegaError("invalid-options", `OmegaTv options: ${message}`)
+
+const decodeOptions = Schema.decodeUnknownEffect(OmegaTvOptions, { onExcessProperty: "error" })
+const decodeContent = decoder(
+  Schema.Array(ContentEmbedding.mapFields((f) => ({ ...f, embedding: Schema.optionalKey(f.embedding) }))),
+  "ContentInput[]"
+)
+const decodeTimeout = decoder(Schema.Finite.check(Schema.isGreaterThanOrEqualTo(0)), "timeoutMs")
+
+/** The options, checked, and the sync client's settings when there is a shard. */
+const settingsOf = (input: unknown) =>
+  Effect.gen(function*() {
+    const options = yield* Effect.mapError(decodeOptions(input), (e) => invalidOptions(e.message))
+    const sync = options.shard === undefined ? undefined : yield* syncConfig(options.shard)
+    return { options, sync }
+  })
+
+/** The sync client's settings from the shard options, with the defaults filled in and checked together. */
+const syncConfig = (shard: ShardOptions): Effect.Effect<SyncClientConfig, OmegaError> =>
+  Effect.gen(function*() {
+    const invalid = (option: string) => (e: { readonly message: string }) =>
+      invalidOptions(`shard.${option}: ${e.message}`)
+    const endpoint = yield* Effect.mapError(pinnedEndpoint(shard), invalid("pin"))
+    if (shard.quicPrivateKey !== undefined && shard.transport !== "quic") {
+      return yield* Effect.fail(
+        invalidOptions("shard.quicPrivateKey is a QUIC identity, and the transport is webtransport")
+      )
+    }
+    const identity = shard.quicPrivateKey === undefined ?
+      undefined :
+      yield* Effect.mapError(quicIdentityFromPrivateKey(shard.quicPrivateKey), invalid("quicPrivateKey"))
+    const t = shard.timing ?? {}
+    const ms = (value: number | undefined, otherwise: Duration.Input) =>
+      Duration.toMillis(value === undefined ? Duration.fromInputUnsafe(otherwise) : Duration.millis(value))
+    const timing = {
+      minInterval: ms(t.minIntervalMs, defaultSyncTiming.minInterval),
+      maxInterval: ms(t.maxIntervalMs, defaultSyncTiming.maxInterval),
+      reconnectBase: ms(t.reconnectBaseMs, defaultSyncTiming.reconnectBase),
+      reconnectMax: ms(t.reconnectMaxMs, defaultSyncTiming.reconnectMax)
+    }
+    if (timing.minInterval > timing.maxInterval) {
+      return yield* Effect.fail(invalidOptions(
+        `shard.timing: the push interval's minimum (${timing.minInterval} ms) is above its maximum (${timing.maxInterval} ms)`
+      ))
+    }
+    if (timing.reconnectBase > timing.reconnectMax) {
+      return yield* Effect.fail(invalidOptions(
+        `shard.timing: reconnectBaseMs (${timing.reconnectBase} ms) is above reconnectMaxMs (${timing.reconnectMax} ms)`
+      ))
+    }
+    return {
+      deviceId: shard.deviceId,
+      token: shard.token,
+      region: shard.region,
+      endpoint: identity === undefined ? endpoint : { ...endpoint, identity },
+      minInterval: Duration.millis(timing.minInterval),
+      maxInterval: Duration.millis(timing.maxInterval),
+      pushAfterChanges: t.pushAfterChanges ?? defaultSyncTiming.pushAfterChanges,
+      changeCheckEvery: Duration.millis(ms(t.changeCheckMs, defaultSyncTiming.changeCheckEvery)),
+      ackTimeout: Duration.millis(ms(t.ackTimeoutMs, defaultSyncTiming.ackTimeout)),
+      reconnectBase: Duration.millis(timing.reconnectBase),
+      reconnectMax: Duration.millis(timing.reconnectMax)
+    } satisfies SyncClientConfig
+  })
+
+/** The brain, and the sync client over the shard's transport when there is a shard. */
+const tvLayer = (settings: { readonly options: OmegaTvOptions; readonly sync: SyncClientConfig | undefined }) => {
+  const { options, sync } = settings
+  const brain = OmegaBrain.layerLive({
+    path: options.path,
+    modelDir: options.modelDir,
+    config: { ...defaultBrainConfig, runLearningLoops: options.learningLoops ?? true }
+  })
+  if (sync === undefined || options.shard === undefined) return brain
+  const transport = options.shard.transport === "quic" ? SyncTransport.layerQuic() : SyncTransport.layerWebTransport()
+  return SyncClient.layer(sync).pipe(Layer.provideMerge(brain), Layer.provide(transport))
 }
 
 const syncClient = Effect.flatMap(
