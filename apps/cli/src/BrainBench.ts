@@ -13,6 +13,7 @@ import {
   seededRandom,
   type ViewContext
 } from "@omega/protocol"
+import { OmegaTv } from "@omega/sdk"
 import { Effect } from "effect"
 import { execFileSync } from "node:child_process"
 import { mkdtempSync, rmSync } from "node:fs"
@@ -62,6 +63,8 @@ export const runBrainBench = Effect.fn("omega.benchBrain")(function*(options: Br
   yield* progress(`bench-brain: catalog of ${catalog.length} items, brain at ${path}`)
 
   const results: Array<SizeResult> = []
+  /** The contexts of the largest size's timed recommends, replayed through the SDK. */
+  const contexts: Array<ViewContext> = []
   yield* Effect.gen(function*() {
     const brain = yield* OmegaBrain
     yield* brain.addContent(catalog)
@@ -100,7 +103,12 @@ export const runBrainBench = Effect.fn("omega.benchBrain")(function*(options: Br
       const patterns = (yield* brain.stats).patterns
       // Recommendations first, so the index is exactly at the target size while they are timed.
       const recommend: Array<number> = []
-      for (let i = 0; i < options.samples; i++) recommend.push(yield* timeMs(brain.recommend(randomContext(), 10)))
+      contexts.length = 0
+      for (let i = 0; i < options.samples; i++) {
+        const context = randomContext()
+        contexts.push(context)
+        recommend.push(yield* timeMs(brain.recommend(context, 10)))
+      }
       // Real viewing mostly reinforces known tastes: half the timed events re-watch a recent item.
       const observe: Array<number> = []
       const afterWatch: Array<number> = []
@@ -127,11 +135,17 @@ export const runBrainBench = Effect.fn("omega.benchBrain")(function*(options: Br
     }
   }).pipe(Effect.provide(OmegaBrain.layerLive({ path, config })))
 
+  yield* progress("  the same recommends through the Promise SDK (OmegaTv on the same file)")
+  const sdk = yield* sdkRecommendMs(path, contexts)
   yield* progress("  cold start: reopening the brain in a fresh process")
   const cold = coldStartInChild(path, TV_NODE_FLAGS)
   const coldDefault = coldStartInChild(path, [])
   const largest = results[results.length - 1]!
   yield* printTable("Brain latency (ms) by learned patterns", results.map((r) => ({ ...r })))
+  yield* printTable("Recommend at the largest size, the same contexts (ms)", [
+    { api: "OmegaBrain (Effect)", p50: largest.recommend_p50_ms, p99: largest.recommend_p99_ms },
+    { api: "OmegaTv (Promise SDK, reopened)", p50: round(percentile(sdk, 50)), p99: round(percentile(sdk, 99)) }
+  ])
   yield* printTable(
     "Cold start of the largest brain in a fresh process (brain and Effect only, as on a TV)",
     [
@@ -147,6 +161,8 @@ export const runBrainBench = Effect.fn("omega.benchBrain")(function*(options: Br
     recommend_after_watch_p99_ms: largest.after_watch_p99_ms,
     observe_p50_ms: largest.observe_p50_ms,
     observe_p99_ms: largest.observe_p99_ms,
+    sdk_recommend_p50_ms: round(percentile(sdk, 50)),
+    sdk_recommend_p99_ms: round(percentile(sdk, 99)),
     cold_start_ms: cold.cold_start_ms,
     rss_mb: cold.rss_mb,
     runtime_rss_mb: cold.runtime_rss_mb,
@@ -159,6 +175,20 @@ export const runBrainBench = Effect.fn("omega.benchBrain")(function*(options: Br
   if (options.json) yield* printJson(summary)
   return summary
 })
+
+/** Recommend latency through `OmegaTv` (promises over a ManagedRuntime) on the brain at `path`. */
+const sdkRecommendMs = (path: string, contexts: ReadonlyArray<ViewContext>) =>
+  Effect.promise(async () => {
+    await using tv = await OmegaTv.open({ path, learningLoops: false })
+    for (const context of contexts.slice(0, 50)) await tv.recommend(context, 10)
+    const times: Array<number> = []
+    for (const context of contexts) {
+      const start = process.hrtime.bigint()
+      await tv.recommend(context, 10)
+      times.push(Number(process.hrtime.bigint() - start) / 1e6)
+    }
+    return times
+  })
 
 const embedWorld = (world: SyntheticWorld) =>
   Effect.gen(function*() {
