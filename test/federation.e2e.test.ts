@@ -13,7 +13,6 @@ import {
   Federation,
   FederationWorker,
   Ingestion,
-  shardCore,
   ShardStorage,
   SyncServer
 } from "@omega/constellation"
@@ -27,7 +26,7 @@ import {
 } from "@omega/protocol"
 import { SyncClient, SyncTransport } from "@omega/sync"
 import { Context, Duration, Effect, Layer, Stream } from "effect"
-import { eventually, testTv } from "./support.ts"
+import { eventually, testShard, testTv } from "./support.ts"
 
 const SECRET = "federation-e2e-secret"
 const REGION = "eu-west"
@@ -69,20 +68,14 @@ const tapped = (inner: SyncTransport["Service"], frames: Array<Uint8Array>) =>
   })
 
 const shard = (shardId: string, transport: SyncTransport["Service"]) =>
-  shardCore({
+  testShard({
     shardId,
-    region: REGION,
-    maxDevices: 100,
     fleetSecret: SECRET,
+    region: REGION,
     sync: { port: 0 },
-    ingestion: {
-      minSyncInterval: Duration.zero,
-      pushEvery: Duration.zero,
-      pushSpread: Duration.zero,
-      snapshotEvery: Duration.millis(100)
-    },
+    snapshotEvery: Duration.millis(100),
     federationEvery: Duration.hours(1)
-  }).pipe(Layer.provideMerge(ShardStorage.layerTest), Layer.provide(Layer.succeed(SyncTransport, transport)))
+  }).pipe(Layer.provide(Layer.succeed(SyncTransport, transport)))
 
 const tv = (deviceId: string, port: number) =>
   testTv({ deviceId, fleetSecret: SECRET, region: REGION, endpoint: { host: "127.0.0.1", port } })

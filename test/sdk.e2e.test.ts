@@ -5,7 +5,7 @@
  */
 import { afterEach, assert, describe, it } from "@effect/vitest"
 import { makeHashing } from "@omega/brain"
-import { deviceToken, Ingestion, shardCore, ShardStorage, SyncServer } from "@omega/constellation"
+import { deviceToken, Ingestion, ShardStorage, SyncServer } from "@omega/constellation"
 import type { ContentEmbedding, ContentId } from "@omega/protocol"
 import { type ContentInput, OmegaTv, type ShardOptions } from "@omega/sdk"
 import { makeQuicIdentity, SyncTransport } from "@omega/sync"
@@ -13,7 +13,7 @@ import { Context, Duration, Effect, Layer } from "effect"
 import { mkdtempSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { eventually } from "./support.ts"
+import { eventually, testShard } from "./support.ts"
 
 const SECRET = "sdk-fleet-secret"
 const REGION = "eu-west"
@@ -45,19 +45,13 @@ describe("the Promise SDK against a shard over QUIC", () => {
       Effect.gen(function*() {
         const identity = makeQuicIdentity()
         const context = yield* Layer.build(
-          shardCore({
+          testShard({
             shardId: "sdk-e2e",
-            region: REGION,
-            maxDevices: 100,
             fleetSecret: SECRET,
+            region: REGION,
             sync: { host: "127.0.0.1", port: 0, identity },
-            ingestion: {
-              minSyncInterval: Duration.zero,
-              pushEvery: Duration.zero,
-              pushSpread: Duration.zero,
-              snapshotEvery: Duration.millis(200)
-            }
-          }).pipe(Layer.provideMerge(Layer.mergeAll(ShardStorage.layerTest, SyncTransport.layerQuic())))
+            snapshotEvery: Duration.millis(200)
+          }).pipe(Layer.provideMerge(SyncTransport.layerQuic()))
         )
         const ingestion = Context.get(context, Ingestion)
         const storage = Context.get(context, ShardStorage)

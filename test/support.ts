@@ -1,9 +1,36 @@
-/** What the end-to-end tests share: a TV (brain + sync client) on a shard, and waiting for pushes. */
+/** What the end-to-end tests share: a shard, a TV (brain + sync client) on it, and waiting for pushes. */
 import { assert } from "@effect/vitest"
 import { defaultBrainConfig, OmegaBrain } from "@omega/brain"
-import { deviceToken } from "@omega/constellation"
-import { type ConnectOptions, SyncClient } from "@omega/sync"
+import { deviceToken, shardCore, ShardStorage } from "@omega/constellation"
+import { type ConnectOptions, type ListenOptions, SyncClient } from "@omega/sync"
 import { Duration, Effect, Layer } from "effect"
+
+/**
+ * A shard on PGlite in memory that takes every sync at once and pushes its snapshot as soon as it
+ * changes (no rate limit, no push window); the caller provides the transport.
+ */
+export const testShard = (options: {
+  readonly shardId: string
+  readonly fleetSecret: string
+  readonly region: string
+  readonly sync: ListenOptions
+  readonly snapshotEvery: Duration.Input
+  readonly federationEvery?: Duration.Input
+}) =>
+  shardCore({
+    shardId: options.shardId,
+    region: options.region,
+    maxDevices: 100,
+    fleetSecret: options.fleetSecret,
+    sync: options.sync,
+    ingestion: {
+      minSyncInterval: Duration.zero,
+      pushEvery: Duration.zero,
+      pushSpread: Duration.zero,
+      snapshotEvery: options.snapshotEvery
+    },
+    ...(options.federationEvery === undefined ? {} : { federationEvery: options.federationEvery })
+  }).pipe(Layer.provideMerge(ShardStorage.layerTest))
 
 /** A TV whose syncs the test drives itself (timed pushes are an hour away). */
 export const testTv = (options: {

@@ -6,7 +6,7 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import { makeHashing, OmegaBrain } from "@omega/brain"
-import { deviceToken, Ingestion, shardCore, ShardStorage, SyncServer } from "@omega/constellation"
+import { deviceToken, Ingestion, ShardStorage, SyncServer } from "@omega/constellation"
 import {
   type ContentEmbedding,
   type ContentId,
@@ -19,7 +19,7 @@ import {
 } from "@omega/protocol"
 import { makeDevCertificate, SyncClient, SyncTransport } from "@omega/sync"
 import { Context, Duration, Effect, Layer, Stream } from "effect"
-import { eventually, testTv } from "./support.ts"
+import { eventually, testShard, testTv } from "./support.ts"
 
 const SECRET = "e2e-fleet-secret"
 const REGION = "eu-west"
@@ -40,19 +40,13 @@ const evening: ViewContext = { timeOfDay: "evening", dayType: "weekday", recentW
 
 /** Everything a shard needs, on PGlite in memory and real WebTransport on 127.0.0.1. */
 const shard = (certificate: { certificate: string; privateKey: string }) =>
-  shardCore({
+  testShard({
     shardId: "e2e",
-    region: REGION,
-    maxDevices: 100,
     fleetSecret: SECRET,
+    region: REGION,
     sync: { host: "127.0.0.1", port: 0, certificate },
-    ingestion: {
-      minSyncInterval: Duration.zero,
-      pushEvery: Duration.zero,
-      pushSpread: Duration.zero,
-      snapshotEvery: Duration.millis(200)
-    }
-  }).pipe(Layer.provideMerge(Layer.mergeAll(ShardStorage.layerTest, SyncTransport.layerWebTransport())))
+    snapshotEvery: Duration.millis(200)
+  }).pipe(Layer.provideMerge(SyncTransport.layerWebTransport()))
 
 /** One TV: a brain and a sync client holding a session to the shard. */
 const tv = (deviceId: string, port: number, pin: Uint8Array) =>
