@@ -135,6 +135,12 @@ describe("OmegaTv (Promise API)", () => {
     await refused({ path, shard: { ...shard, quicPrivateKey: key } }, /quicPrivateKey.*webtransport/)
   })
 
+  it("a brain that cannot start rejects with what failed", async () => {
+    const noModel = await rejection(OmegaTv.open({ path: ":memory:", modelDir: "/nonexistent-model" }), "embedder")
+    assert.match(noModel.message, /nonexistent-model/)
+    await rejection(OmegaTv.open({ path: "/nonexistent-dir/brain.db" }), "storage")
+  })
+
   it("close lets a write in flight finish, and every close resolves once the store is closed", async () => {
     const path = brainPath()
     const tv = await OmegaTv.open({ path, ...quiet })
