@@ -1,5 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
-import { databaseUrlFromEnv, ShardStorage, transportLayer } from "@omega/constellation"
+import { databaseUrlFromEnv, ShardStorage } from "@omega/constellation"
+import { transportLayer } from "@omega/sync"
 import { Effect } from "effect"
 import { type LoadTestOptions, runLoadTest } from "./LoadTest.ts"
 

@@ -1,6 +1,7 @@
 /** `omega`: the command-line entry point for demos, evaluation and benchmarks. */
 import { NodeRuntime, NodeServices } from "@effect/platform-node"
-import { databaseUrlFromEnv, transportLayer } from "@omega/constellation"
+import { databaseUrlFromEnv } from "@omega/constellation"
+import { transportLayer } from "@omega/sync"
 import { Config, Effect, Option } from "effect"
 import { Command, Flag } from "effect/cli"
 import { runBrainBench } from "./BrainBench.ts"

@@ -1,6 +1,6 @@
 /** The shard server's configuration, from the environment with defaults for a laptop. */
-import type { ShardOptions, TransportChoice } from "@omega/constellation"
-import { makeDevCertificate, makeQuicIdentity, quicIdentityFromPrivateKey } from "@omega/sync"
+import type { ShardOptions } from "@omega/constellation"
+import { makeDevCertificate, makeQuicIdentity, quicIdentityFromPrivateKey, type TransportChoice } from "@omega/sync"
 import { Config, Data, Effect, Option } from "effect"
 
 export const serverConfig = Config.all({

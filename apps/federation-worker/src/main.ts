@@ -4,9 +4,9 @@ import {
   defaultCoWatchConfig,
   defaultCrossShardConfig,
   federateAcrossShards,
-  FederationWorker,
-  transportLayer
+  FederationWorker
 } from "@omega/constellation"
+import { transportLayer } from "@omega/sync"
 import { Duration, Effect, Layer, Redacted } from "effect"
 import { HttpRouter } from "effect/http"
 import { PrometheusMetrics } from "effect/observability"

@@ -5,7 +5,7 @@
  * The server app, the demo and the load test all start a shard through this.
  */
 import { NodeHttpServer } from "@effect/platform-node"
-import { certificateSha256, type ListenOptions, SyncTransport } from "@omega/sync"
+import { certificateSha256, type ListenOptions, type TransportChoice, transportLayer } from "@omega/sync"
 import { Duration, Effect, Layer, Redacted } from "effect"
 import { HttpRouter } from "effect/http"
 import { PrometheusMetrics } from "effect/observability"
@@ -16,8 +16,6 @@ import { managementLayer } from "./ManagementApi.ts"
 import { ShardManager } from "./ShardManager.ts"
 import { ShardStorage } from "./ShardStorage.ts"
 import { SyncServer } from "./SyncServer.ts"
-
-export type TransportChoice = "webtransport" | "quic" | "memory"
 
 export interface ShardOptions {
   readonly shardId: string
@@ -50,13 +48,6 @@ export const storageLayer = (options: Pick<ShardOptions, "postgresUrl" | "postgr
     ShardStorage.layerPglite(
       options.pgliteDir === undefined ? { ownThread: true } : { ownThread: true, dataDir: options.pgliteDir }
     )
-
-export const transportLayer = (choice: TransportChoice) =>
-  choice === "quic" ?
-    SyncTransport.layerQuic() :
-    choice === "memory" ?
-    SyncTransport.layerMemory :
-    SyncTransport.layerWebTransport()
 
 /** What the core services need; storage, transport and the HTTP ports are the caller's. */
 export type ShardCoreOptions = Pick<

@@ -132,6 +132,17 @@ export class SyncTransport extends Context.Service<SyncTransport, {
 /** The two network transports a TV picks between (the in-memory one is for tests). */
 export type NetworkTransport = "quic" | "webtransport"
 
+/** A transport by name, as configuration gives it; "memory" wires peers of one process together. */
+export type TransportChoice = NetworkTransport | "memory"
+
+/** The SyncTransport layer `choice` names. */
+export const transportLayer = (choice: TransportChoice): Layer.Layer<SyncTransport, TransportError> =>
+  choice === "quic" ?
+    SyncTransport.layerQuic() :
+    choice === "memory" ?
+    SyncTransport.layerMemory :
+    SyncTransport.layerWebTransport()
+
 /**
  * Where a TV connects, from the pin its shard prints at start-up: on QUIC the shard's peer id,
  * on WebTransport the SHA-256 of its certificate as 64 hex digits.
