@@ -29,7 +29,7 @@ import {
   SyncClient,
   type SyncClientConfig,
   type SyncStatus,
-  SyncTransport
+  transportLayer
 } from "@omega/sync"
 import { Duration, Effect, Layer, ManagedRuntime, Option, Schema } from "effect"
 import { fromFailure, valueOrThrow } from "./internal/failures.ts"
@@ -285,7 +285,8 @@ const decodeTimeout = decoder(Schema.Finite.check(Schema.isGreaterThanOrEqualTo(
 const settingsOf = (input: unknown) =>
   Effect.gen(function*() {
     const options = yield* Effect.mapError(decodeOptions(input), (e) => invalidOptions(e.message))
-    const sync = options.shard === undefined ? undefined : yield* syncConfig(options.shard)
+    const shard = options.shard
+    const sync = shard === undefined ? undefined : { config: yield* syncConfig(shard), transport: shard.transport }
     return { options, sync }
   })
 
@@ -338,16 +339,14 @@ const syncConfig = (shard: ShardOptions): Effect.Effect<SyncClientConfig, OmegaE
   })
 
 /** The brain, and the sync client over the shard's transport when there is a shard. */
-const tvLayer = (settings: { readonly options: OmegaTvOptions; readonly sync: SyncClientConfig | undefined }) => {
-  const { options, sync } = settings
+const tvLayer = ({ options, sync }: Effect.Success<ReturnType<typeof settingsOf>>) => {
   const brain = OmegaBrain.layerLive({
     path: options.path,
     modelDir: options.modelDir,
     config: { ...defaultBrainConfig, runLearningLoops: options.learningLoops ?? true }
   })
-  if (sync === undefined || options.shard === undefined) return brain
-  const transport = options.shard.transport === "quic" ? SyncTransport.layerQuic() : SyncTransport.layerWebTransport()
-  return SyncClient.layer(sync).pipe(Layer.provideMerge(brain), Layer.provide(transport))
+  if (sync === undefined) return brain
+  return SyncClient.layer(sync.config).pipe(Layer.provideMerge(brain), Layer.provide(transportLayer(sync.transport)))
 }
 
 const syncClient = Effect.flatMap(
