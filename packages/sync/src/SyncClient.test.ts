@@ -1,8 +1,16 @@
 import { assert, describe, it } from "@effect/vitest"
 import { defaultBrainConfig, OmegaBrain } from "@omega/brain"
-import { decodeFrame, encodeFrame, hashContent, type ViewingEvent } from "@omega/protocol"
-import { Context, Duration, Effect, Exit, Layer, Scope, Stream } from "effect"
-import { defaultSyncTiming, SyncClient } from "./SyncClient.ts"
+import {
+  type ContentId,
+  decodeFrame,
+  encodeFrame,
+  type GlobalPatterns,
+  hashContent,
+  type PatternId,
+  type ViewingEvent
+} from "@omega/protocol"
+import { Context, Duration, Effect, Exit, Fiber, Layer, Scope, Stream } from "effect"
+import { defaultSyncTiming, SyncClient, type SyncEvent } from "./SyncClient.ts"
 import { SyncTransport } from "./SyncTransport.ts"
 
 const evening = { timeOfDay: "evening", dayType: "weekday", recentWatches: [] } as const
@@ -125,6 +133,88 @@ describe("SyncClient", () => {
         yield* brain.observe(watch(7))
         assert.strictEqual((yield* restarted.syncNow)._tag, "Acknowledged")
         assert.deepStrictEqual(seen.deltas, [6, 7], "every version counted exactly once")
+      }).pipe(Effect.scoped),
+    30_000
+  )
+
+  it.live(
+    "reports sessions and the pushed updates the brain applied, not the ones it ignored",
+    () =>
+      Effect.gen(function*() {
+        const transport = Context.get(yield* Layer.build(SyncTransport.layerMemory), SyncTransport)
+        const port = 47_002
+        const embedding = hashContent({ title: "Harbor Lights (2001)", genres: ["Drama"] })
+        const global: GlobalPatterns = {
+          version: 5,
+          similar: [{
+            id: "g-1" as PatternId,
+            embedding,
+            successRate: 0.9,
+            sampleCount: 40,
+            deviceCount: 3,
+            context: {}
+          }],
+          trending: [{ contentId: "new-0" as ContentId, region: "eu", score: 3, velocity: 1 }]
+        }
+        const item = { contentId: "new-0" as ContentId, title: "Harbor Lights (2001)", genres: ["Drama"], embedding }
+        const tv = yield* Layer.build(
+          client(port).pipe(
+            Layer.provideMerge(OmegaBrain.layerTest({ ...defaultBrainConfig, runLearningLoops: false })),
+            Layer.provide(Layer.succeed(SyncTransport, transport))
+          )
+        )
+        const sync = Context.get(tv, SyncClient)
+        const seen: Array<SyncEvent> = []
+        // Subscribed before the shard is up, so the first Connected is seen too.
+        const listening = yield* (yield* sync.events).pipe(
+          Stream.runForEach((event) => Effect.sync(() => seen.push(event))),
+          Effect.forkScoped
+        )
+        let sessions = 0
+        // The first session is given a snapshot (twice: the second is stale), an item and co-watch
+        // rows, then the shard ends it; the second is only welcomed.
+        yield* transport.listen({ port }, (connection) =>
+          Stream.runForEach(connection.incoming, (bytes) =>
+            Effect.gen(function*() {
+              if ((yield* decodeFrame(bytes))._tag !== "Hello") {
+                return
+              }
+              sessions += 1
+              const send = (frame: Parameters<typeof encodeFrame>[0]) =>
+                connection.send(encodeFrame(frame))
+              yield* send({ _tag: "Welcome", sessionId: "s" as never, serverTime: 0, globalVersion: 5 })
+              if (sessions > 1) return
+              yield* send({ _tag: "GlobalUpdate", global })
+              yield* send({ _tag: "GlobalUpdate", global })
+              yield* send({ _tag: "ContentUpdate", items: [item] })
+              yield* send({
+                _tag: "CoWatchUpdate",
+                version: 2,
+                rows: [{ contentId: "new-0" as ContentId, neighbours: [] }]
+              })
+              yield* connection.close
+            })).pipe(Effect.ignore))
+        for (
+          let i = 0;
+          i < 100 && seen.filter((e) =>
+              e._tag === "Connected"
+            ).length < 2;
+          i++
+        ) {
+          yield* Effect.sleep(Duration.millis(20))
+        }
+        assert.deepStrictEqual(seen, [
+          { _tag: "Connected", session: 1 },
+          { _tag: "GlobalPatternsApplied", version: 5, patterns: 1, trends: 1 },
+          { _tag: "ContentAdded", items: 1 },
+          { _tag: "CoWatchApplied", version: 2, rows: 1 },
+          { _tag: "Disconnected", reason: "the shard ended the session" },
+          { _tag: "Connected", session: 2 }
+        ])
+        const status = yield* sync.status
+        assert.strictEqual(status.globalUpdates, 1, "the stale snapshot was not applied")
+        assert.strictEqual((yield* Context.get(tv, OmegaBrain).stats).collectivePatterns, 1)
+        yield* Fiber.interrupt(listening)
       }).pipe(Effect.scoped),
     30_000
   )

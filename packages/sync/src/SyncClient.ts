@@ -19,12 +19,15 @@ import {
   type WireCodec
 } from "@omega/protocol"
 import {
+  Cause,
   Context,
   Data,
   Deferred,
   Duration,
   Effect,
+  Exit,
   Layer,
+  PubSub,
   Random,
   Ref,
   Schedule,
@@ -86,6 +89,26 @@ export type SyncOutcome =
   | { readonly _tag: "NothingToSend" }
   | { readonly _tag: "Offline" }
 
+/**
+ * What the session did that a TV app may want to show: a session opened or ended, or an update
+ * the shard pushed that changed what the brain recommends (duplicates and stale versions, which
+ * the brain ignores, are not reported).
+ */
+export type SyncEvent =
+  | { readonly _tag: "Connected"; readonly session: number }
+  | { readonly _tag: "Disconnected"; readonly reason: string }
+  | {
+    readonly _tag: "GlobalPatternsApplied"
+    readonly version: number
+    readonly patterns: number
+    readonly trends: number
+  }
+  | { readonly _tag: "CoWatchApplied"; readonly version: number; readonly rows: number }
+  | { readonly _tag: "ContentAdded"; readonly items: number }
+
+/** Events kept for a subscriber that has not taken them yet; beyond this the oldest are dropped. */
+const EVENT_BACKLOG = 256
+
 /** A sync could not complete; the delta stays in the outbox for the next session. */
 export class SyncError extends Data.TaggedError("SyncError")<{
   readonly reason: "rejected" | "timeout" | "disconnected" | "storage"
@@ -104,6 +127,12 @@ export class SyncClient extends Context.Service<SyncClient, {
   readonly status: Effect.Effect<SyncStatus>
   /** Waits until a session is open (for tests and demos). */
   readonly awaitConnected: Effect.Effect<void>
+  /**
+   * Subscribes now (for the scope) and gives every SyncEvent from this moment on, until the client
+   * stops; `status` has the state before it. A subscriber that falls more than EVENT_BACKLOG events
+   * behind loses the oldest: the session never waits for it.
+   */
+  readonly events: Effect.Effect<Stream.Stream<SyncEvent>, never, Scope.Scope>
 }>()("omega/sync/SyncClient") {
   /** Runs the session for as long as the layer lives. */
   static readonly layer = (config: SyncClientConfig) => Layer.effect(SyncClient, make(config))
@@ -123,6 +152,9 @@ function make(config: SyncClientConfig) {
     // One delta in flight at a time: a second push waits for the first ack, then finds less to send.
     const inFlight = yield* Semaphore.make(1)
     const connectedSignal = yield* Ref.make(yield* Deferred.make<void>())
+    const events = yield* PubSub.sliding<SyncEvent>(EVENT_BACKLOG)
+    yield* Effect.addFinalizer(() => PubSub.shutdown(events))
+    const publish = (event: SyncEvent) => PubSub.publish(events, event)
     const counters = {
       sessions: 0,
       deltasSent: 0,
@@ -161,15 +193,25 @@ function make(config: SyncClientConfig) {
             }
             return
           }
-          case "GlobalUpdate":
-            if (yield* brain.applyGlobalPatterns(frame.global)) counters.globalUpdates += 1
-            return
+          case "GlobalUpdate": {
+            if (!(yield* brain.applyGlobalPatterns(frame.global))) return
+            counters.globalUpdates += 1
+            const { similar, trending, version } = frame.global
+            return yield* publish({
+              _tag: "GlobalPatternsApplied",
+              version,
+              patterns: similar.length,
+              trends: trending.length
+            })
+          }
           case "ContentUpdate":
-            return yield* brain.addContent(frame.items)
+            yield* brain.addContent(frame.items)
+            return yield* publish({ _tag: "ContentAdded", items: frame.items.length })
           case "CoWatchUpdate":
             counters.coWatchBytesDown += bytes.length
-            if (yield* brain.applyCoWatch({ version: frame.version, rows: frame.rows })) counters.coWatchUpdates += 1
-            return
+            if (!(yield* brain.applyCoWatch({ version: frame.version, rows: frame.rows }))) return
+            counters.coWatchUpdates += 1
+            return yield* publish({ _tag: "CoWatchApplied", version: frame.version, rows: frame.rows.length })
           case "Ping":
             return yield* send(active.connection, { _tag: "Pong", nonce: frame.nonce })
           case "ErrorFrame": {
@@ -228,8 +270,17 @@ function make(config: SyncClientConfig) {
         }
       })
       const active: Session = { connection, acks: new Map() }
-      yield* Effect.addFinalizer(() =>
+      yield* Effect.addFinalizer((exit) =>
         Effect.gen(function*() {
+          // Only a session that was welcomed was ever reported as connected.
+          if ((yield* Ref.get(session)) === active) {
+            const reason = Exit.isSuccess(exit) ?
+              "the shard ended the session" :
+              Cause.hasInterruptsOnly(exit.cause) ?
+              "the TV ended the session" :
+              describe(Cause.squash(exit.cause))
+            yield* publish({ _tag: "Disconnected", reason })
+          }
           yield* Ref.set(session, undefined)
           yield* Ref.set(connectedSignal, yield* Deferred.make<void>())
           const error = new SyncError({ reason: "disconnected", message: "session closed" })
@@ -258,6 +309,7 @@ function make(config: SyncClientConfig) {
         counters.lastError = undefined
         yield* Ref.set(session, active)
         yield* Deferred.succeed(yield* Ref.get(connectedSignal), undefined)
+        yield* publish({ _tag: "Connected", session: counters.sessions })
         yield* Effect.forkScoped(replay)
       })
 
@@ -306,7 +358,8 @@ function make(config: SyncClientConfig) {
       status: Effect.gen(function*() {
         return { connected: (yield* Ref.get(session)) !== undefined, ...counters } satisfies SyncStatus
       }),
-      awaitConnected: Effect.flatMap(Ref.get(connectedSignal), Deferred.await)
+      awaitConnected: Effect.flatMap(Ref.get(connectedSignal), Deferred.await),
+      events: Effect.map(PubSub.subscribe(events), Stream.fromSubscription)
     })
   })
 }
