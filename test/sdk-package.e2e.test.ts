@@ -74,6 +74,8 @@ const catalog = ["Comedy", "Horror"].flatMap((genre) =>
 const evening = { timeOfDay: "evening", dayType: "weekday", recentWatches: [] }
 
 const tv = await OmegaTv.open({ path, learningLoops: false, shard })
+const told = []
+tv.onEvent((event) => told.push(event.type))
 await tv.addContent(catalog)
 for (const [n, id] of ["comedy-0", "comedy-1", "comedy-0", "comedy-1"].entries()) {
   const item = catalog.find((c) => c.contentId === id)
@@ -100,7 +102,8 @@ console.log(JSON.stringify({
   refused,
   sync,
   patterns,
-  reopenedPatterns
+  reopenedPatterns,
+  told
 }))
 `
 
@@ -178,6 +181,7 @@ describe("the SDK packed for integrators", () => {
         assert.isAbove(result.sync.accepted, 0)
         assert.isAbove(result.patterns, 0)
         assert.strictEqual(result.reopenedPatterns, result.patterns)
+        assert.deepStrictEqual(result.told, ["connected"], "the app was told of its session")
         // The shard stored what the packaged TV sent, and counted its delta once.
         const stats = yield* Context.get(context, Ingestion).stats
         assert.strictEqual(stats.deltasAccepted, 1)

@@ -7,7 +7,7 @@ import { afterEach, assert, describe, it } from "@effect/vitest"
 import { makeHashing } from "@omega/brain"
 import { deviceToken, Ingestion, ShardStorage, SyncServer } from "@omega/constellation"
 import type { ContentEmbedding, ContentId } from "@omega/protocol"
-import { type ContentInput, OmegaTv, type ShardOptions } from "@omega/sdk"
+import { type ContentInput, OmegaTv, type ShardOptions, type TvEvent } from "@omega/sdk"
 import { makeQuicIdentity, SyncTransport } from "@omega/sync"
 import { Context, Duration, Effect, Layer } from "effect"
 import { mkdtempSync, rmSync } from "node:fs"
@@ -78,10 +78,22 @@ describe("the Promise SDK against a shard over QUIC", () => {
 
         // Four TVs whose viewers watch comedies, each twice: a pattern worth sharing on every TV.
         const tvs: Array<OmegaTv> = []
+        // What the app of each TV is told; TV 3's app also has a listener that throws, and one it removed.
+        const events: Array<Array<TvEvent>> = []
+        let removedCalls = 0
         let accepted = 0
         for (let n = 0; n < 4; n++) {
           const tv = yield* open(n)
           tvs.push(tv)
+          const told: Array<TvEvent> = []
+          events.push(told)
+          if (n === 3) {
+            tv.onEvent(() => {
+              throw new Error("a bug in the app")
+            })
+            tv.onEvent(() => removedCalls++)()
+          }
+          tv.onEvent((event) => told.push(event))
           yield* Effect.promise(async () => {
             await tv.addContent(titles)
             for (const [i, id] of ["comedy-0", "comedy-1", "comedy-2", "comedy-0", "comedy-1"].entries()) {
@@ -113,6 +125,15 @@ describe("the Promise SDK against a shard over QUIC", () => {
             "every TV has global patterns"
           )
         }
+        // And each TV's app was told: its session opened, then the snapshot the brain took in.
+        const collective = (yield* Effect.promise(() => tvs[0]!.status())).brain.collectivePatterns
+        for (const told of events) {
+          assert.deepStrictEqual(told[0], { type: "connected", session: 1 })
+          const applied = told.filter((e) => e.type === "global-patterns")
+          assert.isAbove(applied.length, 0, "a global-patterns event")
+          assert.deepInclude(applied.at(-1), { patterns: collective })
+        }
+        assert.strictEqual(removedCalls, 0, "a removed listener is not called")
 
         // A TV restarted from its file holds its acknowledged version: nothing is sent twice.
         const before = yield* Effect.promise(() => tvs[0]!.status())
