@@ -208,7 +208,7 @@ describe("SyncClient", () => {
           { _tag: "GlobalPatternsApplied", version: 5, patterns: 1, trends: 1 },
           { _tag: "ContentAdded", items: 1 },
           { _tag: "CoWatchApplied", version: 2, rows: 1 },
-          { _tag: "Disconnected", reason: "the shard ended the session" },
+          { _tag: "Disconnected", reason: "shard-closed", message: "the shard ended the session" },
           { _tag: "Connected", session: 2 }
         ])
         const status = yield* sync.status

@@ -96,7 +96,12 @@ export type SyncOutcome =
  */
 export type SyncEvent =
   | { readonly _tag: "Connected"; readonly session: number }
-  | { readonly _tag: "Disconnected"; readonly reason: string }
+  | {
+    readonly _tag: "Disconnected"
+    /** Who ended it: the shard (a clean close), the TV (stopping its client), or an error. */
+    readonly reason: "shard-closed" | "tv-closed" | "error"
+    readonly message: string
+  }
   | {
     readonly _tag: "GlobalPatternsApplied"
     readonly version: number
@@ -129,8 +134,8 @@ export class SyncClient extends Context.Service<SyncClient, {
   readonly awaitConnected: Effect.Effect<void>
   /**
    * Subscribes now (for the scope) and gives every SyncEvent from this moment on, until the client
-   * stops; `status` has the state before it. A subscriber that falls more than EVENT_BACKLOG events
-   * behind loses the oldest: the session never waits for it.
+   * stops (events not yet taken then are dropped); `status` has the state before it. A subscriber
+   * that falls more than EVENT_BACKLOG events behind loses the oldest: the session never waits for it.
    */
   readonly events: Effect.Effect<Stream.Stream<SyncEvent>, never, Scope.Scope>
 }>()("omega/sync/SyncClient") {
@@ -272,16 +277,19 @@ function make(config: SyncClientConfig) {
       const active: Session = { connection, acks: new Map() }
       yield* Effect.addFinalizer((exit) =>
         Effect.gen(function*() {
-          // Only a session that was welcomed was ever reported as connected.
-          if ((yield* Ref.get(session)) === active) {
-            const reason = Exit.isSuccess(exit) ?
-              "the shard ended the session" :
-              Cause.hasInterruptsOnly(exit.cause) ?
-              "the TV ended the session" :
-              describe(Cause.squash(exit.cause))
-            yield* publish({ _tag: "Disconnected", reason })
-          }
+          // Only a session that was welcomed was ever reported as connected; by the time a
+          // subscriber hears it ended, `status` says so too.
+          const welcomed = (yield* Ref.get(session)) === active
           yield* Ref.set(session, undefined)
+          if (welcomed) {
+            yield* publish(
+              Exit.isSuccess(exit) ?
+                { _tag: "Disconnected", reason: "shard-closed", message: "the shard ended the session" } :
+                Cause.hasInterruptsOnly(exit.cause) ?
+                { _tag: "Disconnected", reason: "tv-closed", message: "the TV ended the session" } :
+                { _tag: "Disconnected", reason: "error", message: describe(Cause.squash(exit.cause)) }
+            )
+          }
           yield* Ref.set(connectedSignal, yield* Deferred.make<void>())
           const error = new SyncError({ reason: "disconnected", message: "session closed" })
           for (const waiting of active.acks.values()) yield* Deferred.fail(waiting, error)
