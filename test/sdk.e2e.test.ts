@@ -128,10 +128,13 @@ describe("the Promise SDK against a shard over QUIC", () => {
         // And each TV's app was told: its session opened, then the snapshot the brain took in.
         const collective = (yield* Effect.promise(() => tvs[0]!.status())).brain.collectivePatterns
         for (const told of events) {
+          // Listeners are called on a fiber of their own, just after the brain took the update in.
+          yield* eventually(
+            Effect.sync(() => told.some((e) => e.type === "global-patterns")),
+            "every app is told of the global patterns"
+          )
           assert.deepStrictEqual(told[0], { type: "connected", session: 1 })
-          const applied = told.filter((e) => e.type === "global-patterns")
-          assert.isAbove(applied.length, 0, "a global-patterns event")
-          assert.deepInclude(applied.at(-1), { patterns: collective })
+          assert.deepInclude(told.findLast((e) => e.type === "global-patterns"), { patterns: collective })
         }
         assert.strictEqual(removedCalls, 0, "a removed listener is not called")
 

@@ -28,11 +28,11 @@ import {
   quicIdentityFromPrivateKey,
   SyncClient,
   type SyncClientConfig,
-  type SyncEvent,
   type SyncStatus,
   transportLayer
 } from "@omega/sync"
 import { Duration, Effect, Layer, ManagedRuntime, Option, Schema, Stream } from "effect"
+import { toTvEvent, type TvEventListener, TvEvents } from "./internal/events.ts"
 import { fromFailure, valueOrThrow } from "./internal/failures.ts"
 import { OmegaError } from "./OmegaError.ts"
 
@@ -136,19 +136,6 @@ export interface TvStatus {
   readonly sync: SyncStatus | undefined
 }
 
-/**
- * What the TV's session did, for an app that shows it: a session opened or ended, or an update the
- * shard pushed changed what the brain recommends (a good moment to refresh a row of suggestions).
- */
-export type TvEvent =
-  | { readonly type: "connected"; readonly session: number }
-  | { readonly type: "disconnected"; readonly reason: string }
-  | { readonly type: "global-patterns"; readonly version: number; readonly patterns: number; readonly trends: number }
-  | { readonly type: "co-watch"; readonly version: number; readonly rows: number }
-  | { readonly type: "content"; readonly items: number }
-
-export type TvEventListener = (event: TvEvent) => void
-
 type TvServices = OmegaBrain | Embedder
 
 /** One TV's brain and sync session; open it with `OmegaTv.open`, end it with `close`. */
@@ -156,12 +143,12 @@ export class OmegaTv {
   readonly #runtime: ManagedRuntime.ManagedRuntime<TvServices, unknown>
   /** Calls that change the brain: `close` lets them finish, so none stops halfway. */
   readonly #writes = new Set<Promise<unknown>>()
-  readonly #listeners: Set<TvEventListener>
+  readonly #events: TvEvents
   #closing: Promise<void> | undefined
 
-  private constructor(runtime: ManagedRuntime.ManagedRuntime<TvServices, unknown>, listeners: Set<TvEventListener>) {
+  private constructor(runtime: ManagedRuntime.ManagedRuntime<TvServices, unknown>, events: TvEvents) {
     this.#runtime = runtime
-    this.#listeners = listeners
+    this.#events = events
   }
 
   /**
@@ -172,22 +159,24 @@ export class OmegaTv {
    */
   static async open(options: OmegaTvOptions): Promise<OmegaTv> {
     const settings = valueOrThrow(await Effect.runPromiseExit(settingsOf(options)))
-    const listeners = new Set<TvEventListener>()
-    const runtime = ManagedRuntime.make(tvLayer(settings, listeners))
+    const events = new TvEvents((failure, event) =>
+      Effect.runFork(Effect.logWarning(`an onEvent listener failed on ${event.type}`, failure))
+    )
+    const runtime = ManagedRuntime.make(tvLayer(settings, events))
     const started = await runtime.runPromiseExit(Effect.void)
     if (started._tag === "Failure") await runtime.dispose()
     valueOrThrow(started)
-    return new OmegaTv(runtime, listeners)
+    return new OmegaTv(runtime, events)
   }
 
   /**
    * Calls `listener` with every TvEvent from now on, until the returned function is called or the
-   * TV closes. A TV opened without a shard has no session and never calls it; `status()` gives the
-   * state at any moment. A listener that throws is logged and kept; it holds up nothing else.
+   * TV closes; while a session is open, it is first told of that one (`connected`). A TV opened
+   * without a shard has no session and never calls it. A listener that throws (or rejects) is
+   * logged and kept; it holds up nothing else.
    */
   onEvent(listener: TvEventListener): () => void {
-    if (this.#closing === undefined) this.#listeners.add(listener)
-    return () => this.#listeners.delete(listener)
+    return this.#closing === undefined ? this.#events.add(listener) : () => {}
   }
 
   /** Learns from one viewing event; rejects with "invalid-input" (nothing stored) when it is not one. */
@@ -269,7 +258,7 @@ export class OmegaTv {
    */
   close(): Promise<void> {
     this.#closing ??= (async () => {
-      this.#listeners.clear()
+      this.#events.clear()
       await Promise.allSettled(this.#writes)
       try {
         await this.#runtime.dispose()
@@ -369,7 +358,7 @@ const syncConfig = (shard: ShardOptions): Effect.Effect<SyncClientConfig, OmegaE
 /** The brain, and the sync client over the shard's transport when there is a shard. */
 const tvLayer = (
   { options, sync }: Effect.Success<ReturnType<typeof settingsOf>>,
-  listeners: ReadonlySet<TvEventListener>
+  events: TvEvents
 ) => {
   const brain = OmegaBrain.layerLive({
     path: options.path,
@@ -377,7 +366,7 @@ const tvLayer = (
     config: { ...defaultBrainConfig, runLearningLoops: options.learningLoops ?? true }
   })
   if (sync === undefined) return brain
-  return dispatcher(listeners).pipe(
+  return dispatcher(events).pipe(
     Layer.provideMerge(SyncClient.layer(sync.config)),
     Layer.provideMerge(brain),
     Layer.provide(transportLayer(sync.transport))
@@ -385,42 +374,14 @@ const tvLayer = (
 }
 
 /** Hands the session's events to the app's listeners; subscribed as the TV opens, so none is missed. */
-const dispatcher = (listeners: ReadonlySet<TvEventListener>) =>
+const dispatcher = (events: TvEvents) =>
   Layer.effectDiscard(Effect.gen(function*() {
-    const events = yield* (yield* SyncClient).events
-    yield* events.pipe(
-      Stream.runForEach((event) => {
-        const tvEvent = toTvEvent(event)
-        const failures: Array<unknown> = []
-        for (const listener of listeners) {
-          try {
-            listener(tvEvent)
-          } catch (error) {
-            failures.push(error)
-          }
-        }
-        return failures.length === 0
-          ? Effect.void
-          : Effect.logWarning(`an onEvent listener threw on ${tvEvent.type}`, ...failures)
-      }),
+    const incoming = yield* (yield* SyncClient).events
+    yield* incoming.pipe(
+      Stream.runForEach((event) => Effect.sync(() => events.dispatch(toTvEvent(event)))),
       Effect.forkScoped
     )
   }))
-
-const toTvEvent = (event: SyncEvent): TvEvent => {
-  switch (event._tag) {
-    case "Connected":
-      return { type: "connected", session: event.session }
-    case "Disconnected":
-      return { type: "disconnected", reason: event.reason }
-    case "GlobalPatternsApplied":
-      return { type: "global-patterns", version: event.version, patterns: event.patterns, trends: event.trends }
-    case "CoWatchApplied":
-      return { type: "co-watch", version: event.version, rows: event.rows }
-    case "ContentAdded":
-      return { type: "content", items: event.items }
-  }
-}
 
 const syncClient = Effect.flatMap(
   Effect.serviceOption(SyncClient),
