@@ -1,23 +1,26 @@
 /**
- * Packs `@omega/sdk`, and the workspace packages it depends on, as npm tarballs a TV integrator
- * can install. Inside the workspace every package exports its TypeScript sources, which Node runs
- * by stripping types; Node refuses to do that under `node_modules`
- * (ERR_UNSUPPORTED_NODE_MODULES_TYPE_STRIPPING), so an installed package must ship JavaScript.
+ * Packs `@omega/sdk` as one npm tarball a TV integrator can install, with the workspace packages
+ * it depends on (protocol, brain, sync) bundled inside it. Inside the workspace every package
+ * exports its TypeScript sources, which Node runs by stripping types; Node refuses to do that
+ * under `node_modules` (ERR_UNSUPPORTED_NODE_MODULES_TYPE_STRIPPING), so an installed package
+ * must ship JavaScript. Bundled, the `@omega/*` packages are never looked up on a registry, where
+ * someone else's package of the same name could stand in for them.
  *
- * For each package, in dependency order, tsc compiles `src/` (tests, benchmarks and test
- * helpers left out) to JavaScript and declarations in a staging directory; the package's
- * manifest is rewritten to export them (workspace dependencies pinned to their versions,
- * `file:` stand-ins and the `private` flag dropped), and `npm pack` makes the tarball. A tarball
- * holding a `.ts` source is refused.
+ * For each package, in dependency order, tsc compiles `src/` (tests, benchmarks and test helpers
+ * left out) to JavaScript and declarations in a staging directory, with a manifest that exports
+ * them (workspace dependencies pinned to their versions, `file:` stand-ins and the `private` flag
+ * dropped). The SDK's staging takes the other three under its `node_modules` as
+ * `bundleDependencies`, and declares every third-party package any of the four needs, so npm
+ * installs those beside it. `npm pack` makes the tarball; one holding a `.ts` source is refused.
  *
  *   node scripts/pack-sdk.ts [--out <dir>] [--json]
  *
- * `--out` defaults to `dist/sdk`; the tarballs are written there, the staging under `<out>/stage`.
- * With `--json` the last line is one JSON object: `{ packages: [{ name, version, file, files,
- * packed_bytes, unpacked_bytes }] }`.
+ * `--out` defaults to `dist/sdk`; the tarball is written there, the staging under `<out>/stage`.
+ * With `--json` the last line is one JSON object: `{ name, version, file, files, packed_bytes,
+ * unpacked_bytes, bundled: [names], dependencies: { name: range } }`.
  */
 import { execFileSync } from "node:child_process"
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs"
+import { cpSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { dirname, join, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
 
@@ -36,14 +39,7 @@ interface Manifest {
   readonly dependencies?: Record<string, string>
 }
 
-interface Packed {
-  readonly name: string
-  readonly version: string
-  readonly file: string
-  readonly files: number
-  readonly packed_bytes: number
-  readonly unpacked_bytes: number
-}
+type Published = ReturnType<typeof publishedManifest>
 
 const argument = (name: string): string | undefined => {
   const at = process.argv.indexOf(name)
@@ -111,54 +107,83 @@ const buildConfig = (name: string, outDir: string) => {
   }
 }
 
-const pack = (name: string): Packed => {
-  const manifest = manifests.get(name as (typeof PACKAGES)[number])!
+/** Compiles one package into `<stage>/<name>` with its published manifest; returns that manifest. */
+const stagePackage = (name: (typeof PACKAGES)[number]): Published => {
+  const manifest = manifests.get(name)!
   const stage = join(stageRoot, name)
-  rmSync(stage, { recursive: true, force: true })
   mkdirSync(stage, { recursive: true })
   const config = join(stage, "tsconfig.build.json")
   writeFileSync(config, JSON.stringify(buildConfig(name, join(stage, "dist")), null, 2))
   progress(`  ${manifest.name}: compiling`)
   tsc("-p", config)
   rmSync(config)
-  writeFileSync(join(stage, "package.json"), `${JSON.stringify(publishedManifest(manifest), null, 2)}\n`)
-  progress(`  ${manifest.name}: packing`)
-  const [result] = JSON.parse(
-    execFileSync("npm", ["pack", stage, "--pack-destination", out, "--json", "--silent"], {
-      cwd: out,
-      encoding: "utf8",
-      stdio: ["ignore", "pipe", "inherit"]
-    })
-  ) as Array<{ filename: string; size: number; unpackedSize: number; files: Array<{ path: string }> }>
-  const sources = result!.files.map((f) => f.path).filter((p) => p.endsWith(".ts") && !p.endsWith(".d.ts"))
-  if (sources.length > 0) {
-    throw new Error(`${manifest.name}'s tarball holds TypeScript sources Node cannot run there: ${sources.join(", ")}`)
-  }
-  return {
-    name: manifest.name,
-    version: manifest.version,
-    file: join(out, result!.filename),
-    files: result!.files.length,
-    packed_bytes: result!.size,
-    unpacked_bytes: result!.unpackedSize
-  }
+  const published = publishedManifest(manifest)
+  writeFileSync(join(stage, "package.json"), `${JSON.stringify(published, null, 2)}\n`)
+  return published
 }
 
 mkdirSync(out, { recursive: true })
+rmSync(stageRoot, { recursive: true, force: true })
 progress(`pack-sdk: building declarations of ${PACKAGES.length} packages (tsc -b)`)
 tsc("-b", join(root, "packages", "sdk"))
-const packed = PACKAGES.map(pack)
+const staged = PACKAGES.map(stagePackage)
+
+// The SDK's tarball: the other packages inside it, and every third-party dependency beside it.
+const sdkStage = join(stageRoot, "sdk")
+const inside = staged.filter((m) => m.name !== "@omega/sdk")
+const dependencies: Record<string, string> = {}
+for (const m of staged) {
+  for (const [name, range] of Object.entries(m.dependencies)) {
+    if (dependencies[name] !== undefined && dependencies[name] !== range) {
+      throw new Error(`${name} is wanted as ${dependencies[name]} and as ${range}; align the workspace first`)
+    }
+    dependencies[name] = range
+  }
+}
+for (const m of inside) {
+  cpSync(join(stageRoot, m.name.slice("@omega/".length)), join(sdkStage, "node_modules", m.name), { recursive: true })
+}
+const sdk = { ...staged.at(-1)!, dependencies, bundleDependencies: inside.map((m) => m.name) }
+writeFileSync(join(sdkStage, "package.json"), `${JSON.stringify(sdk, null, 2)}\n`)
+
+progress(`  ${sdk.name}: packing`)
+const [result] = JSON.parse(
+  execFileSync("npm", ["pack", sdkStage, "--pack-destination", out, "--json", "--silent"], {
+    cwd: out,
+    encoding: "utf8",
+    stdio: ["ignore", "pipe", "inherit"]
+  })
+) as Array<{ filename: string; size: number; unpackedSize: number; files: Array<{ path: string }> }>
+const paths = result!.files.map((f) => f.path)
+const sources = paths.filter((p) => p.endsWith(".ts") && !p.endsWith(".d.ts"))
+if (sources.length > 0) {
+  throw new Error(`the tarball holds TypeScript sources Node cannot run there: ${sources.join(", ")}`)
+}
+for (const m of inside) {
+  if (!paths.includes(`node_modules/${m.name}/dist/index.js`)) throw new Error(`${m.name} was not bundled`)
+}
 rmSync(stageRoot, { recursive: true, force: true })
 
-console.log(
-  `Packed into ${out} (install them together: npm install ${packed.map((p) => p.file.split("/").pop()).join(" ")})`
-)
-const widths = [18, 8, 6, 10, 12]
-const row = (cells: ReadonlyArray<string | number>) => cells.map((c, i) => String(c).padStart(widths[i]!)).join("  ")
-console.log(row(["package", "version", "files", "packed_kb", "unpacked_kb"]))
-for (const p of packed) {
-  console.log(
-    row([p.name, p.version, p.files, (p.packed_bytes / 1024).toFixed(1), (p.unpacked_bytes / 1024).toFixed(1)])
-  )
+const packed = {
+  name: sdk.name,
+  version: sdk.version,
+  file: join(out, result!.filename),
+  files: paths.length,
+  packed_bytes: result!.size,
+  unpacked_bytes: result!.unpackedSize,
+  bundled: sdk.bundleDependencies,
+  dependencies
 }
-if (json) console.log(JSON.stringify({ packages: packed }))
+console.log(`Packed ${packed.file} (install it with: npm install ${packed.file})`)
+const row = (cells: ReadonlyArray<string | number>) =>
+  cells.map((c, i) => String(c).padStart(i === 0 ? 32 : 12)).join("  ")
+console.log(row(["package", "files", "packed_kb", "unpacked_kb"]))
+console.log(row([
+  `${packed.name} ${packed.version}`,
+  packed.files,
+  (packed.packed_bytes / 1024).toFixed(1),
+  (packed.unpacked_bytes / 1024).toFixed(1)
+]))
+console.log(`bundled inside: ${packed.bundled.join(", ")}`)
+console.log(`installed beside it: ${Object.keys(dependencies).filter((d) => !d.startsWith("@omega/")).join(", ")}`)
+if (json) console.log(JSON.stringify(packed))
