@@ -9,16 +9,15 @@
  * Node refuses to run under `node_modules`; this test fails if the tarballs ship those.
  */
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
-import { deviceToken, Ingestion, SyncServer } from "@omega/constellation"
-import { makeQuicIdentity, SyncTransport } from "@omega/sync"
-import { Context, Duration, Effect, Layer } from "effect"
+import { Ingestion } from "@omega/constellation"
+import { Context, Duration, Effect } from "effect"
 import { execFile, execFileSync } from "node:child_process"
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { dirname, join, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
 import { promisify } from "node:util"
-import { testShard } from "./support.ts"
+import { testShardForSdk } from "./support.ts"
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..")
 const directory = mkdtempSync(join(tmpdir(), "omega-sdk-package-"))
@@ -153,26 +152,13 @@ describe("the SDK packed for integrators", () => {
     "runs a plain JavaScript app from node_modules: learn, recommend, sync over QUIC, reopen",
     () =>
       Effect.gen(function*() {
-        const identity = makeQuicIdentity()
-        const context = yield* Layer.build(
-          testShard({
-            shardId: "sdk-package",
-            fleetSecret: SECRET,
-            region: REGION,
-            sync: { host: "127.0.0.1", port: 0, identity },
-            snapshotEvery: Duration.seconds(1)
-          }).pipe(Layer.provideMerge(SyncTransport.layerQuic()))
-        )
-        const shard = {
-          transport: "quic",
-          host: "127.0.0.1",
-          port: Context.get(context, SyncServer).port,
-          pin: identity.peerId,
-          deviceId: "packaged-tv-1",
-          token: deviceToken(SECRET, "packaged-tv-1"),
+        const { context, tvOptions } = yield* testShardForSdk({
+          shardId: "sdk-package",
+          fleetSecret: SECRET,
           region: REGION,
-          timing: { minIntervalMs: 3_600_000, maxIntervalMs: 7_200_000, reconnectBaseMs: 50, reconnectMaxMs: 1_000 }
-        }
+          snapshotEvery: Duration.seconds(1)
+        })
+        const shard = tvOptions("packaged-tv-1")
         writeFileSync(join(app, "main.mjs"), APP)
         const { stdout } = yield* Effect.promise(() =>
           promisify(execFile)(process.execPath, ["main.mjs", join(directory, "tv.db"), JSON.stringify(shard)], {

@@ -5,15 +5,14 @@
  */
 import { afterEach, assert, describe, it } from "@effect/vitest"
 import { makeHashing } from "@omega/brain"
-import { deviceToken, Ingestion, ShardStorage, SyncServer } from "@omega/constellation"
+import { Ingestion, ShardStorage } from "@omega/constellation"
 import type { ContentEmbedding, ContentId } from "@omega/protocol"
-import { type ContentInput, OmegaTv, type ShardOptions, type TvEvent } from "@omega/sdk"
-import { makeQuicIdentity, SyncTransport } from "@omega/sync"
-import { Context, Duration, Effect, Layer } from "effect"
+import { type ContentInput, OmegaTv, type TvEvent } from "@omega/sdk"
+import { Context, Duration, Effect } from "effect"
 import { mkdtempSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { eventually, testShard } from "./support.ts"
+import { eventually, testShardForSdk } from "./support.ts"
 
 const SECRET = "sdk-fleet-secret"
 const REGION = "eu-west"
@@ -43,35 +42,20 @@ describe("the Promise SDK against a shard over QUIC", () => {
     "TVs sync through OmegaTv, learn each other's patterns, and resume from their files",
     () =>
       Effect.gen(function*() {
-        const identity = makeQuicIdentity()
-        const context = yield* Layer.build(
-          testShard({
-            shardId: "sdk-e2e",
-            fleetSecret: SECRET,
-            region: REGION,
-            sync: { host: "127.0.0.1", port: 0, identity },
-            snapshotEvery: Duration.millis(200)
-          }).pipe(Layer.provideMerge(SyncTransport.layerQuic()))
-        )
+        const { context, tvOptions } = yield* testShardForSdk({
+          shardId: "sdk-e2e",
+          fleetSecret: SECRET,
+          region: REGION,
+          snapshotEvery: Duration.millis(200)
+        })
         const ingestion = Context.get(context, Ingestion)
         const storage = Context.get(context, ShardStorage)
         yield* ingestion.addContent(catalog)
-        const shard = (deviceId: string): ShardOptions => ({
-          transport: "quic",
-          host: "127.0.0.1",
-          port: Context.get(context, SyncServer).port,
-          pin: identity.peerId,
-          deviceId,
-          token: deviceToken(SECRET, deviceId),
-          region: REGION,
-          // Syncs are driven by the test; the timed ones are an hour away.
-          timing: { minIntervalMs: 3_600_000, maxIntervalMs: 7_200_000, reconnectBaseMs: 50, reconnectMaxMs: 1_000 }
-        })
         // Each TV is closed with the test's scope, so a failed assertion leaves no session or file open.
         const open = (n: number) =>
           Effect.acquireRelease(
             Effect.promise(() =>
-              OmegaTv.open({ path: join(directory, `tv-${n}.db`), learningLoops: false, shard: shard(`tv-${n}`) })
+              OmegaTv.open({ path: join(directory, `tv-${n}.db`), learningLoops: false, shard: tvOptions(`tv-${n}`) })
             ),
             (tv) => Effect.promise(() => tv.close())
           )

@@ -1,9 +1,10 @@
 /** What the end-to-end tests share: a shard, a TV (brain + sync client) on it, and waiting for pushes. */
 import { assert } from "@effect/vitest"
 import { defaultBrainConfig, OmegaBrain } from "@omega/brain"
-import { deviceToken, shardCore, ShardStorage } from "@omega/constellation"
-import { type ConnectOptions, type ListenOptions, SyncClient } from "@omega/sync"
-import { Duration, Effect, Layer } from "effect"
+import { deviceToken, shardCore, ShardStorage, SyncServer } from "@omega/constellation"
+import type { ShardOptions } from "@omega/sdk"
+import { type ConnectOptions, type ListenOptions, makeQuicIdentity, SyncClient, SyncTransport } from "@omega/sync"
+import { Context, Duration, Effect, Layer } from "effect"
 
 /**
  * A shard on PGlite in memory that takes every sync at once and pushes its snapshot as soon as it
@@ -31,6 +32,32 @@ export const testShard = (options: {
     },
     ...(options.federationEvery === undefined ? {} : { federationEvery: options.federationEvery })
   }).pipe(Layer.provideMerge(ShardStorage.layerTest))
+
+/**
+ * A test shard (as `testShard`) on real QUIC on 127.0.0.1, built in the caller's scope, and the
+ * options an SDK TV of it opens with: its token, the shard's pin, and syncs the test drives itself
+ * (timed pushes are an hour away), as `testTv` has them.
+ */
+export const testShardForSdk = (options: Omit<Parameters<typeof testShard>[0], "sync">) =>
+  Effect.gen(function*() {
+    const identity = makeQuicIdentity()
+    const context = yield* Layer.build(
+      testShard({ ...options, sync: { host: "127.0.0.1", port: 0, identity } }).pipe(
+        Layer.provideMerge(SyncTransport.layerQuic())
+      )
+    )
+    const tvOptions = (deviceId: string): ShardOptions => ({
+      transport: "quic",
+      host: "127.0.0.1",
+      port: Context.get(context, SyncServer).port,
+      pin: identity.peerId,
+      deviceId,
+      token: deviceToken(options.fleetSecret, deviceId),
+      region: options.region,
+      timing: { minIntervalMs: 3_600_000, maxIntervalMs: 7_200_000, reconnectBaseMs: 50, reconnectMaxMs: 1_000 }
+    })
+    return { context, tvOptions }
+  })
 
 /** A TV whose syncs the test drives itself (timed pushes are an hour away). */
 export const testTv = (options: {
