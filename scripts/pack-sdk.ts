@@ -7,11 +7,12 @@
  * someone else's package of the same name could stand in for them.
  *
  * For each package, in dependency order, tsc compiles `src/` (tests, benchmarks and test helpers
- * left out) to JavaScript and declarations in a staging directory, with a manifest that exports
- * them (workspace dependencies pinned to their versions, `file:` stand-ins and the `private` flag
- * dropped). The SDK's staging takes the other three under its `node_modules` as
- * `bundleDependencies`, and declares every third-party package any of the four needs, so npm
- * installs those beside it. `npm pack` makes the tarball; one holding a `.ts` source is refused.
+ * left out) to JavaScript and declarations where it goes in the tarball: the SDK at the top of the
+ * staging directory, the other three under its `node_modules` (its `bundleDependencies`). Each
+ * gets a manifest that exports them (workspace dependencies pinned to their versions, `file:`
+ * stand-ins and the `private` flag dropped); the SDK's also declares every third-party package any
+ * of the four needs, so npm installs those beside it. `npm pack` makes the tarball; one holding a
+ * `.ts` source is refused.
  *
  *   node scripts/pack-sdk.ts [--out <dir>] [--json]
  *
@@ -20,7 +21,7 @@
  * unpacked_bytes, bundled: [names], dependencies: { name: range } }`.
  */
 import { execFileSync } from "node:child_process"
-import { cpSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs"
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { dirname, join, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
 
@@ -39,8 +40,6 @@ interface Manifest {
   readonly dependencies?: Record<string, string>
 }
 
-type Published = ReturnType<typeof publishedManifest>
-
 const argument = (name: string): string | undefined => {
   const at = process.argv.indexOf(name)
   return at < 0 ? undefined : process.argv[at + 1]
@@ -48,6 +47,10 @@ const argument = (name: string): string | undefined => {
 const json = process.argv.includes("--json")
 const out = resolve(argument("--out") ?? join(root, "dist", "sdk"))
 const stageRoot = join(out, "stage")
+const sdkStage = join(stageRoot, "sdk")
+/** Where a package goes in the tarball: the SDK at the top, the others bundled in its node_modules. */
+const stageOf = (name: (typeof PACKAGES)[number]) =>
+  name === "sdk" ? sdkStage : join(sdkStage, "node_modules", "@omega", name)
 const progress = (message: string) => process.stderr.write(`${message}\n`)
 
 const tsc = (...args: Array<string>) =>
@@ -107,44 +110,46 @@ const buildConfig = (name: string, outDir: string) => {
   }
 }
 
-/** Compiles one package into `<stage>/<name>` with its published manifest; returns that manifest. */
-const stagePackage = (name: (typeof PACKAGES)[number]): Published => {
-  const manifest = manifests.get(name)!
-  const stage = join(stageRoot, name)
+/** Compiles one package's `src/` into `dist/` where it goes in the tarball. */
+const compile = (name: (typeof PACKAGES)[number]): void => {
+  const stage = stageOf(name)
   mkdirSync(stage, { recursive: true })
   const config = join(stage, "tsconfig.build.json")
   writeFileSync(config, JSON.stringify(buildConfig(name, join(stage, "dist")), null, 2))
-  progress(`  ${manifest.name}: compiling`)
+  progress(`  ${manifests.get(name)!.name}: compiling`)
   tsc("-p", config)
   rmSync(config)
-  const published = publishedManifest(manifest)
-  writeFileSync(join(stage, "package.json"), `${JSON.stringify(published, null, 2)}\n`)
-  return published
 }
+const writeManifest = (name: (typeof PACKAGES)[number], manifest: object) =>
+  writeFileSync(join(stageOf(name), "package.json"), `${JSON.stringify(manifest, null, 2)}\n`)
 
 mkdirSync(out, { recursive: true })
 rmSync(stageRoot, { recursive: true, force: true })
 progress(`pack-sdk: building declarations of ${PACKAGES.length} packages (tsc -b)`)
 tsc("-b", join(root, "packages", "sdk"))
-const staged = PACKAGES.map(stagePackage)
+for (const name of PACKAGES) compile(name)
 
-// The SDK's tarball: the other packages inside it, and every third-party dependency beside it.
-const sdkStage = join(stageRoot, "sdk")
-const inside = staged.filter((m) => m.name !== "@omega/sdk")
+// The other packages' manifests inside the SDK; the SDK's declares every third-party dependency.
+const published = new Map(PACKAGES.map((name) => [name, publishedManifest(manifests.get(name)!)]))
+const inside = PACKAGES.filter((name) => name !== "sdk")
+for (const name of inside) writeManifest(name, published.get(name)!)
 const dependencies: Record<string, string> = {}
-for (const m of staged) {
-  for (const [name, range] of Object.entries(m.dependencies)) {
-    if (dependencies[name] !== undefined && dependencies[name] !== range) {
-      throw new Error(`${name} is wanted as ${dependencies[name]} and as ${range}; align the workspace first`)
+for (const manifest of published.values()) {
+  for (const [dependency, range] of Object.entries(manifest.dependencies)) {
+    if (dependencies[dependency] !== undefined && dependencies[dependency] !== range) {
+      throw new Error(
+        `${dependency} is wanted as ${dependencies[dependency]} and as ${range}; align the workspace first`
+      )
     }
-    dependencies[name] = range
+    dependencies[dependency] = range
   }
 }
-for (const m of inside) {
-  cpSync(join(stageRoot, m.name.slice("@omega/".length)), join(sdkStage, "node_modules", m.name), { recursive: true })
+const sdk = {
+  ...published.get("sdk")!,
+  dependencies,
+  bundleDependencies: inside.map((name) => published.get(name)!.name)
 }
-const sdk = { ...staged.at(-1)!, dependencies, bundleDependencies: inside.map((m) => m.name) }
-writeFileSync(join(sdkStage, "package.json"), `${JSON.stringify(sdk, null, 2)}\n`)
+writeManifest("sdk", sdk)
 
 progress(`  ${sdk.name}: packing`)
 const [result] = JSON.parse(
@@ -159,8 +164,8 @@ const sources = paths.filter((p) => p.endsWith(".ts") && !p.endsWith(".d.ts"))
 if (sources.length > 0) {
   throw new Error(`the tarball holds TypeScript sources Node cannot run there: ${sources.join(", ")}`)
 }
-for (const m of inside) {
-  if (!paths.includes(`node_modules/${m.name}/dist/index.js`)) throw new Error(`${m.name} was not bundled`)
+for (const name of sdk.bundleDependencies) {
+  if (!paths.includes(`node_modules/${name}/dist/index.js`)) throw new Error(`${name} was not bundled`)
 }
 rmSync(stageRoot, { recursive: true, force: true })
 
