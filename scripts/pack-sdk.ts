@@ -11,14 +11,15 @@
  * staging directory, the other three under its `node_modules` (its `bundleDependencies`). Each
  * gets a manifest that exports them (workspace dependencies pinned to their versions, `file:`
  * stand-ins and the `private` flag dropped); the SDK's also declares every third-party package any
- * of the four needs, so npm installs those beside it. `npm pack` makes the tarball; one holding a
+ * of the four needs, so npm installs those beside it, and their peers (onnxruntime-node, needed only
+ * for a model directory, is an optional one). `npm pack` makes the tarball; one holding a
  * `.ts` source is refused.
  *
  *   node scripts/pack-sdk.ts [--out <dir>] [--json]
  *
  * `--out` defaults to `dist/sdk`; the tarball is written there, the staging under `<out>/stage`.
  * With `--json` the last line is one JSON object: `{ name, version, file, files, packed_bytes,
- * unpacked_bytes, bundled: [names], dependencies: { name: range } }`.
+ * unpacked_bytes, bundled: [names], dependencies: { name: range }, peer_dependencies: { name: range } }`.
  */
 import { execFileSync } from "node:child_process"
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs"
@@ -38,6 +39,8 @@ interface Manifest {
   readonly version: string
   readonly description?: string
   readonly dependencies?: Record<string, string>
+  readonly peerDependencies?: Record<string, string>
+  readonly peerDependenciesMeta?: Record<string, { readonly optional?: boolean }>
 }
 
 const argument = (name: string): string | undefined => {
@@ -82,7 +85,9 @@ const publishedManifest = (manifest: Manifest) => {
     exports: { ".": { types: "./dist/index.d.ts", default: "./dist/index.js" } },
     files: ["dist"],
     engines: { node: ">=22.19" },
-    dependencies
+    dependencies,
+    peerDependencies: manifest.peerDependencies ?? {},
+    peerDependenciesMeta: manifest.peerDependenciesMeta ?? {}
   }
 }
 
@@ -129,24 +134,31 @@ progress(`pack-sdk: building declarations of ${PACKAGES.length} packages (tsc -b
 tsc("-b", join(root, "packages", "sdk"))
 for (const name of PACKAGES) compile(name)
 
-// The other packages' manifests inside the SDK; the SDK's declares every third-party dependency.
+// The other packages' manifests inside the SDK; the SDK's declares every third-party dependency,
+// and every peer (optional ones, such as onnxruntime-node for a model directory, npm leaves to the app).
 const published = new Map(PACKAGES.map((name) => [name, publishedManifest(manifests.get(name)!)]))
 const inside = PACKAGES.filter((name) => name !== "sdk")
 for (const name of inside) writeManifest(name, published.get(name)!)
-const dependencies: Record<string, string> = {}
-for (const manifest of published.values()) {
-  for (const [dependency, range] of Object.entries(manifest.dependencies)) {
-    if (dependencies[dependency] !== undefined && dependencies[dependency] !== range) {
-      throw new Error(
-        `${dependency} is wanted as ${dependencies[dependency]} and as ${range}; align the workspace first`
-      )
+/** The union of one field over the four manifests; a package wanted in two ranges is refused. */
+const union = (field: "dependencies" | "peerDependencies") => {
+  const all: Record<string, string> = {}
+  for (const manifest of published.values()) {
+    for (const [dependency, range] of Object.entries(manifest[field])) {
+      if (all[dependency] !== undefined && all[dependency] !== range) {
+        throw new Error(`${dependency} is wanted as ${all[dependency]} and as ${range}; align the workspace first`)
+      }
+      all[dependency] = range
     }
-    dependencies[dependency] = range
   }
+  return all
 }
+const dependencies = union("dependencies")
+const peerDependencies = union("peerDependencies")
 const sdk = {
   ...published.get("sdk")!,
   dependencies,
+  peerDependencies,
+  peerDependenciesMeta: Object.assign({}, ...[...published.values()].map((m) => m.peerDependenciesMeta)),
   bundleDependencies: inside.map((name) => published.get(name)!.name)
 }
 writeManifest("sdk", sdk)
@@ -177,7 +189,8 @@ const packed = {
   packed_bytes: result!.size,
   unpacked_bytes: result!.unpackedSize,
   bundled: sdk.bundleDependencies,
-  dependencies
+  dependencies,
+  peer_dependencies: peerDependencies
 }
 console.log(`Packed ${packed.file} (install it with: npm install ${packed.file})`)
 const row = (cells: ReadonlyArray<string | number>) =>
@@ -191,4 +204,6 @@ console.log(row([
 ]))
 console.log(`bundled inside: ${packed.bundled.join(", ")}`)
 console.log(`installed beside it: ${Object.keys(dependencies).filter((d) => !d.startsWith("@omega/")).join(", ")}`)
+const optional = Object.keys(peerDependencies).filter((d) => sdk.peerDependenciesMeta[d]?.optional === true)
+if (optional.length > 0) console.log(`optional, installed by the app when it wants them: ${optional.join(", ")}`)
 if (json) console.log(JSON.stringify(packed))

@@ -35,6 +35,8 @@ const sdkDirectory = join(app, "node_modules", "@omega", "sdk")
 const manifestOf = (packageDirectory: string) =>
   JSON.parse(readFileSync(join(packageDirectory, "package.json"), "utf8")) as {
     readonly dependencies: Record<string, string>
+    readonly peerDependencies?: Record<string, string>
+    readonly peerDependenciesMeta?: Record<string, { readonly optional?: boolean }>
     readonly bundleDependencies?: ReadonlyArray<string>
     readonly exports: unknown
   }
@@ -47,7 +49,8 @@ beforeAll(() => {
   )
   packed = JSON.parse(output.trim().split("\n").pop()!) as Packed
   // What `npm install <tarball>` would put in node_modules, without the network: the SDK with the
-  // packages bundled in it, and the third-party packages it declares beside it.
+  // packages bundled in it, and the third-party packages it declares beside it (not its optional
+  // peers: npm installs those only when the app asks for them).
   mkdirSync(sdkDirectory, { recursive: true })
   execFileSync("tar", ["-xzf", packed.file, "-C", sdkDirectory, "--strip-components=1"])
   const thirdParty = Object.keys(manifestOf(sdkDirectory).dependencies).filter((d) => !d.startsWith("@omega/"))
@@ -93,6 +96,14 @@ await tv.close()
 const reopened = await OmegaTv.open({ path, learningLoops: false })
 const reopenedPatterns = (await reopened.status()).brain.patterns
 await reopened.close()
+
+// A model directory needs the optional onnxruntime-node, which this app did not install.
+let withModel
+try {
+  await (await OmegaTv.open({ path: ":memory:", modelDir: "./model" })).close()
+} catch (error) {
+  withModel = { code: error.code, message: error.message }
+}
 console.log(JSON.stringify({
   resolved: import.meta.resolve("@omega/sdk"),
   recommended: recommended.map((r) => r.contentId),
@@ -100,7 +111,8 @@ console.log(JSON.stringify({
   sync,
   patterns,
   reopenedPatterns,
-  told
+  told,
+  withModel
 }))
 `
 
@@ -141,10 +153,18 @@ describe("the SDK packed for integrators", () => {
     assert.strictEqual(sdk.dependencies["@omega/brain"], "0.1.0")
     // Every third-party package the bundled ones import is declared by the SDK itself.
     for (const name of inside) {
-      for (const dependency of Object.keys(manifestOf(join(sdkDirectory, "node_modules", name)).dependencies)) {
+      const bundled = manifestOf(join(sdkDirectory, "node_modules", name))
+      for (const dependency of Object.keys(bundled.dependencies)) {
         assert.property(sdk.dependencies, dependency, `${name} needs ${dependency}`)
       }
+      for (const peer of Object.keys(bundled.peerDependencies ?? {})) {
+        assert.property(sdk.peerDependencies, peer, `${name} asks for ${peer} as a peer`)
+      }
     }
+    // The ONNX runtime (288 MB installed) is for TVs with a model directory only: an optional peer.
+    assert.notProperty(sdk.dependencies, "onnxruntime-node")
+    assert.isString(sdk.peerDependencies?.["onnxruntime-node"])
+    assert.deepStrictEqual(sdk.peerDependenciesMeta?.["onnxruntime-node"], { optional: true })
     assert.notProperty(sdk.dependencies, "@fails-components/webtransport-transport-http3-quiche")
   })
 
@@ -177,6 +197,11 @@ describe("the SDK packed for integrators", () => {
         assert.isAbove(result.patterns, 0)
         assert.strictEqual(result.reopenedPatterns, result.patterns)
         assert.strictEqual(result.told[0], "connected", "the app was told of its session")
+        assert.strictEqual(result.withModel?.code, "embedder")
+        // The hint names the range the manifest asks for.
+        const range = manifestOf(sdkDirectory).peerDependencies?.["onnxruntime-node"]
+        assert.include(result.withModel?.message, "modelDir needs onnxruntime-node")
+        assert.include(result.withModel?.message, `npm install onnxruntime-node@${range})`)
         // The shard stored what the packaged TV sent, and counted its delta once.
         const stats = yield* Context.get(context, Ingestion).stats
         assert.strictEqual(stats.deltasAccepted, 1)

@@ -43,6 +43,18 @@ const KNOWN_INPUTS: ReadonlySet<string> = new Set([INPUT_IDS, ATTENTION_MASK, TO
 
 /** Loads tokenizer and ONNX session from `options.modelDir` and checks the model yields 384-d vectors. */
 export const makeOnnx = Effect.fn("OnnxEmbedder.make")(function*(options: OnnxEmbedderOptions) {
+  // Loaded only when a model is configured: the native runtime costs tens of MB of RSS on a TV,
+  // and it is an optional peer dependency (288 MB installed), so a TV app without a model skips it.
+  const ort = yield* Effect.tryPromise({
+    try: () => import("onnxruntime-node"),
+    catch: (cause) =>
+      new EmbedError({
+        message: isModuleNotFound(cause)
+          ? `modelDir needs onnxruntime-node, an optional peer dependency that is not installed (npm install onnxruntime-node@${ONNXRUNTIME_RANGE})`
+          : `cannot load onnxruntime-node: ${describe(cause)}`,
+        cause
+      })
+  })
   const dir = resolve(options.modelDir)
   const tokenizer = yield* loadTokenizer(dir)
   const maxLength = yield* resolveMaxLength(options.maxLength, tokenizer)
@@ -51,11 +63,6 @@ export const makeOnnx = Effect.fn("OnnxEmbedder.make")(function*(options: OnnxEm
     return yield* new EmbedError({ message: `batchSize must be a positive integer, got ${batchSize}` })
   }
   const modelPath = yield* findModel(dir)
-  // Loaded only when a model is configured: the native runtime costs tens of MB of RSS on a TV.
-  const ort = yield* Effect.tryPromise({
-    try: () => import("onnxruntime-node"),
-    catch: (cause) => new EmbedError({ message: `cannot load onnxruntime-node: ${describe(cause)}`, cause })
-  })
   const session = yield* Effect.acquireRelease(
     Effect.tryPromise({
       try: () => ort.InferenceSession.create(modelPath),
@@ -318,3 +325,9 @@ const meanPool = Effect.fnUntraced(function*(
 })
 
 const describe = (cause: unknown): string => cause instanceof Error ? cause.message : String(cause)
+
+/** The range brain's package.json asks of its optional peer, for the install hint. */
+const ONNXRUNTIME_RANGE = "^1.30.0"
+
+const isModuleNotFound = (cause: unknown): boolean =>
+  typeof cause === "object" && cause !== null && "code" in cause && cause.code === "ERR_MODULE_NOT_FOUND"
