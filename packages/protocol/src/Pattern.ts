@@ -12,12 +12,13 @@ import {
   MAX_TRENDS
 } from "./Constants.ts"
 import { Embedding } from "./Embedding.ts"
-import { ContentId, DayType, Mood, TimeOfDay, Timestamp, UnitInterval } from "./Viewing.ts"
+import { isNulFree } from "./Text.ts"
+import { ContentId, DayType, Genres, Mood, TimeOfDay, Timestamp, Title, UnitInterval } from "./Viewing.ts"
 
-export const PatternId = Schema.String.check(Schema.isBetweenLength(1, 64)).pipe(Schema.brand("PatternId"))
+export const PatternId = Schema.String.check(Schema.isBetweenLength(1, 64), isNulFree).pipe(Schema.brand("PatternId"))
 export type PatternId = typeof PatternId.Type
 
-export const Region = Schema.String.check(Schema.isBetweenLength(1, 32))
+export const Region = Schema.String.check(Schema.isBetweenLength(1, 32), isNulFree)
 
 /** Monotonic version counter (local pattern versions, global versions). */
 export const Version = Schema.Int.check(Schema.isGreaterThanOrEqualTo(0))
@@ -135,8 +136,8 @@ export type CoWatchCount = typeof CoWatchCount.Type
 /** An item of the catalog with its embedding; new content is announced this way. */
 export const ContentEmbedding = Schema.Struct({
   contentId: ContentId,
-  title: Schema.String.check(Schema.isMaxLength(512)),
-  genres: Schema.Array(Schema.String.check(Schema.isBetweenLength(1, 64))).check(Schema.isMaxLength(32)),
+  title: Title,
+  genres: Genres,
   embedding: Embedding
 })
 export type ContentEmbedding = typeof ContentEmbedding.Type

@@ -1,10 +1,22 @@
 /** What a TV sees: viewing events and the context they happen in. These never leave the TV. */
 import { Schema } from "effect"
 import { MAX_RECENT_WATCHES } from "./Constants.ts"
+import { isNulFree } from "./Text.ts"
 
 /** Identifier of a catalog item (movie, episode, channel programme). */
-export const ContentId = Schema.String.check(Schema.isBetweenLength(1, 128)).pipe(Schema.brand("ContentId"))
+export const ContentId = Schema.String.check(Schema.isBetweenLength(1, 128), isNulFree).pipe(
+  Schema.brand("ContentId")
+)
 export type ContentId = typeof ContentId.Type
+
+/** Title of a catalog item. */
+export const Title = Schema.String.check(Schema.isMaxLength(512), isNulFree)
+
+/** One genre of a catalog item. */
+export const Genre = Schema.String.check(Schema.isBetweenLength(1, 64), isNulFree)
+
+/** The genres of a catalog item. */
+export const Genres = Schema.Array(Genre).check(Schema.isMaxLength(32))
 
 export const TimeOfDay = Schema.Literals(["morning", "afternoon", "evening", "night"])
 export type TimeOfDay = typeof TimeOfDay.Type
@@ -33,8 +45,8 @@ export type ViewContext = typeof ViewContext.Type
 /** One thing watched on this TV, with how much of it was watched. */
 export const ViewingEvent = Schema.Struct({
   contentId: ContentId,
-  title: Schema.String.check(Schema.isMaxLength(512)),
-  genres: Schema.Array(Schema.String.check(Schema.isBetweenLength(1, 64))).check(Schema.isMaxLength(32)),
+  title: Title,
+  genres: Genres,
   watchedAt: Timestamp,
   /** Share of the item that was watched, 0..1. */
   watchShare: UnitInterval,

@@ -132,8 +132,32 @@ describe("makeBinaryLayout", () => {
       assert.fail("expected a read error")
     } catch (error) {
       assert.instanceOf(error, BinaryReadError)
-      assert.isTrue((error as BinaryReadError).unknownVariant)
+      assert.strictEqual((error as BinaryReadError).kind, "unknown-variant")
     }
+  })
+
+  it("refuses an array longer than its schema's maximum before reading its elements", () => {
+    const Capped = makeBinaryLayout(Schema.Struct({
+      few: Schema.Array(Schema.Int).check(Schema.isMaxLength(3)),
+      some: Schema.Array(Schema.Int).check(Schema.isBetweenLength(1, 2).and(Schema.isMinLength(1)))
+    }))
+    const value = { few: [1, 2, 3], some: [4, 5] }
+    assert.deepStrictEqual(Capped.read(Capped.write(value)), value)
+    // Four elements claimed, none of them present: only the count was looked at.
+    const readError = (bytes: Uint8Array) => {
+      try {
+        Capped.read(bytes)
+      } catch (error) {
+        assert.instanceOf(error, BinaryReadError)
+        return error as BinaryReadError
+      }
+      return assert.fail("expected a read error")
+    }
+    const few = readError(Uint8Array.of(4, 0, 0, 0, 0, 0, 0))
+    assert.strictEqual(few.kind, "too-long")
+    assert.include(few.message, "at few: array of 4 elements, expected at most 3")
+    const some = readError(Uint8Array.of(0, 3, 0, 0, 0))
+    assert.include(some.message, "at some: array of 3 elements, expected at most 2")
   })
 
   it("refuses schemas it has no layout for, at construction", () => {

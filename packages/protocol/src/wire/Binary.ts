@@ -8,14 +8,20 @@
  * The layout is positional: reordering fields, members or literals of a schema that travels
  * changes the format, which is why frames carry a protocol version. Reading is bounded by the
  * input (every length is checked against the bytes left) and only produces the encoded value;
- * validation is the schema's job.
+ * validation is the schema's job, except an array's maximum length (its own `isMaxLength` or
+ * `isBetweenLength` check), which is enforced before any element is read so that a small frame
+ * cannot make the reader and the schema decode thousands of elements only to refuse them.
  */
 import { Data, type Schema, SchemaAST } from "effect"
 
-/** The bytes do not follow the layout. `unknownVariant` marks an out-of-range top-level union index. */
+/**
+ * The bytes do not follow the layout. `kind` says how: "unknown-variant" for an out-of-range
+ * top-level union index (a newer peer), "too-long" for an array longer than its schema allows
+ * (the value could never pass the schema), "layout" for anything else.
+ */
 export class BinaryReadError extends Data.TaggedError("BinaryReadError")<{
   readonly message: string
-  readonly unknownVariant: boolean
+  readonly kind: "layout" | "unknown-variant" | "too-long"
 }> {}
 
 /** The value does not fit the layout (it was not produced by encoding with the schema). */
@@ -55,7 +61,7 @@ export const makeBinaryLayout = (schema: Schema.Top): BinaryLayout => {
       if (input.offset !== bytes.length) {
         throw new BinaryReadError({
           message: `${bytes.length - input.offset} trailing bytes after the value`,
-          unknownVariant: false
+          kind: "layout"
         })
       }
       return value
@@ -114,6 +120,30 @@ const hasCheck = (checks: ReadonlyArray<SchemaAST.Check<unknown>>, id: string): 
     (check.annotations?.["representation"] as { readonly id?: unknown } | undefined)?.id === id ||
     (check._tag === "FilterGroup" && hasCheck(check.checks, id))
   )
+
+/**
+ * The most elements an array node's own checks allow (`isMaxLength`, `isBetweenLength`, also inside
+ * a group), or Infinity: read from the schema so the wire keeps no limits of its own.
+ */
+const maxLengthOf = (checks: ReadonlyArray<SchemaAST.Check<unknown>> | undefined): number => {
+  let max = Number.POSITIVE_INFINITY
+  for (const check of checks ?? []) {
+    if (check._tag === "FilterGroup") {
+      max = Math.min(max, maxLengthOf(check.checks))
+      continue
+    }
+    const representation = check.annotations?.["representation"] as
+      | { readonly id?: unknown; readonly payload?: { readonly maxLength?: unknown; readonly maximum?: unknown } }
+      | undefined
+    const bound = representation?.id === "effect/schema/isMaxLength"
+      ? representation.payload?.maxLength
+      : representation?.id === "effect/schema/isBetweenLength"
+      ? representation.payload?.maximum
+      : undefined
+    if (typeof bound === "number") max = Math.min(max, bound)
+  }
+  return max
+}
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 const HEX_DIGITS = Array.from("0123456789abcdef", (c) => c.charCodeAt(0))
@@ -408,6 +438,7 @@ const readerOf = (ast: SchemaAST.AST, compile: (ast: SchemaAST.AST) => ReadFn): 
     case "Arrays": {
       const elements = ast.elements.map(compile)
       const rest = ast.rest[0] === undefined ? undefined : compile(ast.rest[0])
+      const maxLength = maxLengthOf(ast.checks)
       return (input, depth) => {
         const out: Array<unknown> = []
         for (let i = 0; i < elements.length; i++) {
@@ -420,6 +451,14 @@ const readerOf = (ast: SchemaAST.AST, compile: (ast: SchemaAST.AST) => ReadFn): 
           const count = input.varint()
           // Every element takes at least one byte in the protocol schemas; a larger count is a lie.
           if (count > input.remaining) input.fail(`array of ${count} elements in ${input.remaining} bytes`)
+          // Refused before any element is read: decoding them all first cost a shard ~0.5 s per frame.
+          const length = out.length + count
+          if (length > maxLength) {
+            throw new BinaryReadError({
+              message: `at ${renderPath(input.path)}: array of ${length} elements, expected at most ${maxLength}`,
+              kind: "too-long"
+            })
+          }
           for (let i = 0; i < count; i++) {
             input.path.push(out.length)
             input.enter(depth + 1)
@@ -481,7 +520,7 @@ const readerOf = (ast: SchemaAST.AST, compile: (ast: SchemaAST.AST) => ReadFn): 
         if (member === undefined) {
           throw new BinaryReadError({
             message: `at ${renderPath(input.path)}: variant ${index} of ${count}`,
-            unknownVariant: depth === 0
+            kind: depth === 0 ? "unknown-variant" : "layout"
           })
         }
         return member(input, depth)
@@ -571,7 +610,7 @@ class Reader {
     return this.input.length - this.offset
   }
   fail(message: string): never {
-    throw new BinaryReadError({ message: `at ${renderPath(this.path)}: ${message}`, unknownVariant: false })
+    throw new BinaryReadError({ message: `at ${renderPath(this.path)}: ${message}`, kind: "layout" })
   }
   /** Before reading a node `depth` levels down (its path already pushed): refuses one too deep. */
   enter(depth: number): void {

@@ -10,6 +10,7 @@ import {
   encodeFrameEffect,
   makeWireCodec,
   MAX_FRAME_BYTES,
+  MAX_INFLATED_BYTES,
   type WireDecodeReason
 } from "./Codec.ts"
 import { defaultQuantization, type DeviceId, type SessionId, SyncFrame } from "./Frame.ts"
@@ -253,6 +254,28 @@ describe("refusing bad frames", () => {
         }),
         "schema"
       )
+    }))
+
+  it.effect("an upload claiming 18,000 patterns is refused by its count, before any pattern is decoded", () =>
+    Effect.gen(function*() {
+      // Under a kilobyte that inflates to under the cap: decoding every pattern before the schema
+      // refused the array cost a shard 0.5-1 s per frame, before the session was authenticated.
+      const pattern = { id: "p", embedding: Uint8Array.of(0x10, 0xa5), successRate: 0.8, sampleCount: 3, context: {} }
+      const body = makeBinaryLayout(SyncFrame).write({
+        _tag: "DeltaUpload",
+        delta: {
+          baseVersion: 0,
+          version: 1,
+          added: Array.from({ length: 18_000 }, () => pattern),
+          updated: [],
+          removed: []
+        }
+      })
+      assert.isAtMost(body.length, MAX_INFLATED_BYTES)
+      const frame = Uint8Array.from([0x03, ...deflateRawSync(body, { level: 9 })])
+      assert.isBelow(frame.length, 1024)
+      const error = yield* expectReason(frame, "schema")
+      assert.include(error.message, "at delta.added: array of 18000 elements, expected at most 64")
     }))
 
   it.effect("random bytes never crash the decoder: every failure is a WireDecodeError", () =>

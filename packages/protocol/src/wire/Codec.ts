@@ -125,12 +125,7 @@ export const makeWireCodec = (options: WireCodecOptions = {}): WireCodec => {
       try {
         encoded = layout.read(body)
       } catch (error) {
-        return Effect.fail(
-          new WireDecodeError({
-            reason: error instanceof BinaryReadError && error.unknownVariant ? "unknown-frame" : "malformed",
-            message: messageOf(error)
-          })
-        )
+        return Effect.fail(new WireDecodeError({ reason: readReason(error), message: messageOf(error) }))
       }
       return decodeSchema(encoded).pipe(
         Effect.mapError((error) => new WireDecodeError({ reason: "schema", message: error.message }))
@@ -183,6 +178,16 @@ const inflateCapped = (input: Uint8Array, limit: number): Uint8Array | WireDecod
       : new WireDecodeError({ reason: "malformed", message: `bad DEFLATE data: ${messageOf(error)}` })
   }
 }
+
+/** An array longer than its schema allows fails the schema, refused early: the reason says so. */
+const readReason = (error: unknown): WireDecodeReason =>
+  !(error instanceof BinaryReadError)
+    ? "malformed"
+    : error.kind === "unknown-variant"
+    ? "unknown-frame"
+    : error.kind === "too-long"
+    ? "schema"
+    : "malformed"
 
 const messageOf = (error: unknown): string => (error instanceof Error ? error.message : String(error))
 

@@ -19,6 +19,7 @@ import {
   TrendSignal,
   Version
 } from "../Pattern.ts"
+import { isNulFree } from "../Text.ts"
 import { Timestamp } from "../Viewing.ts"
 import { type EmbeddingBasis, QuantizedEmbedding, type QuantizerConfig, QuantizerPresets } from "./Quantize.ts"
 
@@ -29,14 +30,14 @@ export const PROTOCOL_VERSION = 3
 export const MAX_CONTENT_ITEMS = 64
 
 /** A device id as plain text; `DeviceId` is its branded form. */
-export const DeviceIdText = Schema.String.check(Schema.isBetweenLength(1, 128))
+export const DeviceIdText = Schema.String.check(Schema.isBetweenLength(1, 128), isNulFree)
 export const DeviceId = DeviceIdText.pipe(Schema.brand("DeviceId"))
 export type DeviceId = typeof DeviceId.Type
 
 /** A device's bearer credential (the fleet issues it; the shard checks it); never logged. */
 export const DeviceToken = Schema.String.check(Schema.isBetweenLength(1, 4096))
 
-export const SessionId = Schema.String.check(Schema.isBetweenLength(1, 128)).pipe(Schema.brand("SessionId"))
+export const SessionId = Schema.String.check(Schema.isBetweenLength(1, 128), isNulFree).pipe(Schema.brand("SessionId"))
 export type SessionId = typeof SessionId.Type
 
 /** Where a reconnecting TV left off, so the shard can skip what it already has. */
@@ -168,7 +169,7 @@ export const makeSyncFrame = (
   /** Shard to worker: one region's aggregated patterns and trends; `last` ends the shard's answer. */
   const ShardPatterns = Schema.TaggedStruct("ShardPatterns", {
     round: Nonce,
-    shardId: Schema.String.check(Schema.isBetweenLength(1, 128)),
+    shardId: Schema.String.check(Schema.isBetweenLength(1, 128), isNulFree),
     region: Region,
     patterns: arrayLike(Schema.Array(GlobalPattern).check(Schema.isMaxLength(MAX_GLOBAL_PATTERNS)), WireGlobalPattern),
     trends: Schema.Array(TrendSignal).check(Schema.isMaxLength(MAX_TRENDS)),
