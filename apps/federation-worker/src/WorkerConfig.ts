@@ -3,22 +3,40 @@
  * `id=host:port#pin` separated by commas, where the pin is the shard certificate's SHA-256 (hex)
  * for WebTransport or the shard's peer id for QUIC.
  */
-import { defaultCrossShardConfig, type ShardEndpoint } from "@omega/constellation"
+import {
+  defaultAggregatorConfig,
+  defaultCrossShardConfig,
+  integerSetting,
+  orDefault,
+  PORT_RANGE,
+  type ShardEndpoint
+} from "@omega/constellation"
+import { type NetworkTransport, pinnedEndpoint } from "@omega/sync"
 import { Config, Data, Duration, Effect, Option } from "effect"
 
 /** A setting the worker cannot start without, or cannot use. */
 export class WorkerConfigError extends Data.TaggedError("WorkerConfigError")<{ readonly message: string }> {}
 
-export const workerConfig = Config.all({
+/**
+ * The lowest k the worker accepts: the k every shard publishes its own groups with (the shard does
+ * not take it from the environment), so federating never publishes a smaller group than a shard would.
+ */
+export const MIN_K = defaultAggregatorConfig.minDevices
+
+/** The environment, every number checked: one the worker cannot use is a WorkerConfigError naming it. */
+export const workerConfig = Effect.all({
   workerId: Config.String("WORKER_ID").pipe(Config.withDefault("worker-0")),
   fleetSecret: Config.Redacted("FLEET_SECRET").pipe(Config.option),
   shards: Config.String("SHARDS").pipe(Config.option),
   transport: Config.Literals(["webtransport", "quic"], "TRANSPORT").pipe(Config.withDefault("webtransport" as const)),
-  everyMs: Config.Int("ROUND_EVERY_MS").pipe(Config.withDefault(60_000)),
-  minDevices: Config.Int("MIN_DEVICES").pipe(Config.withDefault(defaultCrossShardConfig.averaging.minDevices)),
-  metricsPort: Config.Port("METRICS_PORT").pipe(Config.withDefault(9465)),
+  // 0 would run rounds back to back.
+  everyMs: integerSetting("ROUND_EVERY_MS", { min: 1 }).pipe(orDefault(60_000)),
+  minDevices: integerSetting("MIN_DEVICES", { min: MIN_K, hint: "k-anonymity: the shards' own k is the floor" }).pipe(
+    orDefault(defaultCrossShardConfig.averaging.minDevices)
+  ),
+  metricsPort: integerSetting("METRICS_PORT", PORT_RANGE).pipe(orDefault(9465)),
   host: Config.String("HOST").pipe(Config.withDefault("127.0.0.1"))
-})
+}).pipe(Effect.catchTag("SettingError", (error) => Effect.fail(new WorkerConfigError({ message: error.message }))))
 
 /** The worker's settings from the environment: FLEET_SECRET and SHARDS have no default. */
 export const workerSettingsFromEnv = Effect.gen(function*() {
@@ -38,18 +56,31 @@ export const workerSettingsFromEnv = Effect.gen(function*() {
   return { ...env, fleetSecret: env.fleetSecret.value, shards }
 })
 
-/** Parses SHARDS into endpoints; a malformed entry is a typed error naming it. */
-export const parseShards = (spec: string, transport: "webtransport" | "quic") =>
-  Effect.forEach(spec.split(",").map((s) => s.trim()).filter((s) => s.length > 0), (entry) => {
-    const match = /^([^=]+)=([^:#]+):(\d+)#(.+)$/.exec(entry)
-    if (match === null) {
-      return Effect.fail(new WorkerConfigError({ message: `SHARDS entry "${entry}" is not id=host:port#pin` }))
+/**
+ * Parses SHARDS into endpoints; a malformed entry, a port outside 1-65535, a pin that is not the
+ * transport's (a QUIC peer id, or a certificate SHA-256 as 64 hex digits) or a repeated id is a
+ * typed error naming the entry.
+ */
+export const parseShards = (spec: string, transport: NetworkTransport) =>
+  Effect.gen(function*() {
+    const entries = spec.split(",").map((s) => s.trim()).filter((s) => s.length > 0)
+    const shards: Array<ShardEndpoint> = []
+    for (const entry of entries) {
+      const invalid = (problem: string) => new WorkerConfigError({ message: `SHARDS entry "${entry}" ${problem}` })
+      const match = /^([^=]+)=([^:#]+):(\d+)#(.+)$/.exec(entry)
+      if (match === null) return yield* invalid("is not id=host:port#pin")
+      const [, shardId, host, portText, pin] = match as unknown as [string, string, string, string, string]
+      const port = Number(portText)
+      if (!(port >= PORT_RANGE.min && port <= PORT_RANGE.max!)) {
+        return yield* invalid(`has port ${portText}, not 1-65535`)
+      }
+      if (shards.some((s) => s.shardId === shardId)) return yield* invalid(`repeats the shard id "${shardId}"`)
+      const endpoint = yield* pinnedEndpoint({ transport, host, port, pin }).pipe(
+        Effect.mapError((error) => invalid(`has a bad pin for TRANSPORT=${transport}: ${error.message}`))
+      )
+      shards.push({ shardId, endpoint })
     }
-    const [, shardId, host, port, pin] = match as unknown as [string, string, string, string, string]
-    const endpoint = transport === "quic" ?
-      { host, port: Number(port), serverPeerId: pin } :
-      { host, port: Number(port), certificateHash: Uint8Array.from(Buffer.from(pin, "hex")) }
-    return Effect.succeed({ shardId, endpoint } satisfies ShardEndpoint)
+    return shards
   })
 
 export const roundEvery = (ms: number) => Duration.millis(ms)
