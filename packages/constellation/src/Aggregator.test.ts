@@ -66,7 +66,7 @@ describe("Aggregator", () => {
     assert.strictEqual(aggregator.snapshot("us", 100, now).length, 0)
   })
 
-  it("counts a device once per group however often it uploads, and caps each upload's evidence", () => {
+  it("counts a device once per group however often it uploads, and bounds the evidence it holds there", () => {
     const aggregator = new Aggregator()
     const taste = direction(3)
     for (let i = 0; i < 20; i++) aggregator.add("eu", "tv-loud", [pattern(near(taste, i), { sampleCount: 1e6 })], now)
@@ -75,7 +75,41 @@ describe("Aggregator", () => {
     aggregator.add("eu", "tv-b", [pattern(near(taste, 101))], now)
     const [group] = aggregator.snapshot("eu", 10, now)
     assert.strictEqual(group!.deviceCount, 3)
-    assert.isAtMost(group!.sampleCount, 22 * defaultAggregatorConfig.maxSamplesPerPattern)
+    // Twenty uploads of a huge sample count hold no more than one device's share, beside 10 + 10.
+    assert.closeTo(group!.sampleCount, defaultAggregatorConfig.maxSamplesPerDevice + 20, 1e-6)
+  })
+
+  it("lets no device steer a group with many near-identical patterns, nor by updating one again and again", () => {
+    // One bucket and a loose threshold: the loud device's tilted taste joins the honest group.
+    const aggregator = new Aggregator({ ...defaultAggregatorConfig, joinThreshold: 0.5, hashBits: 0 })
+    const honest = direction(20)
+    const tilted = near(honest, 21, 0.8)
+    for (let d = 0; d < 3; d++) {
+      aggregator.add("eu", `tv-${d}`, [pattern(near(honest, d, 0.01), { sampleCount: 30 })], now)
+    }
+    // 64 copies in one upload, then the same pattern "updated" with a growing count every minute.
+    aggregator.add("eu", "tv-loud", Array.from({ length: 64 }, (_, i) => pattern(near(tilted, 100 + i, 0.01))), now)
+    for (let minute = 1; minute <= 60; minute++) {
+      aggregator.add("eu", "tv-loud", [pattern(tilted, { sampleCount: 50 * minute })], now + minute * 60_000)
+    }
+    const [group] = aggregator.snapshot("eu", 10, now + 3_600_000)
+    assert.strictEqual(group!.deviceCount, 4)
+    // Three honest devices of 30 samples against one capped at 50: the centroid stays nearer the honest taste.
+    assert.isAbove(cosine(group!.embedding, honest), cosine(group!.embedding, tilted))
+    assert.isBelow(group!.sampleCount, 3 * 30 + defaultAggregatorConfig.maxSamplesPerDevice + 1e-6)
+  })
+
+  it("numbers new groups after those it was seeded with, so ids stay unique across a restart", () => {
+    const before = new Aggregator()
+    for (let d = 0; d < 3; d++) before.add("eu", `tv-${d}`, [pattern(near(direction(30), d))], now)
+    const saved = before.snapshot("eu", 10, now)
+    assert.deepStrictEqual(saved.map((p) => p.id), ["agg-eu-1"])
+    const after = new Aggregator()
+    after.seed("eu", [...saved, ...saved], now)
+    assert.strictEqual(after.stats().clusters, 1, "a pattern seeded twice is one group")
+    for (let d = 0; d < 3; d++) after.add("eu", `tv-${d}`, [pattern(near(direction(31), d))], now)
+    const ids = after.snapshot("eu", 10, now).map((p) => p.id)
+    assert.sameMembers(ids, ["agg-eu-1", "agg-eu-2"])
   })
 
   it("weights the centroid by quality: successful patterns pull harder than failing ones", () => {

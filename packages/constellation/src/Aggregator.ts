@@ -4,8 +4,9 @@
  * one: a locality-sensitive hash of the embedding picks the bucket, and only the few clusters
  * in that bucket are compared. Embeddings are expected in the quantizer's rotated basis (as
  * the shard's ingest codec decodes uploads; `toRotatedBasis` for others), where cosines and
- * sums are those of the embeddings and the coordinates themselves serve as the hash. Each device's weight in a cluster is bounded, evidence decays,
- * and a cluster is only published once it aggregates at least k distinct devices.
+ * sums are those of the embeddings and the coordinates themselves serve as the hash. Each device's
+ * evidence in a cluster is bounded (however many patterns or uploads it sends there), evidence
+ * decays, and a cluster is only published once it aggregates at least k distinct devices.
  */
 import {
   EMBEDDING_DIMENSIONS,
@@ -24,8 +25,15 @@ export interface AggregatorConfig {
   readonly hashBits: number
   /** A cluster is published only when this many distinct devices fed it (k-anonymity). */
   readonly minDevices: number
-  /** Most evidence one pattern upload may add, so no device dominates a cluster. */
+  /** Most evidence one pattern may add. */
   readonly maxSamplesPerPattern: number
+  /**
+   * Most evidence one device holds in a cluster at a time (it decays with the cluster's), so no
+   * device dominates one: not with many near-identical patterns in an upload, nor by sending a
+   * pattern's growing sample count again with every update. Enforced for the devices a cluster
+   * remembers (`deviceMemory`); beyond them a cluster already has more devices than any k.
+   */
+  readonly maxSamplesPerDevice: number
   /** Evidence halves after this long without reinforcement. */
   readonly halfLifeMs: number
   /** Upper bound on clusters per region; the weakest are dropped beyond it. */
@@ -40,6 +48,7 @@ export const defaultAggregatorConfig: AggregatorConfig = {
   hashBits: 12,
   minDevices: 3,
   maxSamplesPerPattern: 50,
+  maxSamplesPerDevice: 50,
   halfLifeMs: 7 * 86_400_000,
   maxClustersPerRegion: 20_000,
   deviceMemory: 64
@@ -97,7 +106,7 @@ export class Aggregator {
     const device = fnv1a(deviceId)
     let taken = 0
     for (const pattern of patterns) {
-      const samples = Math.min(pattern.sampleCount, this.config.maxSamplesPerPattern)
+      let samples = Math.min(pattern.sampleCount, this.config.maxSamplesPerPattern)
       if (samples <= 0) continue
       const contextKey = keyOf(pattern.context)
       const contextHash = hashString(contextKey)
@@ -149,6 +158,17 @@ export class Aggregator {
         else list.push(best)
       }
       this.decay(best, now)
+      let slot = best.devices.indexOf(device)
+      if (slot < 0) {
+        if (best.devices.size < this.config.deviceMemory) slot = best.devices.add(device)
+        else best.extraDevices += 1
+      }
+      // A device's evidence here is kept in the cluster's unscaled units, so it decays with it.
+      if (slot >= 0) {
+        samples = Math.min(samples, this.config.maxSamplesPerDevice - best.devices.weight(slot) * best.scale)
+      }
+      if (samples <= 0) continue
+      if (slot >= 0) best.devices.addWeight(slot, samples / best.scale)
       // Quality-weighted: evidence times success rate pulls the centroid.
       const w = (samples * pattern.successRate) / best.scale
       const embedding = pattern.embedding
@@ -160,10 +180,6 @@ export class Aggregator {
       best.weight += samples
       best.successWeight += samples * pattern.successRate
       best.samples += samples
-      if (!best.devices.has(device)) {
-        if (best.devices.size < this.config.deviceMemory) best.devices.add(device)
-        else best.extraDevices += 1
-      }
       taken += 1
     }
     this.patternsIn += taken
@@ -173,7 +189,18 @@ export class Aggregator {
   /** Starts a region from global patterns aggregated before (a restarted shard), as clusters of their size. */
   seed(region: string, patterns: ReadonlyArray<GlobalPattern>, now: number): void {
     const buckets = this.regionBuckets(region)
+    const known = new Set<string>()
+    for (const list of buckets.values()) for (const cluster of list) known.add(cluster.id)
+    const own = `${this.idPrefix}-${region}-`
     for (const p of patterns) {
+      if (known.has(p.id)) continue
+      known.add(p.id)
+      // New clusters are numbered after the seeded ones: two patterns of one id in a snapshot
+      // would be refused by a TV, and would overwrite each other where they are stored.
+      if (p.id.startsWith(own)) {
+        const n = Number(p.id.slice(own.length))
+        if (Number.isSafeInteger(n) && n >= this.nextId) this.nextId = n + 1
+      }
       const contextKey = keyOf(p.context)
       const bucket = this.hash(p.embedding) ^ hashString(contextKey)
       const w = p.sampleCount * p.successRate
@@ -290,6 +317,7 @@ export class Aggregator {
     // Far below float range the scale is folded into the vector itself (a cluster idle for years).
     if (cluster.scale < 1e-30) {
       for (let i = 0; i < cluster.sum.length; i++) cluster.sum[i]! *= cluster.scale
+      cluster.devices.scaleWeights(cluster.scale)
       cluster.normSq *= cluster.scale * cluster.scale
       cluster.scale = 1
     }
@@ -313,7 +341,7 @@ export class Aggregator {
 
 /**
  * The distinct devices behind a cluster, up to `capacity`, remembered by a 32-bit hash of their id
- * in one typed array. 20,000 clusters of 64 devices (the default bounds) took 82 MB of heap as Sets
+ * in one typed array, each with the evidence it holds there (in the cluster's unscaled units). 20,000 clusters of 64 devices (the default bounds) took 82 MB of heap as Sets
  * of id strings, which also kept the strings of long-gone devices alive; the whole aggregator now
  * takes 17 MB of heap and 6 MB more outside it. Two devices sharing a hash count as one, so a
  * group's device count can fall short but never overstate how many devices stand behind it:
@@ -321,20 +349,42 @@ export class Aggregator {
  */
 export class DeviceHashes {
   private readonly hashes: Uint32Array
+  private readonly weights: Float64Array
   size = 0
 
   constructor(capacity: number) {
     this.hashes = new Uint32Array(Math.max(1, capacity))
+    this.weights = new Float64Array(this.hashes.length)
   }
 
   has(hash: number): boolean {
-    for (let i = 0; i < this.size; i++) if (this.hashes[i] === hash) return true
-    return false
+    return this.indexOf(hash) >= 0
   }
 
-  /** Adds `hash` when there is room; the caller checks `has` first. */
-  add(hash: number): void {
-    if (this.size < this.hashes.length) this.hashes[this.size++] = hash
+  /** The slot of `hash`, or -1. */
+  indexOf(hash: number): number {
+    for (let i = 0; i < this.size; i++) if (this.hashes[i] === hash) return i
+    return -1
+  }
+
+  /** Adds `hash` when there is room and returns its slot (-1 when full); the caller checks `indexOf` first. */
+  add(hash: number): number {
+    if (this.size >= this.hashes.length) return -1
+    this.hashes[this.size] = hash
+    return this.size++
+  }
+
+  weight(slot: number): number {
+    return this.weights[slot]!
+  }
+
+  addWeight(slot: number, amount: number): void {
+    this.weights[slot]! += amount
+  }
+
+  /** Multiplies every device's evidence (when the cluster folds its scale into its sums). */
+  scaleWeights(factor: number): void {
+    for (let i = 0; i < this.size; i++) this.weights[i]! *= factor
   }
 }
 
