@@ -44,7 +44,7 @@ export const startPgliteThread = (dataDir: string | undefined): Promise<PgliteTh
     const pending = new Map<number, { resolve: (r: Results<unknown>) => void; reject: (e: Error) => void }>()
     let nextId = 1
     let ready = false
-    let exited = false
+    let exited: Error | undefined
     const failAll = (error: Error) => {
       for (const p of pending.values()) p.reject(error)
       pending.clear()
@@ -70,13 +70,15 @@ export const startPgliteThread = (dataDir: string | undefined): Promise<PgliteTh
       if (!ready) reject(error)
     })
     worker.on("exit", (code) => {
-      exited = true
-      failAll(new Error(`the PGlite thread exited (${code})`))
+      exited = new Error(`the PGlite thread exited (${code})`)
+      failAll(exited)
       if (!ready) reject(new Error(`the PGlite thread exited (${code}) before it was ready`))
     })
     const thread: PgliteThread = {
       query: <Row>(sql: string, params: Array<unknown> = [], options?: { rowMode?: "array" | "object" }) =>
         new Promise<Results<Row>>((resolveQuery, rejectQuery) => {
+          // Posted to a thread that has exited, it would never be answered: every write would hang.
+          if (exited !== undefined) return rejectQuery(exited)
           const id = nextId++
           pending.set(id, {
             resolve: resolveQuery as (r: Results<unknown>) => void,
@@ -86,7 +88,7 @@ export const startPgliteThread = (dataDir: string | undefined): Promise<PgliteTh
         }),
       close: () =>
         new Promise<void>((resolveClose) => {
-          if (exited) return resolveClose()
+          if (exited !== undefined) return resolveClose()
           worker.once("exit", () => resolveClose())
           worker.postMessage({ close: true })
           // A database that does not close in time is ended with its thread.
