@@ -290,7 +290,9 @@ export const runFederated = (
     )
     const coWatch = config.coWatch === undefined ? undefined : new CoWatchCounter(config.coWatch)
     /** What a shard aggregates, keeps per device and counts as accepted; the rest is only viewing. */
-    const isQuality = (p: SharedPattern) => p.successRate >= config.qualityThreshold
+    // As a shard compares: success rates travel as 32-bit floats.
+    const minSuccessRate = Math.fround(config.qualityThreshold)
+    const isQuality = (p: SharedPattern) => p.successRate >= minSuccessRate
     // Every pattern each device shared, in its latest decoded version (a shard keeps the quality
     // ones per device; the rest is viewing, and what each round's "device patterns" counts too).
     const devicePatterns = new Map<string, Map<PatternId, SharedPattern>>()

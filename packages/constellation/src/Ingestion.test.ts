@@ -93,6 +93,21 @@ describe("Ingestion", () => {
   )
 
   it.live(
+    "takes a success rate of exactly the threshold as quality, though the wire carries it as a 32-bit float",
+    () =>
+      Effect.gen(function*() {
+        const { device, ingestion } = yield* setup
+        const ack = yield* upload(
+          ingestion,
+          yield* device("tv-7of10"),
+          delta(1, [pattern("p", { successRate: 7 / 10 })])
+        )
+        assert.strictEqual(ack.accepted, 1)
+      }).pipe(Effect.provide(ingestionLayer(Duration.zero))),
+    30_000
+  )
+
+  it.live(
     "rate-limits a device that syncs again within the interval and stores nothing of it",
     () =>
       Effect.gen(function*() {
@@ -253,8 +268,8 @@ describe("Ingestion", () => {
           yield* ingestion.refresh(false)
           assert.strictEqual(yield* storage.globalVersion("eu"), 0, "the refresh itself writes nothing")
           const snapshot = yield* ingestion.snapshot("eu")
-          // Acknowledged after that snapshot: when the shard stops, only the log has these.
-          yield* Effect.sleep(Duration.millis(5))
+          // Acknowledged after that snapshot (in the same millisecond, as likely as not): when the
+          // shard stops, only the log has these.
           for (const id of ["d", "e"]) yield* watch(ingestion, id)
           return snapshot
         }))
@@ -275,6 +290,58 @@ describe("Ingestion", () => {
         }))
         assert.strictEqual(restarted.similar[0]!.deviceCount, 5, "the snapshot's 3 devices and 2 from the log")
         assert.isAbove(restarted.version, first.version, "versions keep rising across a restart")
+      }).pipe(Effect.scoped),
+    30_000
+  )
+
+  it.live(
+    "writes its own groups, not the federated ones it serves, replaces the stored ones, and numbers new groups after them",
+    () =>
+      Effect.gen(function*() {
+        const storage = Context.get(yield* Layer.build(ShardStorage.layerTest), ShardStorage)
+        const shard = (snapshotPatterns: number) =>
+          Ingestion.layer({ ...defaultIngestionConfig, minSyncInterval: Duration.zero, snapshotPatterns }).pipe(
+            Layer.provide(Layer.succeed(ShardStorage, storage))
+          )
+        const start = (snapshotPatterns: number) =>
+          Effect.gen(function*() {
+            const ingestion = Context.get(yield* Layer.build(shard(snapshotPatterns)), Ingestion)
+            while ((yield* ingestion.stats).replaying) yield* Effect.sleep(Duration.millis(5))
+            return ingestion
+          })
+        const watch = Effect.fnUntraced(function*(ingestion: Ingestion["Service"], id: string, taste: number) {
+          yield* storage.registerDevice({ id, tokenHash: "h", region: "eu" })
+          const tv: DeviceState = { id, region: "eu", lastVersion: 0, lastSyncAt: 0 }
+          yield* upload(ingestion, tv, delta(1, [pattern(`${id}-p`, { embedding: unitOf(unit(taste))! })]))
+        })
+        const stored = Effect.map(storage.loadAggregated("eu", 100), (rows) => rows.map((p) => [p.id, p.deviceCount]))
+
+        yield* Effect.scoped(Effect.gen(function*() {
+          const ingestion = yield* start(100)
+          for (const id of ["a", "b", "c"]) yield* watch(ingestion, id, 1)
+          yield* ingestion.refresh(false)
+          const own = yield* ingestion.snapshot("eu")
+          // What the worker federated across shards: forty devices, most of them on other shards.
+          yield* ingestion.applyFederated("eu", {
+            version: own.version + 1,
+            similar: [{ ...own.similar[0]!, id: "fed-1" as PatternId, deviceCount: 40 }],
+            trending: []
+          })
+          assert.deepStrictEqual((yield* ingestion.snapshot("eu")).similar.map((p) => p.id), ["fed-1"])
+        }))
+        assert.deepStrictEqual(yield* stored, [["agg-eu-1", 3]], "the shard's own group, not the federated one")
+
+        yield* Effect.scoped(Effect.gen(function*() {
+          const ingestion = yield* start(1)
+          const own = yield* ingestion.localPatterns("eu", 10)
+          assert.deepStrictEqual(own.map((p) => [p.id, p.deviceCount]), [["agg-eu-1", 3]])
+          for (const id of ["d", "e", "f", "g"]) yield* watch(ingestion, id, 2)
+          yield* ingestion.refresh(true)
+          const ids = (yield* ingestion.localPatterns("eu", 10)).map((p) => p.id)
+          assert.sameMembers(ids, ["agg-eu-1", "agg-eu-2"], "a new group is not numbered like a seeded one")
+        }))
+        // The written snapshot (its best group only, here) replaced the rows written before it.
+        assert.deepStrictEqual(yield* stored, [["agg-eu-2", 4]])
       }).pipe(Effect.scoped),
     30_000
   )

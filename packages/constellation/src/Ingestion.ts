@@ -21,6 +21,7 @@ import {
   makeWireCodec,
   MAX_GLOBAL_PATTERNS,
   type PatternDelta,
+  type PatternId,
   type SharedPattern,
   SUCCESS_THRESHOLD,
   toRotatedBasis,
@@ -168,6 +169,8 @@ export interface IngestionStats {
   /** Patterns not aggregated: below the quality threshold (still counted as viewing) or too thin. */
   readonly patternsFiltered: number
   readonly batches: number
+  /** A restarted shard is still folding logged deltas back in (its snapshots are not written meanwhile). */
+  readonly replaying: boolean
   readonly clusters: number
   readonly publishableClusters: number
 }
@@ -228,6 +231,14 @@ export class Ingestion extends Context.Service<Ingestion, {
   static readonly layer = (config: IngestionConfig = defaultIngestionConfig) => Layer.effect(Ingestion, make(config))
 }
 
+/** A region's snapshot of this shard's own aggregation, waiting to be written. */
+interface ToPersist {
+  readonly patterns: ReadonlyArray<GlobalPattern>
+  readonly version: number
+  /** When it was taken (under `folding`): a restart folds back only the deltas logged after it. */
+  readonly takenAt: number
+}
+
 interface Pending {
   readonly device: DeviceState
   readonly delta: PatternDelta
@@ -250,9 +261,10 @@ function make(config: IngestionConfig) {
     /** The patterns of a delta with enough evidence to count as viewing (added and updated alike). */
     const viewed = (delta: PatternDelta) =>
       [...delta.added, ...delta.updated].filter((p) => p.sampleCount >= config.minSamples)
+    // Success rates travel as 32-bit floats: 7 of 10 arrives as 0.699999988, still quality.
+    const minSuccessRate = Math.fround(config.qualityThreshold)
     /** Of those, the ones worth aggregating. */
-    const quality = (patterns: ReadonlyArray<SharedPattern>) =>
-      patterns.filter((p) => p.successRate >= config.qualityThreshold)
+    const quality = (patterns: ReadonlyArray<SharedPattern>) => patterns.filter((p) => p.successRate >= minSuccessRate)
     const kept = (delta: PatternDelta) => quality(viewed(delta))
     /** A logged frame's delta, decoded as `decoder` reads it; none for a frame that is not an upload. */
     const loggedDelta = (decoder: WireCodec, frame: Uint8Array) =>
@@ -277,9 +289,12 @@ function make(config: IngestionConfig) {
     }
 
     trends.addContent(yield* storage.listContentSince(0, config.trends.maxCatalog))
+    /** The ids of each region's stored patterns: a written snapshot replaces them (see `persist`). */
+    const persistedIds = new Map<string, ReadonlySet<PatternId>>()
     // Start from what the database already aggregated, so a restarted shard answers at once.
     for (const region of yield* storage.regions) {
       const patterns = yield* storage.loadAggregated(region, MAX_GLOBAL_PATTERNS)
+      persistedIds.set(region, new Set(patterns.map((p) => p.id)))
       aggregator.seed(region, patterns.map(toRotated), yield* Clock.currentTimeMillis)
       snapshots.set(region, {
         version: yield* storage.globalVersion(region),
@@ -289,7 +304,10 @@ function make(config: IngestionConfig) {
     }
 
     // What was acknowledged after the last written snapshots is in the log: fold it back in, in the
-    // background (the shard serves meanwhile), a hundred deltas between yields.
+    // background (the shard serves meanwhile), a hundred deltas between yields. Until it is done no
+    // snapshot is written: one stamped now would hide the deltas not yet folded back from the next
+    // restart.
+    let replayDone = false
     yield* Effect.gen(function*() {
       let replayed = 0
       for (const logged of yield* storage.deltasSinceSnapshots(config.replayLimit)) {
@@ -302,6 +320,7 @@ function make(config: IngestionConfig) {
       if (replayed > 0) yield* Effect.logInfo(`folded ${replayed} logged deltas newer than the last snapshots back in`)
     }).pipe(
       Effect.catch((error) => Effect.logWarning("folding logged deltas back in failed", error)),
+      Effect.ensuring(Effect.sync(() => replayDone = true)),
       Effect.forkScoped
     )
 
@@ -333,10 +352,17 @@ function make(config: IngestionConfig) {
 
     /**
      * Held from a batch's write to the end of its folding in, and by a snapshot as it is taken: a
-     * snapshot stamped at time t then holds every delta logged before t, which is what a restarted
-     * shard assumes when it folds back only the deltas logged after its snapshots.
+     * snapshot stamped at time t then holds every delta logged at or before t, and every delta
+     * logged after it is stamped later than t (see `logClock`), which is what a restarted shard
+     * assumes when it folds back only the deltas logged after its snapshots.
      */
     const folding = yield* Semaphore.make(1)
+    /**
+     * Received times of batches and stamps of snapshots, both taken under `folding`, kept strictly
+     * ordered: the millisecond clock can give a snapshot and the next batch the same time (or step
+     * back), and replay would then miss or double that batch.
+     */
+    const logClock = { lastBatch: 0, lastSnapshot: 0 }
 
     /** The group commit: everything queued while the last batch was being written, in one transaction. */
     const writeBatch = Effect.gen(function*() {
@@ -352,13 +378,18 @@ function make(config: IngestionConfig) {
         if (seen === undefined || p.delta.version > seen.delta.version) newest.set(p.device.id, p)
       }
       const writes = [...newest.values()]
-      const result = yield* Effect.exit(storage.appendDeltas(writes.map((p) => ({
-        deviceId: p.device.id,
-        version: p.delta.version,
-        region: p.device.region,
-        patterns: p.patterns.length,
-        frame: p.frame
-      }))))
+      const receivedAt = Math.max(yield* Clock.currentTimeMillis, logClock.lastSnapshot + 1, logClock.lastBatch)
+      logClock.lastBatch = receivedAt
+      const result = yield* Effect.exit(storage.appendDeltas(
+        writes.map((p) => ({
+          deviceId: p.device.id,
+          version: p.delta.version,
+          region: p.device.region,
+          patterns: p.patterns.length,
+          frame: p.frame
+        })),
+        receivedAt
+      ))
       counters.batches += 1
       const now = yield* Clock.currentTimeMillis
       const fresh = new Set(result._tag === "Success" ? writes.filter((_, i) => result.value[i]) : [])
@@ -442,41 +473,58 @@ function make(config: IngestionConfig) {
       }
     })
 
-    /** Writes the snapshots that changed since they were last written. */
-    const unpersisted = new Set<string>()
-    const snapshotTakenAt = new Map<string, number>()
+    /**
+     * What each region's next written snapshot holds: this shard's own aggregation (never the
+     * federated patterns it serves instead, which count other shards' devices: seeded back as its
+     * own after a restart, they would be counted twice), stamped when it was taken.
+     */
+    const unpersisted = new Map<string, ToPersist>()
+    /** Writes the snapshots taken since the last write; each replaces its region's stored patterns. */
     const persist = Effect.gen(function*() {
-      for (const region of unpersisted) {
-        const snapshot = snapshots.get(region)
+      for (const [region, snapshot] of unpersisted) {
         unpersisted.delete(region)
-        if (snapshot === undefined) continue
-        yield* storage.upsertAggregated(region, snapshot.similar, [], snapshot.version, snapshotTakenAt.get(region))
+        const previous = persistedIds.get(region) ?? new Set<PatternId>()
+        const ids = new Set(snapshot.patterns.map((p) => p.id))
+        const removed = [...previous].filter((id) => !ids.has(id))
+        const written = yield* Effect.exit(
+          storage.upsertAggregated(region, snapshot.patterns, removed, snapshot.version, snapshot.takenAt)
+        )
+        if (written._tag === "Success") {
+          persistedIds.set(region, ids)
+          continue
+        }
+        // Tried again next time, unless a newer snapshot was taken meanwhile.
+        if (!unpersisted.has(region)) unpersisted.set(region, snapshot)
+        return yield* Effect.failCause(written.cause)
       }
     })
 
-    const refreshRegion = Effect.fnUntraced(function*(region: string, pushNow: boolean) {
-      const fromFederation = federated.get(region)
-      // Between two batches (see `folding`), so that the snapshot holds all it is stamped with.
-      const { now, similar } = yield* folding.withPermit(Effect.map(Clock.currentTimeMillis, (takenAt) => ({
-        now: takenAt,
-        similar: fromFederation?.similar.slice(0, config.snapshotPatterns) ??
-          aggregator.snapshot(region, config.snapshotPatterns, takenAt).map(fromRotated)
-      })))
-      const version = Math.max((snapshots.get(region)?.version ?? 0) + 1, now)
-      unpersisted.add(region)
-      snapshotTakenAt.set(region, now)
-      const federatedTrends = fromFederation !== undefined && fromFederation.trending.length > 0
-      if (federatedTrends) {
-        yield* storage.upsertTrends(fromFederation.trending.map((t) => ({ ...t, region })))
-      }
-      // Without cross-shard trends, this shard's own (k-anonymous) ones; else the stored ones.
-      const local = federatedTrends ? [] : trends.signals(region, now, config.snapshotTrends)
-      const trending = local.length > 0 ? local : yield* storage.loadTrends(region, config.snapshotTrends)
-      snapshots.set(region, { version, similar, trending })
-      unpushed.add(region)
-      yield* pushDue(now, pushNow ? region : undefined)
-      return similar.length
-    })
+    /** One region's snapshot at a time: two at once could number two different snapshots alike. */
+    const refreshing = yield* Semaphore.make(1)
+    const refreshRegion = (region: string, pushNow: boolean) =>
+      refreshing.withPermit(Effect.gen(function*() {
+        const fromFederation = federated.get(region)
+        // Between two batches (see `folding`), so that the snapshot holds all it is stamped with.
+        const { now, own } = yield* folding.withPermit(Effect.map(Clock.currentTimeMillis, (clock) => {
+          const takenAt = Math.max(clock, logClock.lastBatch, logClock.lastSnapshot)
+          logClock.lastSnapshot = takenAt
+          return { now: takenAt, own: aggregator.snapshot(region, config.snapshotPatterns, takenAt).map(fromRotated) }
+        }))
+        const similar = fromFederation?.similar.slice(0, config.snapshotPatterns) ?? own
+        const version = Math.max((snapshots.get(region)?.version ?? 0) + 1, now)
+        const federatedTrends = fromFederation !== undefined && fromFederation.trending.length > 0
+        if (federatedTrends) {
+          yield* storage.upsertTrends(fromFederation.trending.map((t) => ({ ...t, region })))
+        }
+        // Without cross-shard trends, this shard's own (k-anonymous) ones; else the stored ones.
+        const local = federatedTrends ? [] : trends.signals(region, now, config.snapshotTrends)
+        const trending = local.length > 0 ? local : yield* storage.loadTrends(region, config.snapshotTrends)
+        snapshots.set(region, { version, similar, trending })
+        if (replayDone) unpersisted.set(region, { patterns: own, version, takenAt: now })
+        unpushed.add(region)
+        yield* pushDue(now, pushNow ? region : undefined)
+        return similar.length
+      }))
 
     /**
      * One pass of trend decoding within its time budget, an upload at a time with a yield between
@@ -501,7 +549,17 @@ function make(config: IngestionConfig) {
       const regions = all ? aggregator.regionNames() : [...dirty]
       dirty.clear()
       let published = 0
-      for (const region of regions) published += yield* refreshRegion(region, false)
+      let failure: StorageError | undefined
+      for (const region of regions) {
+        // One region's failure neither keeps the others from their new snapshots nor loses its own change.
+        const refreshed = yield* Effect.result(refreshRegion(region, false))
+        if (refreshed._tag === "Success") published += refreshed.success
+        else {
+          dirty.add(region)
+          failure ??= refreshed.failure
+        }
+      }
+      if (failure !== undefined) return yield* failure
       // Changes held back by pushEvery go out once it has passed.
       yield* pushDue(now, undefined)
       return { regions, clusters: aggregator.stats().clusters, published } satisfies RefreshReport
@@ -539,7 +597,7 @@ function make(config: IngestionConfig) {
       refresh,
       stats: Effect.sync(() => {
         const s = aggregator.stats()
-        return { ...counters, clusters: s.clusters, publishableClusters: s.publishable }
+        return { ...counters, replaying: !replayDone, clusters: s.clusters, publishableClusters: s.publishable }
       }),
       regions: Effect.sync(() => aggregator.regionNames()),
       localPatterns: (region, limit) =>

@@ -6,7 +6,7 @@ import { HttpServer } from "effect/http"
 import { HttpApiTest } from "effect/http-api"
 import { ManagementApi, managementHandlers } from "./ManagementApi.ts"
 import { shardCore, syncPin } from "./Shard.ts"
-import { ShardStorage } from "./ShardStorage.ts"
+import { ShardStorage, StorageError } from "./ShardStorage.ts"
 
 const shardLayer = shardCore({
   shardId: "api-test",
@@ -24,6 +24,16 @@ const api = managementHandlers({ syncPort: 4433, region: "eu-west", transport: "
 )
 
 const client = HttpApiTest.groups(ManagementApi, ["shard"])
+
+/** The test storage, but the database stopped answering after the shard started. */
+const unreachable = Layer.effect(
+  ShardStorage,
+  Effect.map(ShardStorage, (storage) =>
+    ShardStorage.of({
+      ...storage,
+      ping: Effect.fail(new StorageError({ operation: "ping", message: "connection refused" }))
+    }))
+).pipe(Layer.provide(ShardStorage.layerTest))
 
 const content = (contentId: string, embedding: ReadonlyArray<number>) => ({
   contentId,
@@ -56,6 +66,27 @@ describe("management REST API", () => {
       ]])
     }).pipe(Effect.provide(api)), 30_000)
 
+  it.live("health says degraded, database down, when the database does not answer", () =>
+    Effect.gen(function*() {
+      const health = yield* (yield* client).health()
+      assert.strictEqual(health.status, "degraded")
+      assert.strictEqual(health.database, "down")
+      assert.strictEqual(health.patternsStored, 0)
+    }).pipe(Effect.provide(
+      managementHandlers({ syncPort: 4433, region: "eu-west", transport: "quic", pin: "p" }).pipe(
+        Layer.provideMerge(shardCore({
+          shardId: "api-down",
+          region: "eu-west",
+          maxDevices: 10,
+          fleetSecret: "secret",
+          sync: { port: 0 },
+          federationEvery: Duration.hours(1)
+        })),
+        Layer.provideMerge(Layer.mergeAll(unreachable, SyncTransport.layerMemory)),
+        Layer.provideMerge(HttpServer.layerServices)
+      )
+    )), 30_000)
+
   it.live(
     "POST /api/v1/content stores valid items and refuses bad ones with a message, storing nothing",
     () =>
@@ -73,6 +104,10 @@ describe("management REST API", () => {
           { ...content("string", unit), embedding: unit.map((x, i) => (i === 5 ? "1" : x)) },
           content("zero", unit.map(() => 0)),
           content("", unit),
+          // PostgreSQL refuses NUL in text: a typed 400 here, not a failed write.
+          content("nul\u0000id", unit),
+          { ...content("nul-title", unit), title: "A\u0000B" },
+          { ...content("nul-genre", unit), genres: ["Dra\u0000ma"] },
           { title: "no id" },
           []
         ]

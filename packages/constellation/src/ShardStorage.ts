@@ -135,8 +135,13 @@ export class ShardStorage extends Context.Service<ShardStorage, {
   /**
    * Appends deltas to the durable log and advances each device's version, in one transaction.
    * Returns, per entry, whether it was new (false: that device and version were logged before).
+   * `at` (epoch ms, default now) is their received time, which restart replay compares with
+   * snapshot times.
    */
-  readonly appendDeltas: (deltas: ReadonlyArray<LoggedDelta>) => Effect.Effect<ReadonlyArray<boolean>, StorageError>
+  readonly appendDeltas: (
+    deltas: ReadonlyArray<LoggedDelta>,
+    at?: number
+  ) => Effect.Effect<ReadonlyArray<boolean>, StorageError>
   /** Logged deltas not yet applied to device_patterns, oldest first. */
   readonly unmaterialized: (limit: number) => Effect.Effect<ReadonlyArray<LoggedDelta>, StorageError>
   /**
@@ -181,8 +186,10 @@ export class ShardStorage extends Context.Service<ShardStorage, {
   readonly addContent: (items: ReadonlyArray<ContentEmbedding>) => Effect.Effect<void, StorageError>
   /** Items added at or after `since` (epoch ms, inclusive: a TV may see an item twice, never miss one), oldest first. */
   readonly listContentSince: (since: number, limit: number) => Effect.Effect<ReadonlyArray<StoredContent>, StorageError>
-  /** Exact row counts for /health and stats. */
+  /** Exact row counts for stats (each a scan of its table). */
   readonly counts: Effect.Effect<StorageCounts, StorageError>
+  /** One trivial query: whether the database answers, for /health. */
+  readonly ping: Effect.Effect<void, StorageError>
 }>()("omega/constellation/ShardStorage") {
   /** PostgreSQL + pgvector through @effect/sql-pg; `schema` keeps the tables in their own schema. */
   static readonly layerPg = (options: PgOptions) =>
@@ -670,13 +677,17 @@ const make = (options: CommonOptions) =>
       }))
     })
 
-    const appendDeltas = Effect.fn("ShardStorage.appendDeltas")(function*(deltas: ReadonlyArray<LoggedDelta>) {
+    const appendDeltas = Effect.fn("ShardStorage.appendDeltas")(function*(
+      deltas: ReadonlyArray<LoggedDelta>,
+      at?: number
+    ) {
       if (deltas.length === 0) return []
       for (const d of deltas) {
         yield* requireCount("appendDeltas", "version", d.version)
         yield* requireCount("appendDeltas", "patterns", d.patterns)
       }
-      const now = yield* Clock.currentTimeMillis
+      if (at !== undefined) yield* requireCount("appendDeltas", "at", at)
+      const now = at ?? (yield* Clock.currentTimeMillis)
       const rows = JSON.stringify(deltas.map((d) => ({
         device_id: d.deviceId,
         version: d.version,
@@ -769,6 +780,8 @@ const make = (options: CommonOptions) =>
       Effect.withSpan("ShardStorage.counts")
     )
 
+    const ping = sql`select 1`.pipe(sqlFailure("ping"), Effect.asVoid, Effect.withSpan("ShardStorage.ping"))
+
     if (options.migrate ?? true) yield* migrate
 
     return ShardStorage.of({
@@ -794,7 +807,8 @@ const make = (options: CommonOptions) =>
       loadTrends,
       addContent,
       listContentSince,
-      counts
+      counts,
+      ping
     })
   })
 
