@@ -1,8 +1,9 @@
 /**
  * The TV side of sync: one long-lived session to the shard, kept open with reconnects
- * (exponential backoff with jitter). Deltas go up on a jittered 5-15 minute schedule and as
- * soon as enough has changed; acknowledgements, global patterns, trends and new content come
- * down on the same session whenever the shard pushes them. Unsent deltas wait in the brain's
+ * (exponential backoff with jitter, starting over after a session that lasted). Deltas go up
+ * on a jittered 5-15 minute schedule and as soon as enough has changed; acknowledgements,
+ * global patterns, trends and new content come down on the same session whenever the shard
+ * pushes them. Unsent deltas wait in the brain's
  * outbox (it survives restarts) and are replayed on reconnect; the shard recognises a replay
  * by its version. Nothing here can fail a recommendation: sync errors stay in this fiber.
  */
@@ -20,6 +21,7 @@ import {
 } from "@omega/protocol"
 import {
   Cause,
+  Clock,
   Context,
   Data,
   Deferred,
@@ -51,7 +53,12 @@ export interface SyncClientConfig {
   readonly changeCheckEvery: Duration.Input
   /** How long to wait for a DeltaAck before treating the session as broken. */
   readonly ackTimeout: Duration.Input
+  /**
+   * First wait before reconnecting; it doubles with each failed attempt, and starts over after a
+   * welcomed session that lasted at least `reconnectMax`.
+   */
   readonly reconnectBase: Duration.Input
+  /** Longest wait before reconnecting, before the jitter (±20%) that keeps a fleet from coming back in lockstep. */
   readonly reconnectMax: Duration.Input
   readonly codec?: WireCodec
 }
@@ -146,6 +153,8 @@ export class SyncClient extends Context.Service<SyncClient, {
 interface Session {
   readonly connection: Connection
   readonly acks: Map<number, Deferred.Deferred<DeltaAck, SyncError>>
+  /** Failed when the session can no longer be trusted (a DeltaAck never came); ends it with that error. */
+  readonly broken: Deferred.Deferred<never, SyncError>
 }
 
 function make(config: SyncClientConfig) {
@@ -231,24 +240,42 @@ function make(config: SyncClientConfig) {
         }
       })
 
-    /** Sends a delta over the session and waits for its acknowledgement. */
+    /**
+     * Sends a delta over the session and waits for its acknowledgement. Without one in time the
+     * session is presumed half-open and ended; the delta stays in the outbox for the next session.
+     */
     const push = (active: Session, delta: PatternDelta) =>
-      Effect.gen(function*() {
-        const waiting = yield* Deferred.make<DeltaAck, SyncError>()
-        active.acks.set(delta.version, waiting)
-        const bytes = yield* send(active.connection, { _tag: "DeltaUpload", delta }).pipe(
-          Effect.mapError((e) => new SyncError({ reason: "disconnected", message: e.message }))
-        )
-        counters.deltasSent += 1
-        const ack = yield* Deferred.await(waiting).pipe(
-          Effect.timeoutOrElse({
-            duration: config.ackTimeout,
-            orElse: () =>
-              Effect.fail(new SyncError({ reason: "timeout", message: `no DeltaAck for version ${delta.version}` }))
+      Effect.acquireUseRelease(
+        Effect.tap(Deferred.make<DeltaAck, SyncError>(), (waiting) =>
+          Effect.sync(() => active.acks.set(delta.version, waiting))),
+        (waiting) =>
+          Effect.gen(function*() {
+            const bytes = yield* send(active.connection, { _tag: "DeltaUpload", delta }).pipe(
+              Effect.mapError((e) =>
+                new SyncError({ reason: "disconnected", message: e.message })
+              )
+            )
+            counters.deltasSent += 1
+            const ack = yield* Deferred.await(waiting).pipe(
+              Effect.timeoutOrElse({
+                duration: config.ackTimeout,
+                orElse: () => {
+                  const error = new SyncError({
+                    reason: "timeout",
+                    message: `no DeltaAck for version ${delta.version}`
+                  })
+                  return Effect.andThen(Deferred.fail(active.broken, error), Effect.fail(error))
+                }
+              })
+            )
+            return { _tag: "Acknowledged", ack, bytes } as const
+          }),
+        // However the push ends, its waiter goes with it (unless a later push of the version took the slot).
+        (waiting) =>
+          Effect.sync(() => {
+            if (active.acks.get(delta.version) === waiting) active.acks.delete(delta.version)
           })
-        )
-        return { _tag: "Acknowledged", ack, bytes } as const
-      })
+      )
 
     const syncNow = Effect.gen(function*() {
       const active = yield* Ref.get(session)
@@ -274,7 +301,7 @@ function make(config: SyncClientConfig) {
           coWatchVersion: stats.versions.coWatch
         }
       })
-      const active: Session = { connection, acks: new Map() }
+      const active: Session = { connection, acks: new Map(), broken: yield* Deferred.make<never, SyncError>() }
       yield* Effect.addFinalizer((exit) =>
         Effect.gen(function*() {
           // Only a session that was welcomed was ever reported as connected; by the time a
@@ -282,6 +309,9 @@ function make(config: SyncClientConfig) {
           const welcomed = (yield* Ref.get(session)) === active
           yield* Ref.set(session, undefined)
           if (welcomed) {
+            // Only the end of a welcomed session re-arms the signal: waiters of a refused attempt keep
+            // the pending one, which the next welcome completes.
+            yield* Ref.set(connectedSignal, yield* Deferred.make<void>())
             yield* publish(
               Exit.isSuccess(exit) ?
                 { _tag: "Disconnected", reason: "shard-closed", message: "the shard ended the session" } :
@@ -290,7 +320,6 @@ function make(config: SyncClientConfig) {
                 { _tag: "Disconnected", reason: "error", message: describe(Cause.squash(exit.cause)) }
             )
           }
-          yield* Ref.set(connectedSignal, yield* Deferred.make<void>())
           const error = new SyncError({ reason: "disconnected", message: "session closed" })
           for (const waiting of active.acks.values()) yield* Deferred.fail(waiting, error)
         })
@@ -326,19 +355,41 @@ function make(config: SyncClientConfig) {
         if (welcomed) return handle(active, bytes)
         welcomed = true
         return welcome(bytes)
-      })
+      }).pipe(Effect.raceFirst(Deferred.await(active.broken)))
+      if (!welcomed) {
+        return yield* new SyncError({
+          reason: "disconnected",
+          message: "the shard closed the session before its Welcome"
+        })
+      }
     }))
 
-    const reconnect = Schedule.exponential(config.reconnectBase).pipe(
-      Schedule.jittered,
-      Schedule.modifyDelay(({ duration }) =>
-        Effect.succeed(Duration.min(duration, Duration.fromInputUnsafe(config.reconnectMax)))
-      )
+    // Capped before the jitter, so that TVs which all reached the cap still come back spread out.
+    const reconnectMax = Duration.fromInputUnsafe(config.reconnectMax)
+    /**
+     * One attempt to connect. It fails, to be retried with a growing wait, unless the shard
+     * welcomed the session and it lasted at least `reconnectMax`: a shard that welcomes and drops
+     * sessions at once (overloaded, restarting) must not have every TV back every `reconnectBase`.
+     */
+    const attempt = Effect.gen(function*() {
+      // `sessions` counts welcomes.
+      const welcomesBefore = counters.sessions
+      const started = yield* Clock.currentTimeMillis
+      const lasted = Effect.map(Clock.currentTimeMillis, (now) => now - started >= Duration.toMillis(reconnectMax))
+      const ended = yield* Effect.exit(runSession)
+      if (Exit.isFailure(ended)) counters.lastError = describe(Cause.squash(ended.cause))
+      if (counters.sessions > welcomesBefore && (yield* lasted)) return
+      if (Exit.isFailure(ended)) return yield* Effect.failCause(ended.cause)
+      return yield* new SyncError({ reason: "disconnected", message: "the session ended soon after its Welcome" })
+    })
+
+    const backoff = Schedule.exponential(config.reconnectBase).pipe(
+      Schedule.modifyDelay(({ duration }) => Effect.succeed(Duration.min(duration, reconnectMax))),
+      Schedule.jittered
     )
-    yield* runSession.pipe(
-      Effect.tapError((e) => Effect.sync(() => counters.lastError = describe(e))),
-      Effect.flatMap(() => Effect.fail("closed" as const)),
-      Effect.retry(reconnect),
+    // Attempts back off until a session is welcomed; once it ends, the next round starts from the first delay.
+    yield* Effect.retry(attempt, backoff).pipe(
+      Effect.repeat(Schedule.spaced(config.reconnectBase).pipe(Schedule.jittered)),
       Effect.forkScoped
     )
 
