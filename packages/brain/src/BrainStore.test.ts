@@ -49,6 +49,8 @@ const pattern = (id: string, version: number, overrides: Partial<LocalPattern> =
   ...overrides
 })
 
+const removal = (id: string, version: number) => ({ id: id as PatternId, version })
+
 const shared = (id: string, seed: number): SharedPattern => ({
   id: id as PatternId,
   embedding: embedding(seed),
@@ -182,6 +184,34 @@ describe("BrainStore on a file", () => {
       assert.strictEqual(final.patterns[0]!.createdVersion, 1)
     }))
 
+  it.effect("gives a database from before the tombstone index that index when it opens", () =>
+    Effect.gen(function*() {
+      const path = Path.join(yield* tempDir, "brain.db")
+      const indexes = (db: Database.Database) =>
+        db.prepare<[], { name: string }>(
+          `select name from sqlite_master where type = 'index' and tbl_name = 'tombstones' and name not like 'sqlite_%'`
+        ).all().map((row) => row.name)
+      yield* Effect.provide(Effect.asVoid(BrainStore), BrainStore.layer({ path }))
+      // Back to the schema before the index, as a TV updated from an older release has it.
+      const schema = yield* Effect.acquireUseRelease(
+        Effect.sync(() => new Database(path)),
+        (db) =>
+          Effect.sync(() => {
+            db.exec(`drop index tombstones_by_version`)
+            const current = db.pragma("user_version", { simple: true }) as number
+            db.pragma(`user_version = ${current - 1}`)
+            return current
+          }),
+        (db) => Effect.sync(() => db.close())
+      )
+      yield* Effect.provide(Effect.asVoid(BrainStore), BrainStore.layer({ path }))
+      const after = yield* inspect(path, (db) => ({
+        schema: db.pragma("user_version", { simple: true }),
+        indexes: indexes(db)
+      }))
+      assert.deepStrictEqual(after, { schema, indexes: ["tombstones_by_version"] })
+    }))
+
   it.effect("refuses a file that is not a brain database with a StoreError and leaves its bytes alone", () =>
     Effect.gen(function*() {
       const path = Path.join(yield* tempDir, "notes.db")
@@ -238,9 +268,9 @@ describe("BrainStore", () => {
       }
       const changedA = pattern("p-a", 5, { createdVersion: 1, successRate: 0.5, sampleCount: 1.25 })
       // Ids sort the other way round from versions, so only ordering by version gives z, m, k.
-      yield* s.rewritePatterns([changedA], ["p-z" as PatternId], 5)
-      yield* s.rewritePatterns([], ["p-m" as PatternId], 6)
-      yield* s.rewritePatterns([], ["p-k" as PatternId], 7)
+      yield* s.rewritePatterns([changedA], [removal("p-z", 5)], 5)
+      yield* s.rewritePatterns([], [removal("p-m", 6)], 6)
+      yield* s.rewritePatterns([], [removal("p-k", 7)], 7)
 
       assert.deepStrictEqual(yield* s.removedSince(0), [
         { id: "p-z" as PatternId, version: 5 },
@@ -286,6 +316,19 @@ describe("BrainStore", () => {
       yield* s.acknowledge(8)
       assert.deepStrictEqual(yield* s.outbox, [])
       assert.strictEqual((yield* s.load(0)).versions.acknowledged, 8)
+    })))
+
+  it.effect("acknowledge prunes the tombstones it covers and keeps the ones not yet acknowledged", () =>
+    withMemoryStore(Effect.gen(function*() {
+      const s = yield* BrainStore
+      for (const [n, id] of ["p-a", "p-b", "p-c"].entries()) {
+        yield* s.recordObservation(event(n + 1), pattern(id, n + 1))
+      }
+      yield* s.rewritePatterns([], [removal("p-a", 4), removal("p-b", 5), removal("p-c", 6)], 6)
+      yield* s.acknowledge(5)
+      assert.deepStrictEqual(yield* s.removedSince(0), [removal("p-c", 6)])
+      yield* s.acknowledge(6)
+      assert.deepStrictEqual(yield* s.removedSince(0), [])
     })))
 
   it.effect("deltas come back from the outbox bit-exactly, Float32 embeddings included", () =>
@@ -349,6 +392,17 @@ describe("BrainStore", () => {
       assert.strictEqual(third.versions.global, 3)
       assert.deepStrictEqual(third.collective, [])
       assert.deepStrictEqual(third.trends, [])
+    })))
+
+  it.effect("saveGlobal keeps the last of patterns that repeat an id instead of failing", () =>
+    withMemoryStore(Effect.gen(function*() {
+      const s = yield* BrainStore
+      const last = { ...globalPattern("g-1", 3), deviceCount: 9 }
+      yield* s.saveGlobal(1, [globalPattern("g-1", 1), globalPattern("g-2", 2), last], [])
+      const saved = yield* s.load(0)
+      assert.strictEqual(saved.versions.global, 1)
+      assert.deepStrictEqual(saved.collective.find((p) => p.id === "g-1"), last)
+      assert.sameMembers(saved.collective.map((p) => p.id as string), ["g-1", "g-2"])
     })))
 
   it.effect("upsertCatalog adds and updates items", () =>
@@ -431,7 +485,7 @@ describe("BrainStore", () => {
       // A rewrite with one bad pattern among good ones applies none of it: no update, no delete, no tombstone.
       const rewrite = yield* Effect.flip(s.rewritePatterns(
         [pattern("p-a", 4, { createdVersion: 1, successRate: 0.1 }), { ...broken, id: "p-b" as PatternId }],
-        ["p-a" as PatternId],
+        [removal("p-a", 4)],
         4
       ))
       assert.strictEqual(rewrite.operation, "rewritePatterns")

@@ -64,6 +64,12 @@ export interface BrainSnapshot {
   readonly recentEvents: ReadonlyArray<ViewingEvent>
 }
 
+/** A pattern deleted at a local version: its tombstone tells the constellation to drop it too. */
+export interface Removal {
+  readonly id: PatternId
+  readonly version: number
+}
+
 /** A delta waiting in the outbox until the constellation acknowledges it. */
 export interface OutboxEntry {
   readonly delta: PatternDelta
@@ -77,22 +83,23 @@ export class BrainStore extends Context.Service<BrainStore, {
   readonly load: (recentLimit: number) => Effect.Effect<BrainSnapshot, StoreError>
   /** Durably records one viewing event and the pattern it changed, and bumps the local version. */
   readonly recordObservation: (event: ViewingEvent, pattern: LocalPattern) => Effect.Effect<void, StoreError>
-  /** Writes consolidated or decayed patterns and deletes merged/evicted ones, at `version`. */
+  /**
+   * Writes consolidated or decayed patterns and deletes merged/evicted ones, leaving a tombstone at
+   * each removal's version, and records `version` as the local version.
+   */
   readonly rewritePatterns: (
     changed: ReadonlyArray<LocalPattern>,
-    removed: ReadonlyArray<PatternId>,
+    removed: ReadonlyArray<Removal>,
     version: number
   ) => Effect.Effect<void, StoreError>
-  /** Patterns removed after `sinceVersion`, oldest first (for the `removed` part of a delta). */
-  readonly removedSince: (
-    sinceVersion: number
-  ) => Effect.Effect<ReadonlyArray<{ readonly id: PatternId; readonly version: number }>, StoreError>
+  /** Patterns removed after `sinceVersion`, oldest first (for a delta; acknowledged ones are pruned). */
+  readonly removedSince: (sinceVersion: number) => Effect.Effect<ReadonlyArray<Removal>, StoreError>
   readonly upsertCatalog: (items: ReadonlyArray<ContentEmbedding>) => Effect.Effect<void, StoreError>
   /** The stored embedding of one catalog item. */
   readonly catalogEmbedding: (id: ContentId) => Effect.Effect<Float32Array | undefined, StoreError>
   /** Every catalog item with its embedding (rebuilding the catalog index). */
   readonly catalogWithEmbeddings: Effect.Effect<ReadonlyArray<ContentEmbedding>, StoreError>
-  /** Replaces collective patterns and trends with a newer global version. */
+  /** Replaces collective patterns and trends with a newer global version; a repeated id keeps the last. */
   readonly saveGlobal: (
     version: number,
     patterns: ReadonlyArray<GlobalPattern>,
@@ -103,7 +110,7 @@ export class BrainStore extends Context.Service<BrainStore, {
   /** Keeps a delta until it is acknowledged; replaces an entry of the same version. */
   readonly enqueueDelta: (delta: PatternDelta, createdAt: number) => Effect.Effect<void, StoreError>
   readonly outbox: Effect.Effect<ReadonlyArray<OutboxEntry>, StoreError>
-  /** Drops outbox entries up to `version` and records it as acknowledged. */
+  /** Drops outbox entries and tombstones up to `version` and records it as acknowledged. */
   readonly acknowledge: (version: number) => Effect.Effect<void, StoreError>
   /** Deletes all but the newest `keep` raw events (the watched set is kept separately). */
   readonly trimEvents: (keep: number) => Effect.Effect<number, StoreError>
@@ -161,7 +168,8 @@ const MIGRATIONS = [
   `create table trends (content_id text not null, region text not null, score real not null, velocity real not null,
     primary key (content_id, region))`,
   `create table outbox (version integer primary key, body text not null, created_at integer not null)`,
-  `create table cowatch (content_id text primary key, neighbours text not null)`
+  `create table cowatch (content_id text primary key, neighbours text not null)`,
+  `create index tombstones_by_version on tombstones (version)`
 ]
 
 /** Opens (and migrates) the database at `path`. */
@@ -228,12 +236,12 @@ function make(path: string, synchronous: "normal" | "full") {
     )
 
     const rewritePatterns = Effect.fn("BrainStore.rewritePatterns")(
-      function*(changed: ReadonlyArray<LocalPattern>, removed: ReadonlyArray<PatternId>, version: number) {
+      function*(changed: ReadonlyArray<LocalPattern>, removed: ReadonlyArray<Removal>, version: number) {
         yield* tx("rewritePatterns", () => {
           for (const pattern of changed) statements.upsertPattern.run(patternToRow(pattern))
-          for (const id of removed) {
-            statements.deletePattern.run(id)
-            statements.insertTombstone.run(id, version)
+          for (const removal of removed) {
+            statements.deletePattern.run(removal.id)
+            statements.insertTombstone.run(removal.id, removal.version)
           }
           statements.setMeta.run("local_version", version)
         })
@@ -285,7 +293,7 @@ function make(path: string, synchronous: "normal" | "full") {
           statements.clearCollective.run()
           statements.clearTrends.run()
           for (const p of patterns) {
-            statements.insertCollective.run(
+            statements.upsertCollective.run(
               p.id,
               blobFromVector(p.embedding),
               p.successRate,
@@ -325,6 +333,8 @@ function make(path: string, synchronous: "normal" | "full") {
     const acknowledge = Effect.fn("BrainStore.acknowledge")(function*(version: number) {
       yield* tx("acknowledge", () => {
         statements.deleteOutboxUpTo.run(version)
+        // The constellation has these removals: no later delta needs their tombstones.
+        statements.deleteTombstonesUpTo.run(version)
         statements.setMetaMax.run("acknowledged_version", version)
       })
     })
@@ -462,6 +472,7 @@ function prepare(db: Database.Database) {
     insertTombstone: db.prepare<[string, number]>(
       `insert into tombstones (id, version) values (?, ?) on conflict (id) do update set version = excluded.version`
     ),
+    deleteTombstonesUpTo: db.prepare<[number]>(`delete from tombstones where version <= ?`),
     tombstonesSince: db.prepare<[number], { id: string; version: number }>(
       `select id, version from tombstones where version > ? order by version`
     ),
@@ -485,8 +496,11 @@ function prepare(db: Database.Database) {
       context: string
     }>(`select * from collective`),
     clearCollective: db.prepare(`delete from collective`),
-    insertCollective: db.prepare<[string, Buffer, number, number, number, string]>(
-      `insert into collective (id, embedding, success_rate, sample_count, device_count, context) values (?, ?, ?, ?, ?, ?)`
+    // A snapshot that repeats an id (a shard bug) keeps the last one instead of failing the whole update.
+    upsertCollective: db.prepare<[string, Buffer, number, number, number, string]>(
+      `insert into collective (id, embedding, success_rate, sample_count, device_count, context) values (?, ?, ?, ?, ?, ?)
+       on conflict (id) do update set embedding = excluded.embedding, success_rate = excluded.success_rate,
+         sample_count = excluded.sample_count, device_count = excluded.device_count, context = excluded.context`
     ),
     allTrends: db.prepare<[], { content_id: string; region: string; score: number; velocity: number }>(
       `select * from trends`

@@ -4,11 +4,12 @@ import {
   type ContentId,
   EMBEDDING_DIMENSIONS,
   type GlobalPatterns,
+  MAX_DELTA_PATTERNS,
   type PatternId,
   type ViewContext,
   type ViewingEvent
 } from "@omega/protocol"
-import { Effect, Exit, Layer } from "effect"
+import { Context, Effect, Exit, Fiber, Layer } from "effect"
 import { TestClock } from "effect/testing"
 import { existsSync, mkdtempSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
@@ -16,8 +17,9 @@ import { join } from "node:path"
 import { BrainStore } from "./BrainStore.ts"
 import { Embedder, makeHashing } from "./Embedder.ts"
 import { defaultLearningConfig } from "./Learning.ts"
+import { defaultTierLimits, MemoryTiers } from "./MemoryTiers.ts"
 import { type BrainConfig, defaultBrainConfig, OmegaBrain } from "./OmegaBrain.ts"
-import { VectorIndex } from "./VectorIndex.ts"
+import { type IndexHandle, VectorIndex } from "./VectorIndex.ts"
 
 const hashing = makeHashing()
 const GENRES = ["Comedy", "Horror", "Documentary", "Romance"] as const
@@ -56,7 +58,7 @@ const config = (overrides: Partial<BrainConfig> = {}): BrainConfig => ({
   ...overrides
 })
 
-const withBrain = <A, E>(body: (brain: OmegaBrain["Service"]) => Effect.Effect<A, E>, c = config()) =>
+const withBrain = <A, E>(body: (brain: OmegaBrain["Service"]) => Effect.Effect<A, E, MemoryTiers>, c = config()) =>
   Effect.gen(function*() {
     const brain = yield* OmegaBrain
     yield* brain.addContent(catalog)
@@ -188,6 +190,22 @@ describe("OmegaBrain.applyGlobalPatterns", () => {
         assert.strictEqual(stats.collectivePatterns, 1)
       })
     ))
+
+  it.effect("keeps the last of patterns that repeat an id instead of failing the update", () =>
+    withBrain((brain) =>
+      Effect.gen(function*() {
+        const [horror] = globalPatterns(1, "Horror").similar
+        const [romance] = globalPatterns(1, "Romance").similar
+        const again = { ...horror!, deviceCount: 9 }
+        assert.isTrue(
+          yield* brain.applyGlobalPatterns({ ...globalPatterns(1, "Horror"), similar: [horror, romance, again] })
+        )
+        const stats = yield* brain.stats
+        assert.strictEqual(stats.versions.global, 1)
+        assert.strictEqual(stats.collectivePatterns, 2)
+        assert.deepStrictEqual((yield* MemoryTiers).collective.all().find((p) => p.id === horror!.id), again)
+      })
+    ))
 })
 
 describe("OmegaBrain.prepareSyncDelta", () => {
@@ -256,6 +274,185 @@ describe("OmegaBrain.prepareSyncDelta", () => {
           assert.deepStrictEqual(next.removed, [delta.added[0]!.id])
         }),
       config({ shareThreshold: 0.7 })
+    ))
+})
+
+/**
+ * Prepares and acknowledges deltas until the brain has nothing left to send, checking the caps of
+ * each; `drained` is false if it still had something after `rounds` deltas.
+ */
+const drain = (brain: OmegaBrain["Service"], rounds = 50) =>
+  Effect.gen(function*() {
+    const shared = new Set<PatternId>()
+    const removed = new Set<PatternId>()
+    for (let deltas = 0; deltas < rounds; deltas++) {
+      const delta = yield* brain.prepareSyncDelta()
+      if (delta.version <= delta.baseVersion) return { shared, removed, deltas, drained: true }
+      assert.isAtMost(delta.added.length + delta.updated.length, defaultBrainConfig.maxDeltaPatterns)
+      assert.isAtMost(delta.removed.length, MAX_DELTA_PATTERNS)
+      for (const p of [...delta.added, ...delta.updated]) shared.add(p.id)
+      for (const id of delta.removed) removed.add(id)
+      yield* brain.acknowledgeDelta(delta.version)
+    }
+    return { shared, removed, deltas: rounds, drained: false }
+  })
+
+/** The brute-force index, yielding to other fibers at every search as a busy runtime may. */
+const yieldingIndex = Layer.effect(
+  VectorIndex,
+  Effect.gen(function*() {
+    const exact = yield* VectorIndex
+    const yielding = (handle: IndexHandle): IndexHandle => ({
+      ...handle,
+      search: (query, k) => Effect.andThen(Effect.yieldNow, handle.search(query, k))
+    })
+    return VectorIndex.of({
+      ...exact,
+      create: (options) => Effect.map(exact.create(options), yielding),
+      load: (path, options) => Effect.map(exact.load(path, options), yielding)
+    })
+  })
+).pipe(Layer.provide(VectorIndex.layerTest))
+
+/** Ids of the patterns the brain holds now. */
+const patternIds = Effect.map(MemoryTiers, (tiers) => new Set([...tiers.skills.all()].map((p) => p.id)))
+
+// Every trigger below changes more patterns at once than one delta may carry.
+describe("OmegaBrain sync after a batch of changes", () => {
+  it.effect("an eviction of more patterns than a delta may remove is sent over several deltas", () =>
+    Effect.gen(function*() {
+      // A full tier evicts 2% of its bound at once (201 of 10,000). Cheaper to reach here: a brain
+      // restarted with a smaller bound evicts the excess in one batch at its next consolidation.
+      const store = Layer.succeedContext(yield* Layer.build(BrainStore.layerTest))
+      const brainWith = (skills: number) =>
+        OmegaBrain.layer(config({
+          tiers: { ...defaultTierLimits, skills },
+          learning: { ...defaultLearningConfig, assignThreshold: 1.01, mergeThreshold: 1.01 }
+        })).pipe(Layer.provideMerge(Layer.mergeAll(Embedder.layerHashing, VectorIndex.layerTest, store)))
+      const observed = yield* Effect.gen(function*() {
+        const brain = yield* OmegaBrain
+        yield* brain.addContent(catalog)
+        const ids = new Set<PatternId>()
+        for (let i = 0; i < 100; i++) ids.add((yield* brain.observe(watch("comedy-1", 0.9))).patternId)
+        assert.isTrue((yield* drain(brain)).drained)
+        return ids
+      }).pipe(Effect.provide(brainWith(1_000)))
+      yield* Effect.gen(function*() {
+        const brain = yield* OmegaBrain
+        assert.deepStrictEqual(yield* brain.consolidate, { merged: 0, patterns: 30 })
+        const sync = yield* drain(brain)
+        assert.isTrue(sync.drained)
+        assert.isAtLeast(sync.deltas, 2)
+        const kept = yield* patternIds
+        assert.deepStrictEqual([...sync.removed].sort(), [...observed].filter((id) => !kept.has(id)).sort())
+        assert.strictEqual((yield* brain.pendingDeltas).length, 0)
+      }).pipe(Effect.provide(brainWith(30)))
+    }))
+
+  it.effect("a consolidation merging more patterns than a delta may carry is sent over several deltas", () =>
+    Effect.gen(function*() {
+      const brain = yield* OmegaBrain
+      yield* brain.addContent(catalog)
+      const observed = new Set<PatternId>()
+      for (let i = 0; i < 160; i++) {
+        observed.add((yield* brain.observe(watch(catalog[i % catalog.length]!.contentId, 0.9))).patternId)
+      }
+      assert.isTrue((yield* drain(brain)).drained)
+      const report = yield* brain.consolidate
+      assert.isAbove(report.merged, MAX_DELTA_PATTERNS)
+      const sync = yield* drain(brain)
+      assert.isTrue(sync.drained)
+      assert.isAtLeast(sync.deltas, 2)
+      const kept = yield* patternIds
+      assert.deepStrictEqual([...sync.removed].sort(), [...observed].filter((id) => !kept.has(id)).sort())
+      // Every pattern a merge grew (the rest kept their one sample and are not shared) went out too.
+      const grown = [...(yield* MemoryTiers).skills.all()].filter((p) => p.sampleCount > 1).map((p) => p.id)
+      assert.isAbove(grown.length, defaultBrainConfig.maxDeltaPatterns)
+      for (const id of grown) assert.isTrue(sync.shared.has(id), `${id} was never sent`)
+    }).pipe(
+      Effect.provide(OmegaBrain.layerTest(config({
+        learning: { ...defaultLearningConfig, assignThreshold: 1.01, mergeThreshold: -1 }
+      })))
+    ))
+
+  it.effect("a daily decay of more patterns than a delta may carry is sent over several deltas", () =>
+    Effect.gen(function*() {
+      const brain = yield* OmegaBrain
+      yield* brain.addContent(catalog)
+      for (const { contentId } of catalog) {
+        for (let i = 0; i < 3; i++) yield* brain.observe(watch(contentId, 0.9, evening, 0))
+      }
+      const ids = yield* patternIds
+      assert.strictEqual(ids.size, catalog.length)
+      assert.isTrue((yield* drain(brain)).drained)
+      yield* TestClock.adjust("1 day")
+      assert.deepStrictEqual(yield* brain.decay, { forgotten: 0, patterns: catalog.length })
+      const sync = yield* drain(brain)
+      assert.isTrue(sync.drained)
+      assert.isAtLeast(sync.deltas, 2)
+      assert.deepStrictEqual([...sync.shared].sort(), [...ids].sort())
+    }).pipe(
+      Effect.provide(OmegaBrain.layerTest(config({
+        // Strict enough that each item keeps a pattern of its own.
+        learning: { ...defaultLearningConfig, assignThreshold: 0.999 }
+      })))
+    ))
+
+  it.effect("a batch stored at one version by an older release is spread over versions of its own and sent", () =>
+    Effect.gen(function*() {
+      const store = yield* Layer.build(BrainStore.layerTest)
+      // A consolidation as it was written before: merged patterns and tombstones, all at version 1.
+      const merged = catalog.slice(0, 25).map((c, i) => ({
+        id: `merged-${i}` as PatternId,
+        embedding: c.embedding,
+        successRate: 1,
+        sampleCount: 2,
+        context: { timeOfDay: "evening", dayType: "weekday" } as const,
+        createdAt: 0,
+        updatedAt: 0,
+        version: 1,
+        createdVersion: 1,
+        exemplar: c.contentId
+      }))
+      const absorbed = Array.from({ length: 70 }, (_, i) => ({ id: `absorbed-${i}` as PatternId, version: 1 }))
+      yield* Context.get(store, BrainStore).rewritePatterns(merged, absorbed, 1)
+      const sync = yield* Effect.flatMap(OmegaBrain, (brain) => drain(brain)).pipe(
+        Effect.provide(
+          OmegaBrain.layer(config()).pipe(
+            Layer.provide(Layer.mergeAll(Embedder.layerHashing, VectorIndex.layerTest, Layer.succeedContext(store)))
+          )
+        )
+      )
+      assert.isTrue(sync.drained)
+      assert.sameMembers([...sync.shared], merged.map((p) => p.id))
+      assert.sameMembers([...sync.removed], absorbed.map((r) => r.id))
+    }))
+
+  it.effect("an observation made while consolidation runs is neither lost nor given a version already used", () =>
+    Effect.gen(function*() {
+      const brain = yield* OmegaBrain
+      yield* brain.addContent(catalog)
+      const ids = catalog.filter((c) => c.contentId.startsWith("comedy-")).map((c) => c.contentId)
+      for (const id of ids) yield* brain.observe(watch(id, 0.9))
+      const consolidating = yield* Effect.forkChild(brain.consolidate)
+      yield* Effect.yieldNow // consolidation starts, and yields at its first search
+      const late = yield* brain.observe(watch(ids[1]!, 0.9))
+      const report = yield* Fiber.join(consolidating)
+      assert.isAbove(report.merged, 0)
+      const patterns = [...(yield* MemoryTiers).skills.all()]
+      // Merging adds sample counts: every observation is still counted, the late one included.
+      assert.closeTo(patterns.reduce((sum, p) => sum + p.sampleCount, 0), ids.length + 1, 1e-9)
+      // Each write took a version of its own, and the local version is the last of them.
+      const removals = yield* (yield* BrainStore).removedSince(0)
+      const versions = [...patterns, ...removals].map((c) => c.version)
+      assert.strictEqual(new Set(versions).size, versions.length)
+      assert.strictEqual((yield* brain.stats).versions.local, Math.max(...versions, late.version))
+    }).pipe(
+      Effect.provide(
+        OmegaBrain.layer(config({
+          learning: { ...defaultLearningConfig, assignThreshold: 0.999, mergeThreshold: 0.5 }
+        })).pipe(Layer.provideMerge(Layer.mergeAll(Embedder.layerHashing, yieldingIndex, BrainStore.layerTest)))
+      )
     ))
 })
 

@@ -19,7 +19,7 @@ import {
   ViewContext,
   ViewingEvent
 } from "@omega/protocol"
-import { Clock, Context, Effect, Layer, Schedule, Schema } from "effect"
+import { Clock, Context, Effect, Layer, Schedule, Schema, Semaphore } from "effect"
 import { BrainStore, type BrainVersions, type LocalPattern, type StoreError } from "./BrainStore.ts"
 import { Catalog } from "./Catalog.ts"
 import { Embedder, type EmbedError } from "./Embedder.ts"
@@ -31,7 +31,6 @@ import {
   type LearningConfig,
   mergePatterns,
   patternContextOf,
-  patternWeight,
   sameContext
 } from "./Learning.ts"
 import { defaultTierLimits, MemoryTiers, type RecommendationSource, type TierLimits } from "./MemoryTiers.ts"
@@ -108,7 +107,8 @@ export class OmegaBrain extends Context.Service<OmegaBrain, {
   ) => Effect.Effect<ReadonlyArray<Recommendation>, ProtocolDecodeError | IndexError | StoreError>
   /**
    * Shareable changes since `sinceVersion` (default: the last acknowledged version): patterns
-   * with success rate >= the threshold, best first, capped. The delta waits in the outbox until
+   * with success rate >= the threshold and removals (those acknowledged are pruned), oldest first,
+   * capped; the delta's version covers exactly what it carries. It waits in the outbox until
    * acknowledged.
    */
   readonly prepareSyncDelta: (sinceVersion?: number) => Effect.Effect<PatternDelta, BrainError>
@@ -216,9 +216,39 @@ function make(config: BrainConfig) {
     tiers.episodes.markWatched(snapshot.watched)
     for (const event of snapshot.recentEvents) tiers.episodes.remember(event)
 
-    const nextVersion = () => {
-      versions = { ...versions, local: versions.local + 1 }
-      return versions.local
+    // One writer at a time: observe, the learning loops and sync read patterns, yield, and write
+    // them back at the next versions. Recommending only reads, and never waits for them.
+    const writer = yield* Semaphore.make(1)
+
+    /**
+     * Writes a batch of changed and removed patterns, each at a version of its own, so that a capped
+     * delta can stop between any two changes and the acknowledged version always moves forward.
+     */
+    const rewrite = Effect.fnUntraced(
+      function*(changed: ReadonlyArray<LocalPattern>, removed: ReadonlyArray<PatternId>) {
+        const first = versions.local + 1
+        const stamped = changed.map((p, i) => ({ ...p, version: first + i }))
+        const removals = removed.map((id, i) => ({ id, version: first + changed.length + i }))
+        const last = first + changed.length + removed.length - 1
+        // Durable first: if the write fails, memory still matches what is stored.
+        yield* store.rewritePatterns(stamped, removals, last)
+        versions = { ...versions, local: last }
+        for (const id of removed) yield* tiers.skills.remove(id)
+        for (const p of stamped) yield* tiers.skills.upsert(p)
+      }
+    )
+
+    // A store written before changes had versions of their own can hold a batch (an eviction, a
+    // consolidation) at one version, which no capped delta can split: spread what is unsent once.
+    const unsentPatterns = snapshot.patterns.filter((p) => p.version > versions.acknowledged)
+    const unsentRemovals = yield* store.removedSince(versions.acknowledged)
+    const perVersion = new Map<number, number>()
+    for (const { version } of [...unsentPatterns, ...unsentRemovals]) {
+      perVersion.set(version, (perVersion.get(version) ?? 0) + 1)
+    }
+    const batched = (change: { readonly version: number }) => perVersion.get(change.version)! > 1
+    if (perVersion.size < unsentPatterns.length + unsentRemovals.length) {
+      yield* rewrite(unsentPatterns.filter(batched), unsentRemovals.filter(batched).map((r) => r.id))
     }
 
     const addContent = Effect.fn("OmegaBrain.addContent")(function*(input: ReadonlyArray<ContentEmbedding>) {
@@ -242,26 +272,28 @@ function make(config: BrainConfig) {
       const event = yield* decodeEvent(input)
       const item = yield* itemEmbedding(event)
       const context = patternContextOf(event.context)
-      const match = (yield* tiers.skills.nearest(item, 8)).find((n) =>
-        n.similarity >= config.learning.assignThreshold && sameContext(n.value.context, context)
-      )
-      const version = versions.local + 1
-      const pattern = foldObservation({
-        pattern: match?.value,
-        newId,
-        event,
-        item,
-        version,
-        config: config.learning
-      })
-      // Durable first: if the write fails, memory still matches what is stored.
-      yield* store.recordObservation(event, pattern)
-      nextVersion()
-      yield* tiers.skills.upsert(pattern)
-      tiers.episodes.remember(event)
-      tiers.causal.recordOutcome(event.contentId, isSuccess(event))
-      if (match === undefined) yield* trimSkills(Math.ceil(config.tiers.skills * 0.02))
-      return { patternId: pattern.id, newPattern: match === undefined, version } satisfies ObserveResult
+      return yield* writer.withPermit(Effect.gen(function*() {
+        const match = (yield* tiers.skills.nearest(item, 8)).find((n) =>
+          n.similarity >= config.learning.assignThreshold && sameContext(n.value.context, context)
+        )
+        const version = versions.local + 1
+        const pattern = foldObservation({
+          pattern: match?.value,
+          newId,
+          event,
+          item,
+          version,
+          config: config.learning
+        })
+        // Durable first: if the write fails, memory still matches what is stored.
+        yield* store.recordObservation(event, pattern)
+        versions = { ...versions, local: version }
+        yield* tiers.skills.upsert(pattern)
+        tiers.episodes.remember(event)
+        tiers.causal.recordOutcome(event.contentId, isSuccess(event))
+        if (match === undefined) yield* trimSkills(Math.ceil(config.tiers.skills * 0.02))
+        return { patternId: pattern.id, newPattern: match === undefined, version } satisfies ObserveResult
+      }))
     })
 
     /**
@@ -272,10 +304,8 @@ function make(config: BrainConfig) {
       const excess = tiers.skills.size() - config.tiers.skills
       if (excess <= slack) return 0
       const weakest = [...tiers.skills.all()].sort((a, b) => evictionScore(a) - evictionScore(b)).slice(0, excess)
-      const ids = weakest.map((p) => p.id)
-      yield* store.rewritePatterns([], ids, nextVersion())
-      for (const id of ids) yield* tiers.skills.remove(id)
-      return ids.length
+      yield* rewrite([], weakest.map((p) => p.id))
+      return weakest.length
     })
 
     const recommend = Effect.fn("OmegaBrain.recommend")(function*(input: unknown, limit: unknown = 10) {
@@ -284,22 +314,25 @@ function make(config: BrainConfig) {
     })
 
     const prepareSyncDelta = Effect.fn("OmegaBrain.prepareSyncDelta")(function*(sinceVersion?: number) {
+      // Read before selecting: every change selected below is at or under it.
+      const local = versions.local
       const base = sinceVersion ?? versions.acknowledged
       const changed = [...tiers.skills.all()].filter((p) => p.version > base)
       const cap = Math.min(config.maxDeltaPatterns, MAX_DELTA_PATTERNS)
       const shareable = changed
         .filter((p) => p.successRate >= config.shareThreshold && p.sampleCount >= config.minSamplesToShare)
-        .sort((a, b) => patternWeight(b) - patternWeight(a))
-      const sent = shareable.slice(0, cap)
+        .sort(byVersion)
       // A pattern that existed at `base` and is no longer worth sharing may have been shared: withdraw it.
       const withdrawn = changed
         .filter((p) => p.createdVersion <= base && p.successRate < config.shareThreshold)
         .map((p) => ({ id: p.id, version: p.version }))
-      const removals = [...(yield* store.removedSince(base)), ...withdrawn].sort((a, b) => a.version - b.version)
-      const removed = removals.slice(0, MAX_DELTA_PATTERNS)
-      // When the cap leaves changes behind, stop the delta's version below them so the next delta carries them.
-      const leftBehind = [...shareable.slice(cap), ...removals.slice(MAX_DELTA_PATTERNS)]
-      const version = leftBehind.length === 0 ? versions.local : Math.min(...leftBehind.map((p) => p.version)) - 1
+      const removals = [...(yield* store.removedSince(base)), ...withdrawn].sort(byVersion)
+      // Oldest first: when a cap leaves changes behind, the delta stops just below the first of them.
+      // Every change has a version of its own, so the delta still carries one and `base` moves on.
+      const leftBehind = [shareable[cap], removals[MAX_DELTA_PATTERNS]].filter((c) => c !== undefined)
+      const version = leftBehind.length === 0 ? local : Math.min(...leftBehind.map((c) => c.version)) - 1
+      const sent = shareable.filter((p) => p.version <= version)
+      const removed = removals.filter((r) => r.version <= version)
       const delta: PatternDelta = {
         baseVersion: base,
         version,
@@ -310,21 +343,23 @@ function make(config: BrainConfig) {
       // An empty delta (nothing changed since `base`) is not worth keeping for a retry.
       if (delta.version > delta.baseVersion) yield* store.enqueueDelta(delta, yield* Clock.currentTimeMillis)
       return delta
-    })
+    }, writer.withPermit)
 
     const acknowledgeDelta = Effect.fn("OmegaBrain.acknowledgeDelta")(function*(version: number) {
       yield* store.acknowledge(version)
       versions = { ...versions, acknowledged: Math.max(versions.acknowledged, version) }
-    })
+    }, writer.withPermit)
 
     const pendingDeltas = store.outbox.pipe(Effect.map((entries) => entries.map((e) => e.delta)))
 
     const applyGlobalPatterns = Effect.fn("OmegaBrain.applyGlobalPatterns")(function*(input: unknown) {
       const global = yield* decodeGlobal(input)
       if (global.version <= versions.global) return false
+      // One pattern per id, the last listed: a shard that repeats an id must not fail the whole update.
+      const similar = [...new Map(global.similar.map((p) => [p.id, p])).values()]
       // Indexed first: a vector the index refuses must never reach the store and break the next start.
-      yield* tiers.collective.replace(global.similar, global.trending)
-      yield* store.saveGlobal(global.version, global.similar, global.trending)
+      yield* tiers.collective.replace(similar, global.trending)
+      yield* store.saveGlobal(global.version, similar, global.trending)
       versions = { ...versions, global: global.version }
       return true
     })
@@ -350,7 +385,6 @@ function make(config: BrainConfig) {
       const patterns = [...tiers.skills.all()].sort((a, b) => b.sampleCount - a.sampleCount)
       const absorbed = new Set<PatternId>()
       const changed = new Map<PatternId, LocalPattern>()
-      const version = versions.local + 1
       for (const pattern of patterns) {
         if (absorbed.has(pattern.id)) continue
         let merged = changed.get(pattern.id) ?? pattern
@@ -359,44 +393,33 @@ function make(config: BrainConfig) {
             other.id === merged.id || absorbed.has(other.id) || similarity < config.learning.mergeThreshold ||
             !sameContext(other.context, merged.context)
           ) continue
-          merged = mergePatterns(merged, changed.get(other.id) ?? other, version)
+          merged = mergePatterns(merged, changed.get(other.id) ?? other, UNSTAMPED)
           absorbed.add(other.id)
           changed.delete(other.id)
         }
         if (merged !== pattern) changed.set(merged.id, merged)
       }
-      if (absorbed.size > 0) {
-        yield* store.rewritePatterns([...changed.values()], [...absorbed], version)
-        nextVersion()
-        for (const id of absorbed) yield* tiers.skills.remove(id)
-        for (const p of changed.values()) yield* tiers.skills.upsert(p)
-      }
+      if (absorbed.size > 0) yield* rewrite([...changed.values()], [...absorbed])
       yield* trimSkills(0)
       yield* store.checkpoint
       return { merged: absorbed.size, patterns: tiers.skills.size() } satisfies ConsolidationReport
-    }).pipe(Effect.withSpan("OmegaBrain.consolidate"))
+    }).pipe(writer.withPermit, Effect.withSpan("OmegaBrain.consolidate"))
 
     const decay = Effect.gen(function*() {
       const now = yield* Clock.currentTimeMillis
-      const version = versions.local + 1
       const changed: Array<LocalPattern> = []
       const forgotten: Array<PatternId> = []
       for (const p of tiers.skills.all()) {
         const days = Math.floor((now - p.updatedAt) / DAY_MS)
         if (days < 1) continue
-        const next = decayPattern(p, 1, version, config.learning)
+        const next = decayPattern(p, 1, UNSTAMPED, config.learning)
         if (next === undefined) forgotten.push(p.id)
         else changed.push(next)
       }
-      if (changed.length + forgotten.length > 0) {
-        yield* store.rewritePatterns(changed, forgotten, version)
-        nextVersion()
-        for (const id of forgotten) yield* tiers.skills.remove(id)
-        for (const p of changed) yield* tiers.skills.upsert(p)
-      }
+      if (changed.length + forgotten.length > 0) yield* rewrite(changed, forgotten)
       yield* store.trimEvents(config.tiers.episodes * 20)
       return { forgotten: forgotten.length, patterns: tiers.skills.size() } satisfies DecayReport
-    }).pipe(Effect.withSpan("OmegaBrain.decay"))
+    }).pipe(writer.withPermit, Effect.withSpan("OmegaBrain.decay"))
 
     const stats = Effect.gen(function*() {
       const outbox = yield* store.outbox
@@ -441,6 +464,11 @@ function make(config: BrainConfig) {
 }
 
 const newId = () => crypto.randomUUID() as PatternId
+
+/** The version of a change not yet written: `rewrite` gives each change its own as it writes them. */
+const UNSTAMPED = -1
+
+const byVersion = (a: { readonly version: number }, b: { readonly version: number }) => a.version - b.version
 
 const toShared = (p: LocalPattern): SharedPattern => ({
   id: p.id,
