@@ -14,6 +14,7 @@ import {
   MAX_CONTENT_ITEMS,
   MAX_COWATCH_COUNT_ROWS,
   MAX_COWATCH_ROWS,
+  MAX_HELLO_BYTES,
   MAX_TRENDS,
   PROTOCOL_VERSION,
   type SessionId,
@@ -358,7 +359,9 @@ function make(config: SyncServerConfig) {
         const [first, rest] = yield* Stream.peel(connection.incoming, Sink.head<Uint8Array>()).pipe(
           Effect.timeoutOrElse({ duration: config.helloTimeout, orElse: () => Effect.fail("timeout" as const) })
         )
-        const hello = first._tag === "Some" ? yield* Effect.exit(codec.decode(first.value)) : undefined
+        // Decoded with a Hello's size cap: until the peer is authenticated, no frame of it may make the
+        // shard inflate and decode hundreds of kilobytes.
+        const hello = first._tag === "Some" ? yield* Effect.exit(codec.decode(first.value, MAX_HELLO_BYTES)) : undefined
         if (hello === undefined || hello._tag === "Failure" || hello.value._tag !== "Hello") {
           return yield* refuse(connection, "bad-frame", "the first frame of a session must be a valid Hello")
         }

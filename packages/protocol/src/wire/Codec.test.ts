@@ -10,6 +10,7 @@ import {
   encodeFrameEffect,
   makeWireCodec,
   MAX_FRAME_BYTES,
+  MAX_HELLO_BYTES,
   MAX_INFLATED_BYTES,
   type WireDecodeReason
 } from "./Codec.ts"
@@ -211,6 +212,32 @@ describe("refusing bad frames", () => {
       const error = yield* expectReason(Uint8Array.from([0x03, ...big]), "bomb")
       assert.include(error.message, "inflates beyond")
       yield* expectReason(Uint8Array.of(0x03, 0xff, 0xff, 0xff, 0xff), "malformed")
+    }))
+
+  it.effect("a first frame is read with a Hello's cap: a hello passes, a large upload does not, deflated or not", () =>
+    Effect.gen(function*() {
+      const hello = encodeFrame({
+        _tag: "Hello",
+        deviceId: "tv-1" as DeviceId,
+        token: "t".repeat(4096),
+        region: "eu-west",
+        protocolVersion: 1,
+        resume: { lastAckedVersion: 7, globalVersion: 3, coWatchVersion: 2 }
+      })
+      assert.strictEqual((yield* decodeFrame(hello, MAX_HELLO_BYTES))._tag, "Hello", "the largest token fits")
+      // One taste 64 times, finely quantized: a large body that deflates well, as a crafted one would.
+      const sameTaste = Array.from({ length: 64 }, () => hashingPatterns(1, 3)[0]!)
+      const upload = makeWireCodec({
+        compression: "never",
+        quantization: { patterns: QuantizerPresets.fine, content: QuantizerPresets.fine }
+      }).encode(deltaUpload(seededRandom(3), sameTaste))
+      assert.isAbove(upload.length, MAX_HELLO_BYTES)
+      const tooLarge = yield* Effect.flip(decodeFrame(upload, MAX_HELLO_BYTES))
+      assert.strictEqual(tooLarge.reason, "too-large")
+      const deflated = Uint8Array.from([0x03, ...deflateRawSync(upload.subarray(1))])
+      assert.isBelow(deflated.length, MAX_HELLO_BYTES)
+      assert.strictEqual((yield* Effect.flip(decodeFrame(deflated, MAX_HELLO_BYTES))).reason, "bomb")
+      assert.strictEqual((yield* decodeFrame(deflated))._tag, "DeltaUpload", "within the usual caps it decodes")
     }))
 
   it.effect("well-formed bytes that break the schemas", () =>

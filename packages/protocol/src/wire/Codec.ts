@@ -30,6 +30,12 @@ export const MAX_FRAME_BYTES = 64 * 1024
 /** Largest body a frame may inflate to. */
 export const MAX_INFLATED_BYTES = 256 * 1024
 
+/**
+ * Largest body of a Hello (a 4,096-character token, a 128-character device id, a region, the
+ * resume versions), with room to spare: what a shard decodes from a peer not yet authenticated.
+ */
+export const MAX_HELLO_BYTES = 8 * 1024
+
 export const WireDecodeReason = Schema.Literals([
   /** The input is above MAX_FRAME_BYTES. */
   "too-large",
@@ -76,8 +82,11 @@ export interface WireCodec {
   readonly encode: (frame: SyncFrame) => Uint8Array
   /** Frame to bytes, failing with WireEncodeError instead of throwing. */
   readonly encodeEffect: (frame: SyncFrame) => Effect.Effect<Uint8Array, WireEncodeError>
-  /** Bytes to a validated frame. */
-  readonly decode: (bytes: Uint8Array) => Effect.Effect<SyncFrame, WireDecodeError>
+  /**
+   * Bytes to a validated frame. `maxBodyBytes` (default MAX_INFLATED_BYTES) caps the body, inflated
+   * or not: a shard reads a session's first frame, before it knows who sent it, with MAX_HELLO_BYTES.
+   */
+  readonly decode: (bytes: Uint8Array, maxBodyBytes?: number) => Effect.Effect<SyncFrame, WireDecodeError>
 }
 
 /** A codec writing embeddings with `options.quantization`. */
@@ -117,9 +126,9 @@ export const makeWireCodec = (options: WireCodecOptions = {}): WireCodec => {
     return out
   }
 
-  const decode = (bytes: Uint8Array): Effect.Effect<SyncFrame, WireDecodeError> =>
+  const decode = (bytes: Uint8Array, maxBodyBytes = MAX_INFLATED_BYTES): Effect.Effect<SyncFrame, WireDecodeError> =>
     Effect.suspend(() => {
-      const body = unwrap(bytes)
+      const body = unwrap(bytes, maxBodyBytes)
       if (body instanceof WireDecodeError) return Effect.fail(body)
       let encoded: unknown
       try {
@@ -146,8 +155,8 @@ export const makeWireCodec = (options: WireCodecOptions = {}): WireCodec => {
   }
 }
 
-/** Checks the envelope and returns the body, inflated when flagged. */
-const unwrap = (bytes: Uint8Array): Uint8Array | WireDecodeError => {
+/** Checks the envelope and returns the body, inflated when flagged, of at most `limit` bytes. */
+const unwrap = (bytes: Uint8Array, limit: number): Uint8Array | WireDecodeError => {
   if (!(bytes instanceof Uint8Array)) return new WireDecodeError({ reason: "malformed", message: "not a Uint8Array" })
   if (bytes.length > MAX_FRAME_BYTES) {
     return new WireDecodeError({
@@ -164,7 +173,10 @@ const unwrap = (bytes: Uint8Array): Uint8Array | WireDecodeError => {
     })
   }
   const payload = bytes.subarray(1)
-  return header & 1 ? inflateCapped(payload, MAX_INFLATED_BYTES) : payload
+  if (header & 1) return inflateCapped(payload, limit)
+  return payload.length > limit
+    ? new WireDecodeError({ reason: "too-large", message: `body of ${payload.length} bytes, the limit is ${limit}` })
+    : payload
 }
 
 /** Inflates `input`, refusing (without allocating it) any output beyond `limit` bytes. */
@@ -201,4 +213,5 @@ export const encodeFrameEffect: (frame: SyncFrame) => Effect.Effect<Uint8Array, 
   defaultCodec.encodeEffect
 
 /** Decodes and validates a frame from a peer (any quantization). */
-export const decodeFrame: (bytes: Uint8Array) => Effect.Effect<SyncFrame, WireDecodeError> = defaultCodec.decode
+export const decodeFrame: (bytes: Uint8Array, maxBodyBytes?: number) => Effect.Effect<SyncFrame, WireDecodeError> =
+  defaultCodec.decode
