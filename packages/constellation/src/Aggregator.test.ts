@@ -99,6 +99,19 @@ describe("Aggregator", () => {
     assert.isBelow(group!.sampleCount, 3 * 30 + defaultAggregatorConfig.maxSamplesPerDevice + 1e-6)
   })
 
+  it("stops counting a device whose evidence has faded, so a group kept alive by one device is not published", () => {
+    const aggregator = new Aggregator()
+    const taste = direction(40)
+    for (let d = 0; d < 3; d++) aggregator.add("eu", `tv-${d}`, [pattern(near(taste, d), { sampleCount: 2 })], now)
+    assert.strictEqual(aggregator.snapshot("eu", 10, now)[0]!.deviceCount, 3)
+    // Three weeks on, the three devices' 2 samples each have faded under half a sample; one device
+    // keeps feeding the group.
+    const later = now + 3 * defaultAggregatorConfig.halfLifeMs
+    aggregator.add("eu", "tv-loyal", [pattern(near(taste, 9), { sampleCount: 20 })], later)
+    assert.deepStrictEqual(aggregator.snapshot("eu", 10, later), [], "one live device is not k")
+    assert.strictEqual(aggregator.snapshot("eu", 10, later, 1)[0]!.deviceCount, 1)
+  })
+
   it("numbers new groups after those it was seeded with, so ids stay unique across a restart", () => {
     const before = new Aggregator()
     for (let d = 0; d < 3; d++) before.add("eu", `tv-${d}`, [pattern(near(direction(30), d))], now)

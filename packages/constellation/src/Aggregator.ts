@@ -235,18 +235,21 @@ export class Aggregator {
   snapshot(region: string, limit: number, now: number, minDevices = this.config.minDevices): Array<GlobalPattern> {
     // Ranked on their numbers first: only the `limit` best get a centroid computed (a pass over 384
     // floats each), which kept a shard with thousands of clusters busy for ~100 ms per refresh.
-    const ranked: Array<{ readonly cluster: Cluster; readonly successRate: number; readonly quality: number }> = []
+    const ranked: Array<
+      { readonly cluster: Cluster; readonly devices: number; readonly successRate: number; readonly quality: number }
+    > = []
     for (const list of this.regionBuckets(region).values()) {
       for (const cluster of list) {
         this.decay(cluster, now)
-        if (cluster.devices.size + cluster.extraDevices < minDevices || cluster.weight <= 0) continue
+        const devices = liveDevices(cluster)
+        if (devices < minDevices || cluster.weight <= 0) continue
         const successRate = Math.min(1, Math.max(0, cluster.successWeight / cluster.weight))
-        ranked.push({ cluster, successRate, quality: successRate * Math.log1p(cluster.samples) })
+        ranked.push({ cluster, devices, successRate, quality: successRate * Math.log1p(cluster.samples) })
       }
     }
     ranked.sort((a, b) => b.quality - a.quality)
     const out: Array<GlobalPattern> = []
-    for (const { cluster, successRate } of ranked) {
+    for (const { cluster, devices, successRate } of ranked) {
       if (out.length >= limit) break
       const embedding = unit(cluster.sum)
       if (embedding === undefined) continue
@@ -255,7 +258,7 @@ export class Aggregator {
         embedding,
         successRate,
         sampleCount: cluster.samples,
-        deviceCount: cluster.devices.size + cluster.extraDevices,
+        deviceCount: devices,
         context: cluster.context
       })
     }
@@ -293,7 +296,7 @@ export class Aggregator {
     for (const buckets of this.regions.values()) {
       for (const list of buckets.values()) {
         clusters += list.length
-        for (const c of list) if (c.devices.size + c.extraDevices >= this.config.minDevices) publishable += 1
+        for (const c of list) if (liveDevices(c) >= this.config.minDevices) publishable += 1
       }
     }
     return { regions: this.regions.size, clusters, publishable, patternsIn: this.patternsIn }
@@ -382,11 +385,28 @@ export class DeviceHashes {
     this.weights[slot]! += amount
   }
 
+  /** Devices holding at least `weight`. */
+  countAtLeast(weight: number): number {
+    let n = 0
+    for (let i = 0; i < this.size; i++) if (this.weights[i]! >= weight) n++
+    return n
+  }
+
   /** Multiplies every device's evidence (when the cluster folds its scale into its sums). */
   scaleWeights(factor: number): void {
     for (let i = 0; i < this.size; i++) this.weights[i]! *= factor
   }
 }
+
+/**
+ * Evidence (in samples) below which a remembered device no longer counts toward a group's devices:
+ * a group whose other devices' evidence has faded is no longer k devices' taste, but one device's.
+ */
+const LIVE_DEVICE_SAMPLES = 0.5
+
+/** The devices standing behind a group now: the remembered ones with live evidence, and those beyond memory. */
+const liveDevices = (cluster: Cluster): number =>
+  cluster.devices.countAtLeast(LIVE_DEVICE_SAMPLES / cluster.scale) + cluster.extraDevices
 
 const keyOf = (c: PatternContext): string => `${c.timeOfDay ?? "*"}|${c.dayType ?? "*"}|${c.mood ?? "*"}`
 
