@@ -227,14 +227,14 @@ describe("refusing bad frames", () => {
       assert.strictEqual((yield* decodeFrame(hello, MAX_HELLO_BYTES))._tag, "Hello", "the largest token fits")
       // One taste 64 times, finely quantized: a large body that deflates well, as a crafted one would.
       const sameTaste = Array.from({ length: 64 }, () => hashingPatterns(1, 3)[0]!)
-      const upload = makeWireCodec({
+      const large = makeWireCodec({
         compression: "never",
         quantization: { patterns: QuantizerPresets.fine, content: QuantizerPresets.fine }
       }).encode(deltaUpload(seededRandom(3), sameTaste))
-      assert.isAbove(upload.length, MAX_HELLO_BYTES)
-      const tooLarge = yield* Effect.flip(decodeFrame(upload, MAX_HELLO_BYTES))
+      assert.isAbove(large.length, MAX_HELLO_BYTES)
+      const tooLarge = yield* Effect.flip(decodeFrame(large, MAX_HELLO_BYTES))
       assert.strictEqual(tooLarge.reason, "too-large")
-      const deflated = Uint8Array.from([0x03, ...deflateRawSync(upload.subarray(1))])
+      const deflated = Uint8Array.from([0x03, ...deflateRawSync(large.subarray(1))])
       assert.isBelow(deflated.length, MAX_HELLO_BYTES)
       assert.strictEqual((yield* Effect.flip(decodeFrame(deflated, MAX_HELLO_BYTES))).reason, "bomb")
       assert.strictEqual((yield* decodeFrame(deflated))._tag, "DeltaUpload", "within the usual caps it decodes")
