@@ -96,6 +96,9 @@ export type SyncOutcome =
   | { readonly _tag: "NothingToSend" }
   | { readonly _tag: "Offline" }
 
+/** Who ended a session: the shard (a clean close), the TV (stopping its client), or an error (it reconnects). */
+export type DisconnectReason = "shard-closed" | "tv-closed" | "error"
+
 /**
  * What the session did that a TV app may want to show: a session opened or ended, or an update
  * the shard pushed that changed what the brain recommends (duplicates and stale versions, which
@@ -103,12 +106,7 @@ export type SyncOutcome =
  */
 export type SyncEvent =
   | { readonly _tag: "Connected"; readonly session: number }
-  | {
-    readonly _tag: "Disconnected"
-    /** Who ended it: the shard (a clean close), the TV (stopping its client), or an error. */
-    readonly reason: "shard-closed" | "tv-closed" | "error"
-    readonly message: string
-  }
+  | { readonly _tag: "Disconnected"; readonly reason: DisconnectReason; readonly message: string }
   | {
     readonly _tag: "GlobalPatternsApplied"
     readonly version: number
@@ -387,7 +385,8 @@ function make(config: SyncClientConfig) {
       Schedule.modifyDelay(({ duration }) => Effect.succeed(Duration.min(duration, reconnectMax))),
       Schedule.jittered
     )
-    // Attempts back off until a session is welcomed; once it ends, the next round starts from the first delay.
+    // Attempts back off until a welcomed session lasts `reconnectMax`; once it ends, the next round
+    // starts from the first delay.
     yield* Effect.retry(attempt, backoff).pipe(
       Effect.repeat(Schedule.spaced(config.reconnectBase).pipe(Schedule.jittered)),
       Effect.forkScoped

@@ -3,7 +3,7 @@
  * sync client's subscription (`dispatch`); a listener added while a session is open is first told
  * of that session, so an app that registers after `open` resolved still learns it is online.
  */
-import type { SyncEvent } from "@omega/sync"
+import type { DisconnectReason, SyncEvent } from "@omega/sync"
 
 /**
  * What the TV's session did, for an app that shows it: a session opened or ended, or an update the
@@ -11,12 +11,7 @@ import type { SyncEvent } from "@omega/sync"
  */
 export type TvEvent =
   | { readonly type: "connected"; readonly session: number }
-  | {
-    readonly type: "disconnected"
-    /** Who ended it: the shard (a clean close), the TV (closing), or an error (the TV reconnects). */
-    readonly reason: "shard-closed" | "tv-closed" | "error"
-    readonly message: string
-  }
+  | { readonly type: "disconnected"; readonly reason: DisconnectReason; readonly message: string }
   | { readonly type: "global-patterns"; readonly version: number; readonly patterns: number; readonly trends: number }
   | { readonly type: "co-watch"; readonly version: number; readonly rows: number }
   | { readonly type: "content"; readonly items: number }
